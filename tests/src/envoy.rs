@@ -15,9 +15,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where the release `.wasm` modules are built (`make build` builds them).
+/// Where the release `.wasm` modules are built (`make build` builds them); follows
+/// `CARGO_TARGET_DIR` when it is set.
 pub fn wasm_dir() -> PathBuf {
-    repo_root().join("target/wasm32-wasip1/release")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        repo_root().join(target)
+    };
+    target.join("wasm32-wasip1/release")
 }
 
 /// The Envoy binary: `ENVOY_BIN`, else the one the Makefile installs into `.venv`.
