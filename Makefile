@@ -12,7 +12,7 @@ ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy build test unit e2e run lint fmt clean
+.PHONY: setup toolchain envoy build test unit e2e run bench bench-smoke lint fmt clean
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -40,9 +40,10 @@ build: toolchain
 	@for m in $(MODULES); do cp $(WASM_OUT)/$$m dist/$$m; done
 	@ls -l dist
 
-## test: unit tests (natively) and end-to-end tests against the pinned Envoy
+## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
 test: build envoy
 	cargo test --workspace
+	$(MAKE) --no-print-directory bench-smoke
 
 unit: toolchain
 	cargo test --workspace --lib --bins
@@ -54,6 +55,16 @@ e2e: build envoy
 run: build envoy
 	cargo build --release -p wasmgate-e2e --bin demo-upstream
 	ENVOY_BIN="$(ENVOY_BIN)" bash scripts/run-demo.sh
+
+## bench: every filter against Envoy's native filters and Lua in one Envoy; writes bench/results.json
+bench: build envoy
+	cargo build --release -p wasmgate-bench
+	target/release/wasmgate-bench
+
+## bench-smoke: one short round of the benchmark, so it cannot rot (part of make test)
+bench-smoke: build envoy
+	cargo build --release -p wasmgate-bench
+	target/release/wasmgate-bench --smoke
 
 ## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
 lint: toolchain

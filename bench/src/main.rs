@@ -1,0 +1,277 @@
+//! `make bench`: every wasmgate filter against Envoy's native filters and Lua, side by side in
+//! one Envoy (`--concurrency 1`), one listener per variant, the upstream answered by Envoy
+//! itself. Rounds are interleaved and medians reported. `--smoke` runs one short round.
+
+// A benchmark tool: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+mod load;
+mod report;
+mod tokens;
+mod variants;
+
+use load::{closed_loop, open_loop, quantile, Requests};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use variants::{Modules, Variant};
+use wasmgate_e2e::{repo_root, wasm_dir, Envoy, EnvoyOptions};
+
+/// Sizes of one run.
+struct Plan {
+    rounds: usize,
+    cpu_requests: usize,
+    connections: usize,
+    latency_rate: u32,
+    latency_duration: Duration,
+}
+
+impl Plan {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Self {
+                rounds: 1,
+                cpu_requests: 200,
+                connections: 4,
+                latency_rate: 200,
+                latency_duration: Duration::from_millis(200),
+            }
+        } else {
+            Self {
+                rounds: 5,
+                cpu_requests: 4000,
+                connections: 8,
+                latency_rate: 200,
+                latency_duration: Duration::from_millis(1500),
+            }
+        }
+    }
+}
+
+/// One variant's measurements in one round.
+#[derive(Clone, Copy, Default)]
+pub struct Sample {
+    /// Envoy user+system CPU per request, microseconds.
+    pub cpu_us: f64,
+    /// Saturated requests per second (closed loop).
+    pub rps: f64,
+    /// Open-loop latency p50, microseconds.
+    pub p50_us: f64,
+    /// Open-loop latency p99, microseconds.
+    pub p99_us: f64,
+    /// Responses with an unexpected status (should be 0).
+    pub errors: usize,
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let plan = Plan::new(smoke);
+    let modules = Modules {
+        dist: repo_root().join("dist"),
+        build: wasm_dir(),
+    };
+    let (variants, skipped) = variants::all(&modules);
+    for s in &skipped {
+        eprintln!("skipped: {s}");
+    }
+    eprintln!("preparing requests for {} variants...", variants.len());
+    let requests: Vec<Vec<Requests>> = variants
+        .iter()
+        .map(|v| {
+            (0..plan.rounds)
+                .map(|r| Arc::new((v.requests)(r, plan.cpu_requests)))
+                .collect()
+        })
+        .collect();
+
+    let upstream_port = free_port();
+    let started = Instant::now();
+    let envoy = Envoy::start_config(&config(&variants, upstream_port).to_string(), options());
+    let ready_all = started.elapsed();
+    check_statuses(&envoy, &variants, &requests);
+
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+    for round in 0..plan.rounds {
+        eprintln!("round {}/{}", round + 1, plan.rounds);
+        for (i, variant) in variants.iter().enumerate() {
+            samples[i].push(measure(&envoy, variant, &requests[i][round], &plan));
+        }
+    }
+    let rss_all = rss_kib(envoy.pid());
+    drop(envoy);
+
+    let started = Instant::now();
+    let bare = Envoy::start_config(
+        &config(&variants[..1], upstream_port).to_string(),
+        options(),
+    );
+    let ready_none = started.elapsed();
+    let rss_none = rss_kib(bare.pid());
+    drop(bare);
+
+    let report = report::Report::new(
+        &variants,
+        &samples,
+        skipped,
+        json!({
+            "rounds": plan.rounds, "cpu_requests": plan.cpu_requests, "connections": plan.connections,
+            "latency_rate_rps": plan.latency_rate, "latency_seconds": plan.latency_duration.as_secs_f64(),
+            "ready_ms_all_filters": ready_all.as_secs_f64() * 1e3, "ready_ms_no_filter": ready_none.as_secs_f64() * 1e3,
+            "rss_kib_all_filters": rss_all, "rss_kib_no_filter": rss_none,
+            "native_sha256_mb_per_s": report::native_sha256_mb_per_s(),
+            "envoy": wasmgate_e2e::envoy_bin().display().to_string(),
+            "machine": report::machine(),
+        }),
+    );
+    println!("{}", report.table());
+    if !smoke {
+        let path = repo_root().join("bench/results.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report.json()).unwrap()).unwrap();
+        eprintln!("wrote {}", path.display());
+    }
+    if report.errors() > 0 {
+        eprintln!("{} responses had an unexpected status", report.errors());
+        std::process::exit(1);
+    }
+}
+
+fn options() -> EnvoyOptions {
+    EnvoyOptions {
+        concurrency: 1,
+        log_level: "warning".into(),
+        ..EnvoyOptions::default()
+    }
+}
+
+fn measure(envoy: &Envoy, variant: &Variant, requests: &Requests, plan: &Plan) -> Sample {
+    let port = envoy.port(&variant.name);
+    let before = cpu_seconds(envoy.pid());
+    let run = closed_loop(port, requests, plan.cpu_requests, plan.connections, 200);
+    let cpu_seconds = cpu_seconds(envoy.pid()) - before;
+    let latencies = open_loop(port, requests, plan.latency_rate, plan.latency_duration, 4);
+    Sample {
+        cpu_us: cpu_seconds * 1e6 / plan.cpu_requests as f64,
+        rps: plan.cpu_requests as f64 / run.elapsed.as_secs_f64(),
+        p50_us: quantile(&latencies, 0.5).as_secs_f64() * 1e6,
+        p99_us: quantile(&latencies, 0.99).as_secs_f64() * 1e6,
+        errors: run.unexpected,
+    }
+}
+
+/// One request per variant before measuring: a misconfigured variant fails loudly, not slowly.
+fn check_statuses(envoy: &Envoy, variants: &[Variant], requests: &[Vec<Requests>]) {
+    for (variant, requests) in variants.iter().zip(requests) {
+        let mut conn = load::Conn::open(envoy.port(&variant.name)).expect("connect");
+        let status = conn.roundtrip(&requests[0][0]).expect("response");
+        if status != 200 {
+            panic!(
+                "variant {} answered {status}, expected 200\n{}",
+                variant.name,
+                envoy.log()
+            );
+        }
+    }
+}
+
+fn config(variants: &[Variant], upstream_port: u16) -> Value {
+    let upstream = json!({
+        "name": "upstream",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}},
+        "filter_chains": [{"filters": [hcm("upstream", json!({"prefix": "/"}), json!({"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}), vec![])]}]
+    });
+    let mut listeners = vec![upstream];
+    for v in variants {
+        let mut route = json!({"cluster": "self_upstream"});
+        if let (Some(route), Some(extra)) = (route.as_object_mut(), v.route_extra.as_object()) {
+            route.extend(extra.clone());
+        }
+        listeners.push(json!({
+            "name": v.name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [hcm(&v.name, json!({"prefix": "/"}), json!({"route": route}), v.filters.clone())]}]
+        }));
+    }
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [{"name": "self_upstream", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "self_upstream", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}}]
+        }
+    })
+}
+
+fn hcm(name: &str, matcher: Value, action: Value, mut filters: Vec<Value>) -> Value {
+    filters.push(
+        json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+    );
+    let mut route = json!({"match": matcher});
+    if let (Some(route), Some(action)) = (route.as_object_mut(), action.as_object()) {
+        route.extend(action.clone());
+    }
+    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": [route]}]},
+        "http_filters": filters}})
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// CPU time Envoy has used, in seconds: the sum of every thread's run time from
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds, user + system), falling back to utime + stime
+/// from `/proc/<pid>/stat` (clock ticks, too coarse for short runs) where schedstat is missing.
+fn cpu_seconds(pid: u32) -> f64 {
+    schedstat_seconds(pid).unwrap_or_else(|| stat_ticks(pid) / clock_ticks())
+}
+
+fn schedstat_seconds(pid: u32) -> Option<f64> {
+    let mut total_ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total_ns as f64 / 1e9)
+}
+
+fn stat_ticks(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

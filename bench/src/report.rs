@@ -1,0 +1,221 @@
+//! Medians, ratios, module sizes, the terminal table and `bench/results.json`.
+
+use crate::variants::Variant;
+use crate::Sample;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+
+/// One variant's medians over all rounds.
+struct Row {
+    name: String,
+    peer: Option<String>,
+    floor_of: String,
+    body_bytes: usize,
+    median: Sample,
+}
+
+/// Everything one run measured.
+pub struct Report {
+    rows: Vec<Row>,
+    skipped: Vec<String>,
+    meta: Value,
+    modules: Vec<(String, u64, Option<u64>)>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Report {
+    /// Reduces per-round samples to medians.
+    pub fn new(
+        variants: &[Variant],
+        samples: &[Vec<Sample>],
+        skipped: Vec<String>,
+        meta: Value,
+    ) -> Self {
+        let rows = variants
+            .iter()
+            .zip(samples)
+            .map(|(v, s)| Row {
+                name: v.name.clone(),
+                peer: v.peer.clone(),
+                floor_of: v.floor_of.to_string(),
+                body_bytes: v.body_bytes,
+                median: Sample {
+                    cpu_us: median(s.iter().map(|x| x.cpu_us).collect()),
+                    rps: median(s.iter().map(|x| x.rps).collect()),
+                    p50_us: median(s.iter().map(|x| x.p50_us).collect()),
+                    p99_us: median(s.iter().map(|x| x.p99_us).collect()),
+                    errors: s.iter().map(|x| x.errors).sum(),
+                },
+            })
+            .collect();
+        Self {
+            rows,
+            skipped,
+            meta,
+            modules: module_sizes(),
+        }
+    }
+
+    fn cpu_of(&self, name: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.median.cpu_us)
+    }
+
+    fn own_cost(&self, row: &Row) -> Option<f64> {
+        (row.name != row.floor_of)
+            .then(|| self.cpu_of(&row.floor_of).map(|f| row.median.cpu_us - f))
+            .flatten()
+    }
+
+    fn ratio(&self, row: &Row) -> Option<f64> {
+        let peer = self.cpu_of(row.peer.as_deref()?)?;
+        (peer > 0.0).then(|| row.median.cpu_us / peer)
+    }
+
+    /// Responses with an unexpected status across the run.
+    pub fn errors(&self) -> usize {
+        self.rows.iter().map(|r| r.median.errors).sum()
+    }
+
+    /// The table printed to the terminal (and pasted into the README).
+    pub fn table(&self) -> String {
+        let mut out = String::from("| variant | Envoy CPU us/req | own cost us/req (minus) | vs peer | p50 us | p99 us | saturated rps |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        for row in &self.rows {
+            let own = self
+                .own_cost(row)
+                .map_or("-".into(), |c| format!("{c:.1} ({})", row.floor_of));
+            let ratio = match (self.ratio(row), &row.peer) {
+                (Some(r), Some(p)) => format!("{r:.2}x {p}"),
+                _ => "-".into(),
+            };
+            let m = row.median;
+            out.push_str(&format!(
+                "| {} | {:.1} | {own} | {ratio} | {:.0} | {:.0} | {:.0} |\n",
+                row.name, m.cpu_us, m.p50_us, m.p99_us, m.rps
+            ));
+        }
+        for row in self.rows.iter().filter(|r| r.body_bytes > 0) {
+            if let Some(own) = self.own_cost(row).filter(|c| *c > 0.0) {
+                out.push_str(&format!(
+                    "\n{}: {:.0} MB/s over its own cost",
+                    row.name,
+                    row.body_bytes as f64 / own
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "\nnative SHA-256 (this machine, outside Envoy): {:.0} MB/s\n",
+            self.meta["native_sha256_mb_per_s"].as_f64().unwrap_or(0.0)
+        ));
+        out.push_str("\n| module | bytes | after wasm-opt -O |\n|---|---:|---:|\n");
+        for (name, raw, opt) in &self.modules {
+            out.push_str(&format!(
+                "| {name} | {raw} | {} |\n",
+                opt.map_or("binaryen not installed".into(), |o| o.to_string())
+            ));
+        }
+        let m = &self.meta;
+        out.push_str(&format!(
+            "\nready after start: {:.0} ms with all variants, {:.0} ms with none; RSS {} KiB vs {} KiB\n",
+            m["ready_ms_all_filters"].as_f64().unwrap_or(0.0), m["ready_ms_no_filter"].as_f64().unwrap_or(0.0),
+            m["rss_kib_all_filters"], m["rss_kib_no_filter"]));
+        out.push_str(&format!(
+            "machine: {}\n",
+            m["machine"].as_str().unwrap_or("?")
+        ));
+        for s in &self.skipped {
+            out.push_str(&format!("skipped: {s}\n"));
+        }
+        out
+    }
+
+    /// The same data as JSON (`bench/results.json`).
+    pub fn json(&self) -> Value {
+        let rows: Vec<Value> = self.rows.iter().map(|r| json!({
+            "variant": r.name, "peer": r.peer, "cpu_us_per_request": r.median.cpu_us,
+            "own_cost_us": self.own_cost(r), "own_cost_minus": r.floor_of, "ratio_to_peer": self.ratio(r),
+            "p50_us": r.median.p50_us, "p99_us": r.median.p99_us, "saturated_rps": r.median.rps,
+            "unexpected_statuses": r.median.errors,
+        })).collect();
+        let modules: Vec<Value> = self
+            .modules
+            .iter()
+            .map(|(n, raw, opt)| json!({"module": n, "bytes": raw, "wasm_opt_bytes": opt}))
+            .collect();
+        json!({"variants": rows, "modules": modules, "skipped": self.skipped, "run": self.meta})
+    }
+}
+
+fn module_sizes() -> Vec<(String, u64, Option<u64>)> {
+    let dist = wasmgate_e2e::repo_root().join("dist");
+    let mut sizes: Vec<_> = std::fs::read_dir(&dist)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .map(|p| {
+            let raw = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            let out =
+                std::env::temp_dir().join(format!("wasmgate-bench-{}.wasm", std::process::id()));
+            let optimized = std::process::Command::new("wasm-opt")
+                .arg("-O")
+                .arg(&p)
+                .arg("-o")
+                .arg(&out)
+                .status()
+                .ok()
+                .filter(|s| s.success())
+                .and_then(|_| std::fs::metadata(&out).ok())
+                .map(|m| m.len());
+            let _ = std::fs::remove_file(&out);
+            (
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                raw,
+                optimized,
+            )
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// SHA-256 throughput of this machine natively, the yardstick for the HMAC filter.
+pub fn native_sha256_mb_per_s() -> f64 {
+    let data = vec![7u8; 64 * 1024];
+    let started = Instant::now();
+    let rounds = 400;
+    let mut digest = [0u8; 32];
+    for _ in 0..rounds {
+        digest = Sha256::digest(&data).into();
+    }
+    std::hint::black_box(digest);
+    (rounds * data.len()) as f64 / started.elapsed().as_secs_f64() / 1e6
+}
+
+/// CPU model and count, for the README's "measured on" line.
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} x {model}")
+}

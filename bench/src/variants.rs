@@ -1,0 +1,403 @@
+//! The benchmark variants: one Envoy listener each, the same policy on both sides of a comparison.
+
+use crate::load::render_request;
+use crate::tokens::{github_signature, JwtKey, ISSUER, WEBHOOK_SECRET};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// One listener of the benchmark Envoy.
+pub struct Variant {
+    /// Listener and row name.
+    pub name: String,
+    /// The row this one is compared with (its native peer), if any.
+    pub peer: Option<String>,
+    /// The row whose cost is subtracted to get this filter's own cost.
+    pub floor_of: &'static str,
+    /// HTTP filters before the router.
+    pub filters: Vec<Value>,
+    /// Extra fields of the route (`retry_policy`).
+    pub route_extra: Value,
+    /// Requests for round `r` (each round gets fresh ones where uniqueness matters).
+    pub requests: Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>>,
+    /// Bytes of request body, for throughput figures.
+    pub body_bytes: usize,
+}
+
+fn wasm(filter: &str, module: PathBuf, config: Value) -> Value {
+    json!({
+        "name": format!("wasmgate.{filter}"),
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": filter,
+                "root_id": filter,
+                "vm_config": {"vm_id": filter, "runtime": "envoy.wasm.runtime.v8",
+                              "code": {"local": {"filename": module.display().to_string()}}},
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": config.to_string()}
+            }
+        }
+    })
+}
+
+fn simple(
+    method: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    Box::new(move |_, _| vec![render_request(method, "/bench", &headers, &body)])
+}
+
+fn variant(name: &str, peer: Option<&str>, floor_of: &'static str, filters: Vec<Value>) -> Variant {
+    Variant {
+        name: name.into(),
+        peer: peer.map(Into::into),
+        floor_of,
+        filters,
+        route_extra: json!({}),
+        requests: simple("GET", vec![], vec![]),
+        body_bytes: 0,
+    }
+}
+
+/// Where the modules are: `dist/` for filters, the build dir for the pass-through floor.
+pub struct Modules {
+    /// `dist/` of the repository.
+    pub dist: PathBuf,
+    /// The release build dir holding `passthrough.wasm`.
+    pub build: PathBuf,
+}
+
+impl Modules {
+    fn get(&self, module: &str) -> Option<PathBuf> {
+        let path = if module == "passthrough" {
+            self.build.join("passthrough.wasm")
+        } else {
+            self.dist.join(format!("{module}.wasm"))
+        };
+        path.exists().then_some(path)
+    }
+}
+
+const REMOVED: [&str; 3] = ["x-remove-1", "x-remove-2", "x-remove-3"];
+const ADDED: [(&str, &str); 3] = [("x-add-1", "one"), ("x-add-2", "two"), ("x-add-3", "three")];
+
+fn header_requests() -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    simple(
+        "GET",
+        REMOVED
+            .iter()
+            .map(|h| (h.to_string(), "drop-me".to_string()))
+            .collect(),
+        vec![],
+    )
+}
+
+fn jwt_native(key: &JwtKey, cache: bool) -> Value {
+    let mut provider = json!({"issuer": ISSUER, "audiences": ["bench"],
+        "local_jwks": {"inline_string": key.jwks}, "forward": false});
+    if cache {
+        provider["jwt_cache_config"] = json!({"jwt_cache_size": 1000});
+    }
+    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"bench": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}})
+}
+
+fn jwt_requests(key: JwtKey, unique: bool) -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    Box::new(move |round, count| {
+        let tokens: Vec<usize> = if unique {
+            (round * count..(round + 1) * count).collect()
+        } else {
+            vec![0]
+        };
+        tokens
+            .into_iter()
+            .map(|i| {
+                render_request(
+                    "GET",
+                    "/bench",
+                    &[("authorization".into(), format!("Bearer {}", key.token(i)))],
+                    b"",
+                )
+            })
+            .collect()
+    })
+}
+
+/// Every variant whose modules exist; the names of those skipped are returned too.
+pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
+    let mut variants = vec![variant("baseline", None, "baseline", vec![])];
+    let mut skipped = Vec::new();
+    let mut wasm_variant = |v: Variant, module: &str| {
+        if module == NATIVE || modules.get(module).is_some() {
+            variants.push(v)
+        } else {
+            skipped.push(format!("{} ({module}.wasm not built)", v.name))
+        }
+    };
+    let module = |m: &str| modules.get(m).unwrap_or_default();
+
+    wasm_variant(
+        variant(
+            "floor",
+            Some("baseline"),
+            "baseline",
+            vec![wasm("passthrough", module("passthrough"), json!({}))],
+        ),
+        "passthrough",
+    );
+
+    // JWT: native jwt_authn with and without its cache vs jwt-auth with repeated and unique tokens.
+    for alg in ["RS256", "ES256"] {
+        let key = || {
+            if alg == "RS256" {
+                JwtKey::rs256()
+            } else {
+                JwtKey::es256()
+            }
+        };
+        let lower = alg.to_ascii_lowercase();
+        let k = key();
+        let ours = json!({"providers": {"bench": {"issuer": ISSUER, "audiences": ["bench"],
+            "local_jwks": {"inline_string": k.jwks}}}, "requires": {"provider_name": "bench"}});
+        let mut native = variant(
+            &format!("native_jwt_{lower}"),
+            None,
+            "baseline",
+            vec![jwt_native(&k, false)],
+        );
+        native.requests = jwt_requests(key(), true);
+        variants_push(&mut wasm_variant, native);
+        let mut native_cached = variant(
+            &format!("native_jwt_{lower}_cache"),
+            None,
+            "baseline",
+            vec![jwt_native(&k, true)],
+        );
+        native_cached.requests = jwt_requests(key(), false);
+        variants_push(&mut wasm_variant, native_cached);
+        let mut unique = variant(
+            &format!("jwt_{lower}_unique"),
+            Some(&format!("native_jwt_{lower}")),
+            "floor",
+            vec![wasm("jwt-auth", module("jwt_auth"), ours.clone())],
+        );
+        unique.requests = jwt_requests(key(), true);
+        wasm_variant(unique, "jwt_auth");
+        let mut repeated = variant(
+            &format!("jwt_{lower}_repeated"),
+            Some(&format!("native_jwt_{lower}_cache")),
+            "floor",
+            vec![wasm("jwt-auth", module("jwt_auth"), ours)],
+        );
+        repeated.requests = jwt_requests(key(), false);
+        wasm_variant(repeated, "jwt_auth");
+    }
+
+    // Rate limit: a limit never reached, one key and 1,000 keys.
+    let bucket = json!({"max_tokens": 1_000_000_000u64, "tokens_per_fill": 1_000_000_000u64, "fill_interval": "1s"});
+    let always = json!({"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "bench_rl"});
+    variants_push(
+        &mut wasm_variant,
+        variant(
+            "native_ratelimit",
+            None,
+            "baseline",
+            vec![
+                json!({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "bench_rl", "token_bucket": bucket, "filter_enabled": always, "filter_enforced": always}}),
+            ],
+        ),
+    );
+    let limits = json!([{"name": "bench", "requests": 1_000_000_000u64, "window": "1s", "algorithm": "token_bucket"}]);
+    wasm_variant(
+        variant(
+            "ratelimit_one_key",
+            Some("native_ratelimit"),
+            "floor",
+            vec![wasm(
+                "rate-limit",
+                module("rate_limit"),
+                json!({"rules": [{"match": {}, "key": [{"constant": "all"}], "limits": limits}], "response_headers": "none"}),
+            )],
+        ),
+        "rate_limit",
+    );
+    let mut many = variant(
+        "ratelimit_1000_keys",
+        Some("native_ratelimit"),
+        "floor",
+        vec![wasm(
+            "rate-limit",
+            module("rate_limit"),
+            json!({"rules": [{"match": {}, "key": [{"header": "x-api-key"}], "limits": limits}], "response_headers": "none"}),
+        )],
+    );
+    many.requests = Box::new(|_, _| {
+        (0..1000)
+            .map(|i| {
+                render_request(
+                    "GET",
+                    "/bench",
+                    &[("x-api-key".into(), format!("key-{i}"))],
+                    b"",
+                )
+            })
+            .collect()
+    });
+    wasm_variant(many, "rate_limit");
+
+    // Transform: add and remove three headers, natively, in Lua and in transform.
+    let mutations: Vec<Value> = REMOVED.iter().map(|h| json!({"remove": h}))
+        .chain(ADDED.iter().map(|(k, v)| json!({"append": {"header": {"key": k, "value": v}, "append_action": "ADD_IF_ABSENT"}})))
+        .collect();
+    let mut native_headers = variant(
+        "native_header_mutation",
+        None,
+        "baseline",
+        vec![
+            json!({"name": "envoy.filters.http.header_mutation", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": mutations}}}),
+        ],
+    );
+    native_headers.requests = header_requests();
+    variants_push(&mut wasm_variant, native_headers);
+    let lua_source = format!(
+        "function envoy_on_request(handle)\n  local h = handle:headers()\n{}{}end\n",
+        REMOVED
+            .iter()
+            .map(|r| format!("  h:remove(\"{r}\")\n"))
+            .collect::<String>(),
+        ADDED
+            .iter()
+            .map(|(k, v)| format!("  if h:get(\"{k}\") == nil then h:add(\"{k}\", \"{v}\") end\n"))
+            .collect::<String>()
+    );
+    let mut lua = variant(
+        "lua_headers",
+        None,
+        "baseline",
+        vec![json!({"name": "envoy.filters.http.lua", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": lua_source}}})],
+    );
+    lua.requests = header_requests();
+    variants_push(&mut wasm_variant, lua);
+    let added: serde_json::Map<String, Value> = ADDED
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let mut transform = variant(
+        "transform_headers",
+        Some("lua_headers"),
+        "floor",
+        vec![wasm(
+            "transform",
+            module("transform"),
+            json!({"request": {"headers": {"remove": REMOVED, "add": added}}}),
+        )],
+    );
+    transform.requests = header_requests();
+    wasm_variant(transform, "transform");
+    let json_body = json_body_1k();
+    let mut json_edit = variant(
+        "transform_json_1k",
+        Some("baseline_1k_json"),
+        "baseline_1k_json",
+        vec![wasm(
+            "transform",
+            module("transform"),
+            json!({"request": {"body": {"json": {"set": {"/meta/source": "gateway"}, "remove": ["/password"]}, "max_body_bytes": 65536}}}),
+        )],
+    );
+    json_edit.requests = simple(
+        "POST",
+        vec![("content-type".into(), "application/json".into())],
+        json_body.clone(),
+    );
+    json_edit.body_bytes = json_body.len();
+    wasm_variant(json_edit, "transform");
+    let mut json_baseline = variant("baseline_1k_json", None, "baseline", vec![]);
+    json_baseline.requests = simple(
+        "POST",
+        vec![("content-type".into(), "application/json".into())],
+        json_body,
+    );
+    variants_push(&mut wasm_variant, json_baseline);
+
+    // HMAC: github scheme over 1 KiB and 64 KiB bodies, each against a no-filter run with the same body.
+    for (label, size) in [("1k", 1024usize), ("64k", 64 * 1024)] {
+        let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let baseline_name = format!("baseline_{label}_body");
+        let mut baseline = variant(&baseline_name, None, "baseline", vec![]);
+        baseline.requests = simple("POST", vec![], body.clone());
+        variants_push(&mut wasm_variant, baseline);
+        let mut ours = variant(
+            &format!("hmac_github_{label}"),
+            Some(&baseline_name),
+            if size == 1024 {
+                "baseline_1k_body"
+            } else {
+                "baseline_64k_body"
+            },
+            vec![wasm(
+                "hmac-auth",
+                module("hmac_auth"),
+                json!({"scheme": "github", "secrets": [{"id": "bench", "value": WEBHOOK_SECRET}], "max_body_bytes": 1_048_576}),
+            )],
+        );
+        ours.requests = simple(
+            "POST",
+            vec![("x-hub-signature-256".into(), github_signature(&body))],
+            body,
+        );
+        ours.body_bytes = size;
+        wasm_variant(ours, "hmac_auth");
+    }
+
+    // Retry: the router's retry_policy vs the retry filter in router mode, no failures.
+    let mut native_retry = variant("native_retry_policy", None, "baseline", vec![]);
+    native_retry.route_extra = json!({"retry_policy": {"retry_on": "5xx", "num_retries": 2}});
+    variants_push(&mut wasm_variant, native_retry);
+    wasm_variant(
+        variant(
+            "retry_router",
+            Some("native_retry_policy"),
+            "floor",
+            vec![wasm(
+                "retry",
+                module("retry"),
+                json!({"mode": "router", "max_retries": 2, "retry_on": ["5xx"]}),
+            )],
+        ),
+        "retry",
+    );
+
+    (variants, skipped)
+}
+
+/// Stands for "no module needed" in the module check.
+const NATIVE: &str = "__native__";
+
+/// Adds a native variant (no module needed).
+fn variants_push(push: &mut impl FnMut(Variant, &str), v: Variant) {
+    push(v, NATIVE);
+}
+
+fn json_body_1k() -> Vec<u8> {
+    let items: Vec<Value> = (0..12)
+        .map(|i| json!({"id": i, "name": format!("item-{i}"), "tags": ["a", "b"]}))
+        .collect();
+    let mut body = json!({"user_name": "alice", "password": "hunter2", "items": items, "meta": {"client": "bench"}});
+    let mut text = body.to_string();
+    while text.len() < 1024 {
+        body["padding"] =
+            json!("x".repeat(1024 - text.len() + body["padding"].as_str().map_or(0, str::len)));
+        text = body.to_string();
+    }
+    text.into_bytes()
+}
