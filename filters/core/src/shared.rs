@@ -33,6 +33,11 @@ pub trait SharedStore {
     fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
 }
 
+/// The CAS token used to create a missing key. Envoy hands out CAS tokens from one counter
+/// starting at 1, so an existing key holds this token only after 2^32 - 1 writes, and even then
+/// the create is only wrong if that exact key was created concurrently.
+pub const CREATE_CAS: u32 = u32::MAX;
+
 /// How many times [`update`] re-reads after losing a CAS race before it gives up.
 pub const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -50,10 +55,13 @@ where
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (value, cas) = store.get_shared(key).map_err(|_| UpdateError::HostError)?;
         let Some(cas) = cas.filter(|_| value.is_some()) else {
-            store
-                .set_shared(key, &[], None)
-                .map_err(|_| UpdateError::HostError)?;
-            continue;
+            // Create the key with a CAS token no existing key holds: the host creates a missing
+            // key whatever the token, but if another worker created it since our read, the write
+            // fails instead of overwriting (and so losing) that worker's update.
+            match store.set_shared(key, &[], Some(CREATE_CAS)) {
+                Ok(()) | Err(SetError::CasMismatch) => continue,
+                Err(SetError::Failed) => return Err(UpdateError::HostError),
+            }
         };
         let current = value.unwrap_or_default();
         let (new_value, result) = change(&current);
@@ -120,6 +128,48 @@ mod tests {
             (Some(b"y".to_vec()), ())
         });
         assert_eq!(result, Err(UpdateError::Contended));
+    }
+
+    /// Two workers see a missing key; the second one's create must not wipe the first one's update.
+    #[test]
+    fn first_touch_race_loses_no_update() {
+        struct RacingStore<'a> {
+            host: &'a FakeHost,
+            first_get: std::cell::Cell<bool>,
+        }
+        impl SharedStore for RacingStore<'_> {
+            fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
+                if self.first_get.replace(false) {
+                    // Our read sees the key missing; then the other worker creates it and counts.
+                    update(self.host, key, |v| {
+                        let n = counter(v) + 1;
+                        (Some(n.to_string().into_bytes()), n)
+                    })
+                    .unwrap();
+                    return Ok((None, None));
+                }
+                self.host.get_shared(key)
+            }
+            fn set_shared(
+                &self,
+                key: &str,
+                value: &[u8],
+                cas: Option<u32>,
+            ) -> Result<(), SetError> {
+                self.host.set_shared(key, value, cas)
+            }
+        }
+        let host = FakeHost::default();
+        let racing = RacingStore {
+            host: &host,
+            first_get: std::cell::Cell::new(true),
+        };
+        let n = update(&racing, "k", |v| {
+            let n = counter(v) + 1;
+            (Some(n.to_string().into_bytes()), n)
+        })
+        .unwrap();
+        assert_eq!(n, 2, "both increments count");
     }
 
     #[test]

@@ -1,0 +1,383 @@
+//! The three rate-limit algorithms as pure functions of a small state and the current time.
+//!
+//! Every limit keeps three `u64` words of state in its slot (see `store`); time is nanoseconds
+//! since the Unix epoch, passed in by the caller so that tests run against a fake clock. Windows
+//! are aligned to the epoch, so every worker agrees on where a window starts.
+
+/// Nanoseconds in a second.
+pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// The state of one limit for one key: three words whose meaning depends on the algorithm.
+///
+/// - token bucket: `[tat, 0, 0]`, the "theoretical arrival time" at which the bucket is full again;
+/// - fixed window: `[window_start, count, 0]`;
+/// - sliding window: `[window_start, current_count, previous_count]`.
+///
+/// `[0, 0, 0]` is the state of a key never seen: a full bucket, an empty window.
+pub type State = [u64; 3];
+
+/// How a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// `requests` tokens per `window`, refilled continuously, holding at most `burst` tokens.
+    TokenBucket {
+        /// Bucket capacity.
+        burst: u64,
+    },
+    /// At most `requests` per epoch-aligned window.
+    FixedWindow,
+    /// The previous window's count weighted by how much of it still overlaps the sliding window,
+    /// plus the current window's count, at most `requests`.
+    SlidingWindow,
+}
+
+/// One limit: `requests` per `window_ns` with an algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Policy name, shown in the response headers.
+    pub name: String,
+    /// Quota per window (at least 1).
+    pub requests: u64,
+    /// Window length in nanoseconds (at least 1 ms).
+    pub window_ns: u64,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+}
+
+/// What a limit reports about a key after a request was counted (or refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Quota units left (`r` of the `RateLimit` header, `x-ratelimit-remaining`).
+    pub remaining: u64,
+    /// Nanoseconds until more quota is available (`t`, `x-ratelimit-reset`); `None` when the
+    /// quota is complete and nothing is pending (a full bucket).
+    pub reset_ns: Option<u64>,
+}
+
+impl Limit {
+    /// The state brought forward to `now`: windows that have passed are rolled over. A state
+    /// from a window *after* `now` (another worker's clock read a little later) is kept, so
+    /// clock jitter between workers can never reset a count.
+    pub fn normalize(&self, state: State, now: u64) -> State {
+        let w = self.window_ns.max(1);
+        let current = now - now % w;
+        match self.algorithm {
+            Algorithm::TokenBucket { .. } => state,
+            Algorithm::FixedWindow => {
+                if state[0] >= current {
+                    state
+                } else {
+                    [current, 0, 0]
+                }
+            }
+            Algorithm::SlidingWindow => {
+                if state[0] >= current {
+                    state
+                } else if state[0].saturating_add(w) == current {
+                    [current, 0, state[1]]
+                } else {
+                    [current, 0, 0]
+                }
+            }
+        }
+    }
+
+    /// Whether one more request fits, for a state already normalized to `now`.
+    pub fn allows(&self, state: &State, now: u64) -> bool {
+        self.retry_after_ns(state, now) == 0
+    }
+
+    /// Nanoseconds until one more request would fit (0: it fits now), for a normalized state.
+    pub fn retry_after_ns(&self, state: &State, now: u64) -> u64 {
+        let w = u128::from(self.window_ns.max(1));
+        let q = u128::from(self.requests);
+        match self.algorithm {
+            Algorithm::TokenBucket { burst } => {
+                let t = u128::from(self.interval_ns());
+                let debt = u128::from(state[0].saturating_sub(now));
+                let capacity = u128::from(burst) * t;
+                to_u64((debt + t).saturating_sub(capacity))
+            }
+            Algorithm::FixedWindow => {
+                if u128::from(state[1]) < q {
+                    0
+                } else {
+                    self.window_end(state).saturating_sub(now)
+                }
+            }
+            Algorithm::SlidingWindow => {
+                let elapsed = self.elapsed(state, now);
+                let (cur, prev) = (u128::from(state[1]), u128::from(state[2]));
+                let used = prev * (w - elapsed) + cur * w;
+                let need = (used + w).saturating_sub(q * w);
+                if need == 0 {
+                    return 0;
+                }
+                // Within this window the previous count's weight falls by `prev` per ns.
+                let left = w - elapsed;
+                if prev > 0 {
+                    let wait = need.div_ceil(prev);
+                    if wait < left {
+                        return to_u64(wait);
+                    }
+                }
+                // Next window: the current count becomes the previous one, weighted (w - e) / w.
+                let extra = if cur < q {
+                    0
+                } else {
+                    (w * (cur + 1 - q)).div_ceil(cur.max(1))
+                };
+                to_u64(left + extra)
+            }
+        }
+    }
+
+    /// The state after one request was counted (call only when [`Limit::allows`] said yes).
+    pub fn consume(&self, state: State, now: u64) -> State {
+        match self.algorithm {
+            Algorithm::TokenBucket { .. } => {
+                [state[0].max(now).saturating_add(self.interval_ns()), 0, 0]
+            }
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                [state[0], state[1].saturating_add(1), state[2]]
+            }
+        }
+    }
+
+    /// Remaining quota and time to more quota, for a normalized state.
+    pub fn report(&self, state: &State, now: u64) -> Report {
+        let w = u128::from(self.window_ns.max(1));
+        let q = u128::from(self.requests);
+        match self.algorithm {
+            Algorithm::TokenBucket { burst } => {
+                let t = u128::from(self.interval_ns());
+                let debt = u128::from(state[0].saturating_sub(now));
+                let capacity = u128::from(burst) * t;
+                let remaining = to_u64(capacity.saturating_sub(debt) / t);
+                let reset_ns = match debt % t {
+                    _ if debt == 0 => None,
+                    0 => Some(to_u64(t)),
+                    part => Some(to_u64(part)),
+                };
+                Report {
+                    remaining,
+                    reset_ns,
+                }
+            }
+            Algorithm::FixedWindow => Report {
+                remaining: self.requests.saturating_sub(state[1]),
+                reset_ns: Some(self.window_end(state).saturating_sub(now)),
+            },
+            Algorithm::SlidingWindow => {
+                let elapsed = self.elapsed(state, now);
+                let used = u128::from(state[2]) * (w - elapsed) + u128::from(state[1]) * w;
+                let remaining = to_u64((q * w).saturating_sub(used) / w);
+                let reset_ns = if remaining > 0 {
+                    to_u64(w - elapsed)
+                } else {
+                    self.retry_after_ns(state, now)
+                };
+                Report {
+                    remaining,
+                    reset_ns: Some(reset_ns),
+                }
+            }
+        }
+    }
+
+    /// Token bucket emission interval: one token every `ceil(window / requests)` ns (rounded up,
+    /// so rounding can only make the limit stricter, never more permissive).
+    fn interval_ns(&self) -> u64 {
+        self.window_ns.div_ceil(self.requests.max(1)).max(1)
+    }
+
+    fn window_end(&self, state: &State) -> u64 {
+        state[0].saturating_add(self.window_ns)
+    }
+
+    /// Nanoseconds since the state's window started, in `0..window`.
+    fn elapsed(&self, state: &State, now: u64) -> u128 {
+        let w = u128::from(self.window_ns.max(1));
+        u128::from(now.saturating_sub(state[0])).min(w - 1)
+    }
+}
+
+fn to_u64(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// Whole seconds, rounded up (`delay-seconds` of the headers).
+pub fn ceil_seconds(nanos: u64) -> u64 {
+    nanos.div_ceil(NANOS_PER_SECOND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = NANOS_PER_SECOND;
+    const MS: u64 = 1_000_000;
+    /// A fake clock: an instant well after the epoch, aligned to every window used here.
+    const T0: u64 = 1_700_000_040 * S;
+
+    fn limit(requests: u64, window_ns: u64, algorithm: Algorithm) -> Limit {
+        Limit {
+            name: "l".into(),
+            requests,
+            window_ns,
+            algorithm,
+        }
+    }
+
+    /// Runs one request through a limit like the filter does; returns whether it passed.
+    fn hit(limit: &Limit, state: &mut State, now: u64) -> bool {
+        let normalized = limit.normalize(*state, now);
+        if limit.allows(&normalized, now) {
+            *state = limit.consume(normalized, now);
+            true
+        } else {
+            *state = normalized;
+            false
+        }
+    }
+
+    fn admitted(limit: &Limit, state: &mut State, now: u64, n: usize) -> usize {
+        (0..n).filter(|_| hit(limit, state, now)).count()
+    }
+
+    #[test]
+    fn fixed_window_counts_to_the_limit() {
+        let l = limit(100, 60 * S, Algorithm::FixedWindow);
+        let mut st = [0; 3];
+        assert_eq!(admitted(&l, &mut st, T0 + 5 * S, 1000), 100);
+        let r = l.report(&st, T0 + 5 * S);
+        assert_eq!(r.remaining, 0);
+        assert_eq!(r.reset_ns, Some(55 * S));
+        assert_eq!(l.retry_after_ns(&st, T0 + 5 * S), 55 * S);
+    }
+
+    #[test]
+    fn fixed_window_boundaries() {
+        let l = limit(2, 10 * S, Algorithm::FixedWindow);
+        let mut st = [0; 3];
+        assert_eq!(
+            admitted(&l, &mut st, T0 + 10 * S - 1, 5),
+            2,
+            "last ns of a window"
+        );
+        assert_eq!(l.retry_after_ns(&st, T0 + 10 * S - 1), 1);
+        assert_eq!(
+            admitted(&l, &mut st, T0 + 10 * S, 5),
+            2,
+            "first ns of the next"
+        );
+        let r = l.report(&st, T0 + 10 * S);
+        assert_eq!((r.remaining, r.reset_ns), (0, Some(10 * S)));
+        // Skipping several windows starts from zero as well.
+        assert_eq!(admitted(&l, &mut st, T0 + 55 * S, 5), 2);
+    }
+
+    #[test]
+    fn fixed_window_ignores_a_late_clock() {
+        let l = limit(2, 10 * S, Algorithm::FixedWindow);
+        let mut st = [0; 3];
+        assert_eq!(admitted(&l, &mut st, T0 + 10 * S, 2), 2);
+        // Another worker read the time just before the boundary: no reset to the old window.
+        assert_eq!(admitted(&l, &mut st, T0 + 10 * S - 1, 2), 0);
+    }
+
+    #[test]
+    fn token_bucket_burst_then_refill() {
+        let l = limit(10, S, Algorithm::TokenBucket { burst: 20 });
+        let mut st = [0; 3];
+        assert_eq!(admitted(&l, &mut st, T0, 100), 20, "the burst");
+        let r = l.report(&st, T0);
+        assert_eq!((r.remaining, r.reset_ns), (0, Some(100 * MS)));
+        assert_eq!(l.retry_after_ns(&st, T0), 100 * MS);
+        assert_eq!(admitted(&l, &mut st, T0 + 99 * MS, 5), 0, "no token yet");
+        assert_eq!(admitted(&l, &mut st, T0 + 100 * MS, 5), 1, "one token");
+        assert_eq!(
+            admitted(&l, &mut st, T0 + 650 * MS, 10),
+            5,
+            "5.5 tokens later"
+        );
+        // After a long pause the bucket is full again, never more than the burst.
+        assert_eq!(admitted(&l, &mut st, T0 + 100 * S, 100), 20);
+    }
+
+    #[test]
+    fn token_bucket_burst_defaults_to_requests_and_reports() {
+        let l = limit(3, S, Algorithm::TokenBucket { burst: 3 });
+        let mut st = [0; 3];
+        let full = l.report(&st, T0);
+        assert_eq!((full.remaining, full.reset_ns), (3, None));
+        assert!(hit(&l, &mut st, T0));
+        let r = l.report(&st, T0);
+        // One token taken: the next one is back in a third of a second.
+        assert_eq!(r.remaining, 2);
+        assert_eq!(r.reset_ns, Some(333_333_334));
+        assert_eq!(ceil_seconds(r.reset_ns.unwrap()), 1);
+    }
+
+    #[test]
+    fn token_bucket_steady_rate_never_exceeds() {
+        // 5 per second, burst 1: one request every 200 ms and never two in the same 200 ms.
+        let l = limit(5, S, Algorithm::TokenBucket { burst: 1 });
+        let mut st = [0; 3];
+        let mut total = 0;
+        for step in 0..1000u64 {
+            total += admitted(&l, &mut st, T0 + step * 10 * MS, 3);
+        }
+        assert_eq!(total, 50, "10 s at 5/s with a burst of 1");
+    }
+
+    #[test]
+    fn sliding_window_weights_the_previous_window() {
+        let l = limit(10, 10 * S, Algorithm::SlidingWindow);
+        let mut st = [0; 3];
+        assert_eq!(admitted(&l, &mut st, T0 + 5 * S, 20), 10);
+        // 30% into the next window: 10 * 0.7 = 7 still count, so 3 more pass.
+        assert_eq!(admitted(&l, &mut st, T0 + 13 * S, 20), 3);
+        let r = l.report(&st, T0 + 13 * S);
+        assert_eq!(r.remaining, 0);
+        // used = 10 * 0.7 + 3 = 10; one more needs 1 unit of the previous weight: 1 s.
+        assert_eq!(l.retry_after_ns(&st, T0 + 13 * S), S);
+        assert_eq!(r.reset_ns, Some(S));
+        assert_eq!(admitted(&l, &mut st, T0 + 14 * S - 1, 1), 0);
+        assert_eq!(admitted(&l, &mut st, T0 + 14 * S, 1), 1);
+        // Two windows later nothing of the past counts.
+        assert_eq!(admitted(&l, &mut st, T0 + 35 * S, 20), 10);
+    }
+
+    #[test]
+    fn sliding_window_retry_crosses_into_next_window() {
+        let l = limit(4, 10 * S, Algorithm::SlidingWindow);
+        let mut st = [0; 3];
+        // The previous window is empty, the current one is full at 2 s: wait for its end, then
+        // for 4 * (10 - e) / 10 + 1 <= 4, i.e. e >= 2.5 s.
+        assert_eq!(admitted(&l, &mut st, T0 + 2 * S, 10), 4);
+        let retry = l.retry_after_ns(&st, T0 + 2 * S);
+        assert_eq!(retry, 8 * S + 2_500 * MS);
+        assert_eq!(admitted(&l, &mut st, T0 + 2 * S + retry - 1, 1), 0);
+        assert_eq!(admitted(&l, &mut st, T0 + 2 * S + retry, 1), 1);
+        let r = l.report(&st, T0 + 2 * S + retry);
+        assert_eq!(r.remaining, 0);
+    }
+
+    #[test]
+    fn sliding_window_report_before_the_limit() {
+        let l = limit(10, 60 * S, Algorithm::SlidingWindow);
+        let mut st = [0; 3];
+        assert!(hit(&l, &mut st, T0 + 15 * S));
+        let r = l.report(&st, T0 + 15 * S);
+        assert_eq!((r.remaining, r.reset_ns), (9, Some(45 * S)));
+    }
+
+    #[test]
+    fn ceil_seconds_rounds_up() {
+        assert_eq!(ceil_seconds(0), 0);
+        assert_eq!(ceil_seconds(1), 1);
+        assert_eq!(ceil_seconds(S), 1);
+        assert_eq!(ceil_seconds(S + 1), 2);
+    }
+}

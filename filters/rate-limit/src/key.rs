@@ -1,0 +1,209 @@
+//! Building a request's rate-limit key from the rule's key parts.
+
+use wasmgate_core::RequestInfo;
+
+/// One part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client address: the downstream address, or an X-Forwarded-For entry.
+    ClientIp,
+    /// A request header's first value (name lowercase).
+    Header(String),
+    /// A query parameter's first value, as sent (not percent-decoded).
+    Query(String),
+    /// The path without its query string.
+    Path,
+    /// The method.
+    Method,
+    /// Envoy's route name.
+    Route,
+    /// A fixed string.
+    Constant(String),
+}
+
+/// What the key builder reads besides [`RequestInfo`].
+#[derive(Debug, Clone)]
+pub struct KeyInput<'a> {
+    /// The rule-matching view of the request.
+    pub info: &'a RequestInfo,
+    /// The raw `:path` (with its query string).
+    pub raw_path: &'a str,
+    /// The `source.address` property (`ip:port`).
+    pub source_address: Option<&'a str>,
+    /// Trusted proxies in front of Envoy.
+    pub xff_num_trusted_hops: u32,
+}
+
+/// The joined key, or the first missing part's description.
+pub fn build(parts: &[KeyPart], input: &KeyInput<'_>) -> Result<String, &'static str> {
+    let mut key = String::new();
+    for part in parts {
+        let value = match part {
+            KeyPart::ClientIp => client_ip(input).ok_or("client_ip")?,
+            KeyPart::Header(name) => input
+                .info
+                .header(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or("header")?,
+            KeyPart::Query(name) => query_param(input.raw_path, name)
+                .filter(|v| !v.is_empty())
+                .ok_or("query")?,
+            KeyPart::Path => input.info.path.clone(),
+            KeyPart::Method => input.info.method.clone(),
+            KeyPart::Route => input.info.route.clone().ok_or("route")?,
+            KeyPart::Constant(c) => c.clone(),
+        };
+        // Length-prefixed, so no value can forge the boundary between two parts.
+        key.push_str(&format!("{}:{value};", value.len()));
+    }
+    Ok(key)
+}
+
+/// The client address: with `xff_num_trusted_hops` = 0 the downstream address (port stripped);
+/// with N > 0 the N-th X-Forwarded-For entry from the right (the address the outermost trusted
+/// proxy saw). `None` when that entry does not exist.
+pub fn client_ip(input: &KeyInput<'_>) -> Option<String> {
+    let hops = usize::try_from(input.xff_num_trusted_hops).unwrap_or(usize::MAX);
+    if hops == 0 {
+        return input
+            .source_address
+            .map(strip_port)
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_string);
+    }
+    // Every X-Forwarded-For line, in order, as one comma-separated list.
+    let entries: Vec<&str> = input
+        .info
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .collect();
+    let index = entries.len().checked_sub(hops)?;
+    entries
+        .get(index)
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| ip.to_string())
+}
+
+/// `1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`; a bare address is returned as is.
+fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => address,
+    }
+}
+
+fn query_param(raw_path: &str, name: &str) -> Option<String> {
+    let query = raw_path.split('#').next()?.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| v.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(headers: &[(&str, &str)]) -> RequestInfo {
+        RequestInfo::new(
+            Some("r1".into()),
+            "example.com",
+            "/a/b?x=1&tenant=acme&e=",
+            "GET",
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn input<'a>(info: &'a RequestInfo, hops: u32) -> KeyInput<'a> {
+        KeyInput {
+            info,
+            raw_path: "/a/b?x=1&tenant=acme&e=",
+            source_address: Some("10.0.0.1:5555"),
+            xff_num_trusted_hops: hops,
+        }
+    }
+
+    #[test]
+    fn joins_every_part() {
+        let i = info(&[("x-user", "bob")]);
+        let parts = [
+            KeyPart::ClientIp,
+            KeyPart::Header("x-user".into()),
+            KeyPart::Query("tenant".into()),
+            KeyPart::Path,
+            KeyPart::Method,
+            KeyPart::Route,
+            KeyPart::Constant("c".into()),
+        ];
+        assert_eq!(
+            build(&parts, &input(&i, 0)).unwrap(),
+            "8:10.0.0.1;3:bob;4:acme;4:/a/b;3:GET;2:r1;1:c;"
+        );
+    }
+
+    #[test]
+    fn parts_cannot_be_forged_by_separators() {
+        let a = info(&[("x-a", "1;2"), ("x-b", "3")]);
+        let b = info(&[("x-a", "1"), ("x-b", "2;3")]);
+        let parts = [KeyPart::Header("x-a".into()), KeyPart::Header("x-b".into())];
+        assert_ne!(
+            build(&parts, &input(&a, 0)).unwrap(),
+            build(&parts, &input(&b, 0)).unwrap()
+        );
+    }
+
+    #[test]
+    fn missing_parts() {
+        let i = info(&[("x-empty", "")]);
+        let inp = input(&i, 0);
+        assert_eq!(
+            build(&[KeyPart::Header("x-no".into())], &inp),
+            Err("header")
+        );
+        assert_eq!(
+            build(&[KeyPart::Header("x-empty".into())], &inp),
+            Err("header")
+        );
+        assert_eq!(build(&[KeyPart::Query("nope".into())], &inp), Err("query"));
+        assert_eq!(build(&[KeyPart::Query("e".into())], &inp), Err("query"));
+        let mut no_route = info(&[]);
+        no_route.route = None;
+        assert_eq!(build(&[KeyPart::Route], &input(&no_route, 0)), Err("route"));
+        let mut no_source = input(&i, 0);
+        no_source.source_address = None;
+        assert_eq!(build(&[KeyPart::ClientIp], &no_source), Err("client_ip"));
+    }
+
+    #[test]
+    fn client_ip_from_source_and_xff() {
+        let i = info(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        assert_eq!(client_ip(&input(&i, 0)).as_deref(), Some("10.0.0.1"));
+        assert_eq!(client_ip(&input(&i, 1)).as_deref(), Some("3.3.3.3"));
+        assert_eq!(client_ip(&input(&i, 2)).as_deref(), Some("2.2.2.2"));
+        assert_eq!(client_ip(&input(&i, 3)).as_deref(), Some("1.1.1.1"));
+        assert_eq!(client_ip(&input(&i, 4)), None, "fewer entries than hops");
+        let none = info(&[]);
+        assert_eq!(client_ip(&input(&none, 1)), None);
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("1.2.3.4:80"), "1.2.3.4");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
+    }
+}
