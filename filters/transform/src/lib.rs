@@ -1,0 +1,425 @@
+//! transform: header, query, path and JSON body transformation for requests and responses.
+//!
+//! This file is proxy-wasm glue only: it reads what the host offers, hands it to the pure
+//! modules ([`ops`], [`body`], [`pointer`], [`template`]) and writes their results back.
+
+pub mod body;
+pub mod config;
+pub mod ops;
+pub mod pointer;
+pub mod query;
+pub mod template;
+
+use crate::body::{should_buffer, BodyError, TooLarge};
+use crate::config::{BodyPolicy, Config, Policy, FILTER};
+use crate::ops::diff;
+use crate::template::RequestVars;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
+use wasmgate_core::host::{Host, ProxyHost};
+use wasmgate_core::metrics::{metric_name, Counter};
+use wasmgate_core::rules::RequestInfo;
+use wasmgate_core::LocalReply;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TransformRoot::default()) });
+}}
+
+/// The filter's counters, defined once per VM.
+#[derive(Debug, Clone, Copy, Default)]
+struct Metrics {
+    requests_transformed: Counter,
+    responses_transformed: Counter,
+    skipped: Counter,
+    operations_skipped: Counter,
+    body_errors: Counter,
+    body_too_large: Counter,
+    invalid_json: Counter,
+    response_invalid_json: Counter,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let counter = |what: &str| Counter::define(&metric_name(FILTER, what));
+        Self {
+            requests_transformed: counter("requests_transformed"),
+            responses_transformed: counter("responses_transformed"),
+            skipped: counter("skipped"),
+            operations_skipped: counter("operations_skipped"),
+            body_errors: counter("body_errors"),
+            body_too_large: counter("body_too_large"),
+            invalid_json: counter("invalid_json"),
+            response_invalid_json: counter("response_invalid_json"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct TransformRoot {
+    config: Rc<Config>,
+    metrics: Metrics,
+}
+
+impl Context for TransformRoot {}
+
+impl RootContext for TransformRoot {
+    fn on_vm_start(&mut self, _: usize) -> bool {
+        log::info!("{}", wasmgate_core::build_identity!());
+        self.metrics = Metrics::define();
+        true
+    }
+
+    fn on_configure(&mut self, _: usize) -> bool {
+        let json = self.get_plugin_configuration();
+        match wasmgate_core::config::load(FILTER, json.as_deref(), config::compile) {
+            Some(config) => {
+                self.config = Rc::new(config);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Transform {
+            config: Rc::clone(&self.config),
+            metrics: self.metrics,
+            policy: None,
+            vars: RequestVars::default(),
+            request: Direction::default(),
+            response: Direction::default(),
+            replied: false,
+        }))
+    }
+}
+
+/// Per-direction state of one stream.
+#[derive(Debug, Default)]
+struct Direction {
+    /// Headers were changed (counted once the direction is done).
+    changed: bool,
+    /// The body is being buffered for editing.
+    buffering: bool,
+    /// The message announced a `Content-Length` that must follow the edited body.
+    had_content_length: bool,
+    /// Bytes buffered so far.
+    body_size: usize,
+}
+
+struct Transform {
+    config: Rc<Config>,
+    metrics: Metrics,
+    /// `None`: the filter does nothing for this stream (disabled by a rule, or not started).
+    policy: Option<Policy>,
+    /// The request as it arrived, for templates in both directions.
+    vars: RequestVars,
+    request: Direction,
+    response: Direction,
+    /// The filter answered locally; its own reply is never transformed.
+    replied: bool,
+}
+
+impl Context for Transform {}
+
+impl Transform {
+    fn reply(&mut self, reply: LocalReply) -> Action {
+        self.replied = true;
+        ProxyHost.send_reply(&reply);
+        Action::Pause
+    }
+
+    fn too_large(&mut self, request: bool, limit: u64) -> Action {
+        self.metrics.body_too_large.inc();
+        self.metrics.body_errors.inc();
+        log::debug!("wasmgate transform: body over max_body_bytes ({limit})");
+        if request {
+            self.reply(LocalReply::new(
+                413,
+                "body_too_large",
+                format!("The request body is larger than {limit} bytes."),
+            ))
+        } else {
+            self.reply(LocalReply::new(
+                502,
+                "body_too_large",
+                format!("The upstream response body is larger than {limit} bytes."),
+            ))
+        }
+    }
+
+    fn request_body_policy(&self) -> Option<&BodyPolicy> {
+        self.policy.as_ref()?.request.body.as_ref()
+    }
+
+    fn response_body_policy(&self) -> Option<&BodyPolicy> {
+        self.policy.as_ref()?.response.body.as_ref()
+    }
+
+    fn clear_route_cache(&self) {
+        if ProxyHost.call_foreign("clear_route_cache", &[]).is_none() {
+            log::debug!("wasmgate transform: the host has no clear_route_cache function");
+        }
+    }
+
+    /// Edits the buffered request body once it is complete.
+    fn finish_request_body(&mut self) -> Action {
+        self.request.buffering = false;
+        let size = self.request.body_size;
+        let Some(policy) = self.request_body_policy() else {
+            return Action::Continue;
+        };
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        match policy.edits.apply(&body, &self.vars) {
+            Err(BodyError::InvalidJson) => {
+                self.metrics.invalid_json.inc();
+                self.metrics.body_errors.inc();
+                self.reply(LocalReply::new(
+                    400,
+                    "invalid_json",
+                    "The request body is not valid JSON.",
+                ))
+            }
+            Ok((edited, outcome)) => {
+                self.metrics
+                    .operations_skipped
+                    .add(i64::from(outcome.skipped));
+                if let Some(edited) = edited {
+                    self.set_http_request_body(0, size, &edited);
+                    if self.request.had_content_length {
+                        self.set_http_request_header(
+                            "content-length",
+                            Some(&edited.len().to_string()),
+                        );
+                    }
+                    self.request.changed = true;
+                }
+                if self.request.changed {
+                    self.metrics.requests_transformed.inc();
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    /// Edits the buffered response body once it is complete; invalid JSON passes unchanged.
+    fn finish_response_body(&mut self) -> Action {
+        self.response.buffering = false;
+        let size = self.response.body_size;
+        let Some(policy) = self.response_body_policy() else {
+            return Action::Continue;
+        };
+        let body = self.get_http_response_body(0, size).unwrap_or_default();
+        match policy.edits.apply(&body, &self.vars) {
+            Err(BodyError::InvalidJson) => {
+                log::debug!("wasmgate transform: response body is not JSON; passed unchanged");
+                self.metrics.response_invalid_json.inc();
+                self.metrics.body_errors.inc();
+            }
+            Ok((edited, outcome)) => {
+                self.metrics
+                    .operations_skipped
+                    .add(i64::from(outcome.skipped));
+                if let Some(edited) = edited {
+                    self.set_http_response_body(0, size, &edited);
+                    if self.response.had_content_length {
+                        self.set_http_response_header(
+                            "content-length",
+                            Some(&edited.len().to_string()),
+                        );
+                    }
+                    self.response.changed = true;
+                }
+            }
+        }
+        if self.response.changed {
+            self.metrics.responses_transformed.inc();
+        }
+        Action::Continue
+    }
+}
+
+/// Writes header edits: each name whose values changed gets exactly its new values.
+fn write_headers(
+    edits: Vec<(String, Vec<String>)>,
+    set: impl Fn(&str, Option<&str>),
+    add: impl Fn(&str, &str),
+) {
+    for (name, values) in edits {
+        match values.as_slice() {
+            [] => set(&name, None),
+            [one] => set(&name, Some(one)),
+            many => {
+                set(&name, None);
+                for value in many {
+                    add(&name, value);
+                }
+            }
+        }
+    }
+}
+
+fn has_header(headers: &[(String, String)], name: &str) -> bool {
+    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+impl HttpContext for Transform {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        let headers = self.get_http_request_headers();
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let route = ProxyHost.property_string(&["route_name"]);
+        let info = RequestInfo::new(
+            route.clone(),
+            pseudo(":authority"),
+            pseudo(":path"),
+            pseudo(":method"),
+            headers.clone(),
+        );
+        let Some(policy) = self.config.select(&info).cloned() else {
+            log::debug!("wasmgate transform: disabled by a rule for {}", info.path);
+            self.metrics.skipped.inc();
+            return Action::Continue;
+        };
+        let source = ProxyHost.property_string(&["source", "address"]);
+        self.vars = RequestVars::new(&headers, source.as_deref(), route);
+        let (new_headers, outcome) = policy.request.ops.apply(&headers, &self.vars);
+        self.metrics
+            .operations_skipped
+            .add(i64::from(outcome.skipped));
+        if outcome.changed {
+            write_headers(
+                diff(&headers, &new_headers),
+                |name, value| self.set_http_request_header(name, value),
+                |name, value| self.add_http_request_header(name, value),
+            );
+            // The path or a header used in routing may have changed: route again.
+            self.clear_route_cache();
+            self.request.changed = true;
+        }
+        if let Some(body) = policy.request.body.as_ref().filter(|_| !end_of_stream) {
+            match should_buffer(&new_headers, body.max_body_bytes) {
+                Err(TooLarge) => {
+                    let limit = body.max_body_bytes;
+                    self.policy = Some(policy);
+                    return self.too_large(true, limit);
+                }
+                Ok(buffer) => {
+                    self.request.buffering = buffer;
+                    self.request.had_content_length = has_header(&new_headers, "content-length");
+                }
+            }
+        }
+        self.policy = Some(policy);
+        if self.request.buffering {
+            // Headers wait for the edited body so that Content-Length can follow it.
+            return Action::Pause;
+        }
+        if self.request.changed {
+            self.metrics.requests_transformed.inc();
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.request.buffering {
+            return Action::Continue;
+        }
+        self.request.body_size = body_size;
+        let limit = self.request_body_policy().map_or(0, |b| b.max_body_bytes);
+        if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
+            self.request.buffering = false;
+            return self.too_large(true, limit);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_request_body()
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        if self.request.buffering {
+            return self.finish_request_body();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let Some(policy) = self.policy.clone() else {
+            return Action::Continue;
+        };
+        let response = &policy.response;
+        if response.headers.is_empty() && response.body.is_none() {
+            return Action::Continue;
+        }
+        let headers = self.get_http_response_headers();
+        let (mut new_headers, mut regular): (Vec<_>, Vec<_>) = headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .partition(|(n, _)| n.starts_with(':'));
+        let outcome = response.headers.apply_headers(&mut regular, &self.vars);
+        self.metrics
+            .operations_skipped
+            .add(i64::from(outcome.skipped));
+        new_headers.extend(regular);
+        if outcome.changed {
+            write_headers(
+                diff(&headers, &new_headers),
+                |name, value| self.set_http_response_header(name, value),
+                |name, value| self.add_http_response_header(name, value),
+            );
+            self.response.changed = true;
+        }
+        if let Some(body) = response.body.as_ref().filter(|_| !end_of_stream) {
+            match should_buffer(&new_headers, body.max_body_bytes) {
+                Err(TooLarge) => return self.too_large(false, body.max_body_bytes),
+                Ok(buffer) => {
+                    self.response.buffering = buffer;
+                    self.response.had_content_length = has_header(&new_headers, "content-length");
+                }
+            }
+        }
+        if self.response.buffering {
+            return Action::Pause;
+        }
+        if self.response.changed {
+            self.metrics.responses_transformed.inc();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.response.buffering || self.replied {
+            return Action::Continue;
+        }
+        self.response.body_size = body_size;
+        let limit = self.response_body_policy().map_or(0, |b| b.max_body_bytes);
+        if u64::try_from(body_size).unwrap_or(u64::MAX) > limit {
+            self.response.buffering = false;
+            return self.too_large(false, limit);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_response_body()
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        if self.response.buffering && !self.replied {
+            return self.finish_response_body();
+        }
+        Action::Continue
+    }
+}
