@@ -1,0 +1,280 @@
+//! Pure retry decisions: idempotency, what is retriable, backoff with full jitter, `Retry-After`,
+//! and the `x-envoy-*` headers that hand a decision to Envoy's router.
+
+use crate::config::{NonIdempotent, Policy, RetryOn};
+use std::time::{Duration, SystemTime};
+
+/// Methods that RFC 9110 defines as idempotent and that this filter retries without a key.
+pub const IDEMPOTENT_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
+
+/// True when `method` is idempotent.
+pub fn is_idempotent(method: &str) -> bool {
+    IDEMPOTENT_METHODS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+}
+
+/// May this request be retried at all, given its method and whether it carries an idempotency key?
+pub fn retries_allowed(method: &str, has_idempotency_key: bool, rule: NonIdempotent) -> bool {
+    is_idempotent(method)
+        || match rule {
+            NonIdempotent::Never => false,
+            NonIdempotent::WithIdempotencyKey => has_idempotency_key,
+            NonIdempotent::Always => true,
+        }
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with this status.
+    Status(u16),
+    /// No response: connection failure, reset or per-try timeout.
+    NoResponse,
+}
+
+/// Is this outcome retriable under `retry_on` (Envoy's meaning of each condition)?
+pub fn is_retriable(outcome: &Outcome, retry_on: &RetryOn) -> bool {
+    match outcome {
+        Outcome::NoResponse => ["5xx", "gateway-error", "connect-failure", "reset"]
+            .iter()
+            .any(|c| retry_on.has(c)),
+        Outcome::Status(status) => {
+            let status = *status;
+            (retry_on.has("5xx") && (500..=599).contains(&status))
+                || (retry_on.has("gateway-error") && matches!(status, 502..=504))
+                || (retry_on.has("retriable-4xx") && status == 409)
+                || (retry_on.has("retriable-status-codes")
+                    && retry_on.status_codes.contains(&status))
+        }
+    }
+}
+
+/// The upper bound of the wait before retry number `retry` (1 for the first retry):
+/// `min(max, base * 2^(retry-1))`.
+pub fn backoff_ceiling(retry: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, ceiling]`, from a random number.
+pub fn backoff(retry: u32, base: Duration, max: Duration, random: u64) -> Duration {
+    let ceiling = u64::try_from(backoff_ceiling(retry, base, max).as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(random % ceiling.saturating_add(1))
+}
+
+/// Parses `Retry-After` (delay-seconds or an HTTP-date) into a wait from `now`.
+/// A date in the past means no wait; anything unparseable is ignored.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The wait before the next attempt: the upstream's `Retry-After` when honoured (capped at
+/// `backoff.max` x 10), else jittered exponential backoff.
+pub fn next_delay(
+    policy: &Policy,
+    retry: u32,
+    retry_after: Option<&str>,
+    now: SystemTime,
+    random: u64,
+) -> Duration {
+    if policy.honor_retry_after {
+        if let Some(wait) = retry_after.and_then(|v| parse_retry_after(v, now)) {
+            let cap = policy.backoff.max.saturating_mul(10);
+            return wait.min(cap);
+        }
+    }
+    backoff(retry, policy.backoff.base, policy.backoff.max, random)
+}
+
+/// The request headers that hand this policy to Envoy's router, for `retries` retries.
+/// With no retries, `x-envoy-max-retries: 0` also overrides any retry policy on the route.
+pub fn router_headers(policy: &Policy, retries: u32) -> Vec<(&'static str, String)> {
+    if retries == 0 {
+        return vec![("x-envoy-max-retries", "0".into())];
+    }
+    let mut headers = vec![
+        ("x-envoy-retry-on", policy.retry_on.names.join(",")),
+        ("x-envoy-max-retries", retries.to_string()),
+    ];
+    if !policy.retry_on.status_codes.is_empty() {
+        let codes: Vec<String> = policy
+            .retry_on
+            .status_codes
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        headers.push(("x-envoy-retriable-status-codes", codes.join(",")));
+    }
+    if let Some(t) = policy.per_try_timeout {
+        headers.push((
+            "x-envoy-upstream-rq-per-try-timeout-ms",
+            t.as_millis().to_string(),
+        ));
+    }
+    headers
+}
+
+/// A small, fast pseudo-random generator for jitter (not for anything secret).
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded from anything that varies (time, context id).
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next number (splitmix64).
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use std::time::UNIX_EPOCH;
+
+    fn policy(json: &str) -> Policy {
+        config::parse(json.as_bytes()).unwrap().default
+    }
+
+    #[test]
+    fn idempotency() {
+        for m in ["GET", "head", "OPTIONS", "PUT", "DELETE"] {
+            assert!(retries_allowed(m, false, NonIdempotent::Never), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT"] {
+            assert!(!retries_allowed(
+                m,
+                false,
+                NonIdempotent::WithIdempotencyKey
+            ));
+            assert!(retries_allowed(m, true, NonIdempotent::WithIdempotencyKey));
+            assert!(!retries_allowed(m, true, NonIdempotent::Never));
+            assert!(retries_allowed(m, false, NonIdempotent::Always));
+        }
+    }
+
+    #[test]
+    fn retriable_outcomes() {
+        let p = policy(r#"{"retry_on": ["gateway-error"]}"#);
+        assert!(is_retriable(&Outcome::Status(503), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Status(500), &p.retry_on));
+        assert!(is_retriable(&Outcome::NoResponse, &p.retry_on));
+        let p = policy(r#"{"retry_on": ["5xx"]}"#);
+        assert!(is_retriable(&Outcome::Status(500), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Status(429), &p.retry_on));
+        let p =
+            policy(r#"{"retry_on": ["retriable-status-codes"], "retriable_status_codes": [429]}"#);
+        assert!(is_retriable(&Outcome::Status(429), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Status(503), &p.retry_on));
+        assert!(!is_retriable(&Outcome::NoResponse, &p.retry_on));
+        let p = policy(r#"{"retry_on": ["retriable-4xx"]}"#);
+        assert!(is_retriable(&Outcome::Status(409), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Status(200), &p.retry_on));
+    }
+
+    #[test]
+    fn backoff_bounds_grow_and_cap() {
+        let (base, max) = (Duration::from_millis(25), Duration::from_millis(250));
+        let ceilings: Vec<u128> = (1..=6)
+            .map(|r| backoff_ceiling(r, base, max).as_millis())
+            .collect();
+        assert_eq!(ceilings, vec![25, 50, 100, 200, 250, 250]);
+        assert_eq!(backoff_ceiling(0, base, max), base);
+        assert_eq!(backoff_ceiling(200, base, max), max);
+    }
+
+    #[test]
+    fn full_jitter_stays_in_bounds_and_spreads() {
+        let (base, max) = (Duration::from_millis(25), Duration::from_millis(250));
+        let mut rng = Jitter::new(42);
+        for retry in 1..=8 {
+            let ceiling = backoff_ceiling(retry, base, max);
+            let samples: Vec<Duration> = (0..500)
+                .map(|_| backoff(retry, base, max, rng.next_u64()))
+                .collect();
+            assert!(samples.iter().all(|d| *d <= ceiling));
+            let low = samples.iter().filter(|d| **d < ceiling / 4).count();
+            let high = samples.iter().filter(|d| **d > ceiling * 3 / 4).count();
+            assert!(
+                low > 50 && high > 50,
+                "retry {retry}: {low} low, {high} high"
+            );
+        }
+        assert_eq!(backoff(1, base, max, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:40 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in ["", "-1", "1.5", "soon", "Sun, 32 Nov 1994 08:49:37 GMT"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        assert!(parse_retry_after("99999999999999999999999", now).is_some());
+    }
+
+    #[test]
+    fn delay_honours_and_caps_retry_after() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let p = policy(r#"{"backoff": {"base": "10ms", "max": "100ms"}}"#);
+        assert_eq!(next_delay(&p, 1, Some("1"), now, 7), Duration::from_secs(1));
+        assert_eq!(
+            next_delay(&p, 1, Some("3600"), now, 7),
+            Duration::from_secs(1)
+        );
+        assert!(next_delay(&p, 1, Some("junk"), now, 7) <= Duration::from_millis(10));
+        assert!(next_delay(&p, 1, None, now, u64::MAX) <= Duration::from_millis(10));
+        let p = policy(r#"{"honor_retry_after": false}"#);
+        assert!(next_delay(&p, 1, Some("1"), now, 7) <= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn router_headers_carry_the_policy() {
+        let p = policy(
+            r#"{"retry_on": ["5xx", "retriable-status-codes"], "retriable_status_codes": [503, 429],
+                "per_try_timeout": "500ms"}"#,
+        );
+        let h = router_headers(&p, 3);
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-envoy-retry-on"), Some("5xx,retriable-status-codes"));
+        assert_eq!(get("x-envoy-max-retries"), Some("3"));
+        assert_eq!(get("x-envoy-retriable-status-codes"), Some("503,429"));
+        assert_eq!(get("x-envoy-upstream-rq-per-try-timeout-ms"), Some("500"));
+        assert_eq!(
+            router_headers(&p, 0),
+            vec![("x-envoy-max-retries", "0".into())]
+        );
+    }
+}
