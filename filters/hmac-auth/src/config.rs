@@ -1,0 +1,924 @@
+//! Raw configuration (serde, unknown fields rejected) and its compiled form.
+
+use crate::crypto::Algorithm;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use std::fmt;
+use wasmgate_core::rules::{Match, Rule};
+use wasmgate_core::{ConfigError, Duration, Secret};
+
+/// The filter's name in log lines and metric names.
+pub const FILTER: &str = "hmac-auth";
+const DEFAULT_TOLERANCE_SECS: u64 = 300;
+const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+const DEFAULT_REPLAY_TTL_SECS: u64 = 600;
+const DEFAULT_REPLAY_ENTRIES: u64 = 100_000;
+const MAX_REPLAY_ENTRIES: u64 = 10_000_000;
+
+/// Which signature scheme a policy verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemeName {
+    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
+    Github,
+    /// `Stripe-Signature: t=..,v1=..` over `{t}.{body}`.
+    Stripe,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
+    Slack,
+    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    Shopify,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// RFC 9421 HTTP Message Signatures, `hmac-sha256`.
+    HttpSignature,
+    /// AWS Signature Version 4 in the `Authorization` header.
+    AwsSigv4,
+    /// A configurable header, algorithm, encoding and signed payload.
+    Custom,
+}
+
+impl SchemeName {
+    /// The snake_case name, as in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+            Self::Slack => "slack",
+            Self::Shopify => "shopify",
+            Self::StandardWebhooks => "standard_webhooks",
+            Self::HttpSignature => "http_signature",
+            Self::AwsSigv4 => "aws_sigv4",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+/// How a secret's text becomes HMAC key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyEncoding {
+    /// The UTF-8 bytes of the text, verbatim.
+    Utf8,
+    /// Standard base64 (a `whsec_` prefix is stripped first).
+    Base64,
+    /// Hexadecimal.
+    Hex,
+}
+
+/// A secret entry: `{"id": "...", "value": "..."}` or `{"id": "...", "env": "NAME"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    id: String,
+    value: Option<String>,
+    env: Option<String>,
+    encoding: Option<KeyEncoding>,
+}
+
+/// `replay` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    enabled: Option<bool>,
+    ttl: Option<Duration>,
+    max_entries: Option<u64>,
+}
+
+/// `http_signature` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSignature {
+    required_components: Option<Vec<String>>,
+}
+
+/// `custom` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustom {
+    signature_header: String,
+    signature_prefix: Option<String>,
+    algorithm: Option<AlgorithmName>,
+    encoding: Option<SignatureEncoding>,
+    timestamp_header: Option<String>,
+    id_header: Option<String>,
+    signed_payload: Option<String>,
+}
+
+/// `custom.algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// HMAC-SHA1.
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// `custom.encoding`: how the signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Hexadecimal (either case).
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// The whole configuration as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    scheme: SchemeName,
+    secrets: Vec<RawSecret>,
+    timestamp_tolerance: Option<Duration>,
+    max_body_bytes: Option<u64>,
+    replay: Option<RawReplay>,
+    http_signature: Option<RawHttpSignature>,
+    custom: Option<RawCustom>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+/// One per-route rule as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(rename = "match")]
+    matcher: Match,
+    enabled: Option<bool>,
+    scheme: Option<SchemeName>,
+    secrets: Option<Vec<RawSecret>>,
+    timestamp_tolerance: Option<Duration>,
+    max_body_bytes: Option<u64>,
+    http_signature: Option<RawHttpSignature>,
+    custom: Option<RawCustom>,
+}
+
+/// An HMAC key and the id operators know it by. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The id (for `aws_sigv4`, the access key id; for `http_signature`, the `keyid`).
+    pub id: String,
+    /// Key bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({}, <redacted>)", self.id)
+    }
+}
+
+/// Scheme and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// GitHub.
+    Github,
+    /// Stripe.
+    Stripe,
+    /// Slack.
+    Slack,
+    /// Shopify.
+    Shopify,
+    /// Standard Webhooks.
+    StandardWebhooks,
+    /// RFC 9421.
+    HttpSignature(HttpSignatureSettings),
+    /// AWS SigV4.
+    AwsSigv4,
+    /// Custom.
+    Custom(CustomSettings),
+}
+
+impl Scheme {
+    /// The scheme's configuration name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Stripe => "stripe",
+            Self::Slack => "slack",
+            Self::Shopify => "shopify",
+            Self::StandardWebhooks => "standard_webhooks",
+            Self::HttpSignature(_) => "http_signature",
+            Self::AwsSigv4 => "aws_sigv4",
+            Self::Custom(_) => "custom",
+        }
+    }
+}
+
+/// Compiled `http_signature` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSignatureSettings {
+    /// Components every accepted signature must cover (lowercase).
+    pub required_components: Vec<String>,
+}
+
+/// One part of a custom signed payload template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Literal text.
+    Literal(String),
+    /// The raw body.
+    Body,
+    /// The timestamp header's value.
+    Timestamp,
+    /// The id header's value.
+    Id,
+    /// The request method.
+    Method,
+    /// The request path with its query.
+    Path,
+    /// A request header's value (empty when absent).
+    Header(String),
+}
+
+/// Compiled `custom` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomSettings {
+    /// Header holding the signature (lowercase).
+    pub signature_header: String,
+    /// Prefix before the encoded signature (`sha256=`).
+    pub signature_prefix: String,
+    /// Hash under the HMAC.
+    pub algorithm: Algorithm,
+    /// Signature encoding.
+    pub encoding: SignatureEncoding,
+    /// Header holding the Unix timestamp (lowercase), if any.
+    pub timestamp_header: Option<String>,
+    /// Header holding the message id (lowercase), if any.
+    pub id_header: Option<String>,
+    /// The signed payload template.
+    pub payload: Vec<Part>,
+}
+
+/// What is verified for one route: scheme, keys and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Scheme and settings.
+    pub scheme: Scheme,
+    /// Keys tried in order (rotation).
+    pub keys: Vec<Key>,
+    /// Allowed clock difference, seconds.
+    pub tolerance_secs: u64,
+    /// Largest body buffered.
+    pub max_body_bytes: u64,
+    /// Index used to keep replay ids of different policies apart (0 = defaults).
+    pub index: usize,
+}
+
+/// Replay protection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayConfig {
+    /// How long a verified message id is remembered, seconds.
+    pub ttl_secs: u64,
+    /// Upper bound of remembered ids.
+    pub max_entries: u64,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    matcher: Match,
+    /// `None` when the rule switches the filter off.
+    pub policy: Option<Policy>,
+}
+
+impl Rule for CompiledRule {
+    fn matcher(&self) -> &Match {
+        &self.matcher
+    }
+
+    fn enabled(&self) -> bool {
+        self.policy.is_some()
+    }
+}
+
+/// The compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Policy when no rule matches.
+    pub default: Policy,
+    /// Rules in order.
+    pub rules: Vec<CompiledRule>,
+    /// Replay protection, `None` when disabled.
+    pub replay: Option<ReplayConfig>,
+}
+
+impl Config {
+    /// Every distinct secret id, for per-secret metrics.
+    pub fn secret_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let policies = std::iter::once(&self.default)
+            .chain(self.rules.iter().filter_map(|r| r.policy.as_ref()));
+        for policy in policies {
+            for key in &policy.keys {
+                if !ids.contains(&key.id) {
+                    ids.push(key.id.clone());
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// Parses JSON into the raw form (for tests and tools).
+pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    wasmgate_core::config::parse::<RawConfig>(json).and_then(compile)
+}
+
+/// Compiles a raw configuration.
+pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    let default = compile_policy(
+        0,
+        "",
+        raw.scheme,
+        &raw.secrets,
+        raw.timestamp_tolerance,
+        raw.max_body_bytes,
+        raw.http_signature.as_ref(),
+        raw.custom.as_ref(),
+    )?;
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (i, rule) in raw.rules.into_iter().enumerate() {
+        let at = format!("rules[{i}].");
+        let policy = if rule.enabled == Some(false) {
+            None
+        } else {
+            let secrets = rule.secrets.as_ref().unwrap_or(&raw.secrets);
+            let secrets_at = if rule.secrets.is_some() {
+                at.clone()
+            } else {
+                String::new()
+            };
+            let scheme = rule.scheme.unwrap_or(raw.scheme);
+            let policy = compile_policy(
+                i + 1,
+                &at,
+                scheme,
+                secrets,
+                rule.timestamp_tolerance.or(raw.timestamp_tolerance),
+                rule.max_body_bytes.or(raw.max_body_bytes),
+                rule.http_signature.as_ref().or(raw.http_signature.as_ref()),
+                rule.custom.as_ref().or(raw.custom.as_ref()),
+            )
+            .map_err(|e| {
+                // Secrets inherited from the top level are reported at their own path.
+                if e.path.starts_with(&at) || !e.path.starts_with("secrets") {
+                    e
+                } else {
+                    ConfigError::new(format!("{secrets_at}{}", e.path), e.reason)
+                }
+            })?;
+            Some(policy)
+        };
+        rules.push(CompiledRule {
+            matcher: rule.matcher,
+            policy,
+        });
+    }
+    let replay = compile_replay(raw.replay)?;
+    Ok(Config {
+        default,
+        rules,
+        replay,
+    })
+}
+
+fn compile_replay(raw: Option<RawReplay>) -> Result<Option<ReplayConfig>, ConfigError> {
+    let raw = raw.unwrap_or(RawReplay {
+        enabled: None,
+        ttl: None,
+        max_entries: None,
+    });
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let ttl_secs = raw.ttl.map_or(DEFAULT_REPLAY_TTL_SECS, |d| d.0.as_secs());
+    if ttl_secs == 0 {
+        return Err(ConfigError::new(
+            "replay.ttl",
+            "must be at least 1s (use \"enabled\": false to switch replay protection off)",
+        ));
+    }
+    let max_entries = raw.max_entries.unwrap_or(DEFAULT_REPLAY_ENTRIES);
+    if max_entries == 0 || max_entries > MAX_REPLAY_ENTRIES {
+        return Err(ConfigError::new(
+            "replay.max_entries",
+            format!("must be between 1 and {MAX_REPLAY_ENTRIES}"),
+        ));
+    }
+    Ok(Some(ReplayConfig {
+        ttl_secs,
+        max_entries,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_policy(
+    index: usize,
+    at: &str,
+    scheme: SchemeName,
+    secrets: &[RawSecret],
+    tolerance: Option<Duration>,
+    max_body_bytes: Option<u64>,
+    http_signature: Option<&RawHttpSignature>,
+    custom: Option<&RawCustom>,
+) -> Result<Policy, ConfigError> {
+    let tolerance_secs = tolerance.map_or(DEFAULT_TOLERANCE_SECS, |d| d.0.as_secs());
+    if tolerance_secs == 0 {
+        return Err(ConfigError::new(
+            format!("{at}timestamp_tolerance"),
+            "must be at least 1s",
+        ));
+    }
+    let compiled_scheme = match scheme {
+        SchemeName::Github => Scheme::Github,
+        SchemeName::Stripe => Scheme::Stripe,
+        SchemeName::Slack => Scheme::Slack,
+        SchemeName::Shopify => Scheme::Shopify,
+        SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
+        SchemeName::AwsSigv4 => Scheme::AwsSigv4,
+        SchemeName::HttpSignature => {
+            Scheme::HttpSignature(compile_http_signature(at, http_signature)?)
+        }
+        SchemeName::Custom => {
+            let Some(custom) = custom else {
+                return Err(ConfigError::new(
+                    format!("{at}custom"),
+                    "scheme \"custom\" needs a \"custom\" block",
+                ));
+            };
+            Scheme::Custom(compile_custom(&format!("{at}custom"), custom)?)
+        }
+    };
+    if secrets.is_empty() {
+        return Err(ConfigError::new(
+            format!("{at}secrets"),
+            "at least one secret is required",
+        ));
+    }
+    let mut keys: Vec<Key> = Vec::with_capacity(secrets.len());
+    for (i, secret) in secrets.iter().enumerate() {
+        let path = format!("secrets[{i}]");
+        let key = compile_key(scheme, secret).map_err(|reason| ConfigError::new(&path, reason))?;
+        if keys.iter().any(|k| k.id == key.id) {
+            return Err(ConfigError::new(
+                format!("{path}.id"),
+                format!("duplicate secret id {:?}", key.id),
+            ));
+        }
+        keys.push(key);
+    }
+    Ok(Policy {
+        scheme: compiled_scheme,
+        keys,
+        tolerance_secs,
+        max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        index,
+    })
+}
+
+fn compile_key(scheme: SchemeName, raw: &RawSecret) -> Result<Key, String> {
+    let id_ok = !raw.id.is_empty()
+        && raw.id.len() <= 128
+        && raw
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !id_ok {
+        return Err(format!(
+            "secret id {:?} must be 1-128 characters of A-Z a-z 0-9 _ - .",
+            raw.id
+        ));
+    }
+    let secret = Secret::resolve(raw.value.clone(), raw.env.clone())?;
+    let text = secret.expose();
+    let encoding = match (scheme, raw.encoding) {
+        (SchemeName::Stripe | SchemeName::AwsSigv4, Some(e)) if e != KeyEncoding::Utf8 => {
+            return Err(format!(
+                "scheme {} uses the secret text verbatim: \"encoding\" must be \"utf8\"",
+                scheme.as_str()
+            ))
+        }
+        (_, Some(e)) => e,
+        (SchemeName::StandardWebhooks, None) => KeyEncoding::Base64,
+        (_, None) => KeyEncoding::Utf8,
+    };
+    let bytes = match encoding {
+        KeyEncoding::Utf8 => text.as_bytes().to_vec(),
+        KeyEncoding::Base64 => STANDARD
+            .decode(text.strip_prefix("whsec_").unwrap_or(text))
+            .map_err(|_| "secret is not valid base64".to_string())?,
+        KeyEncoding::Hex => hex::decode(text).map_err(|_| "secret is not valid hex".to_string())?,
+    };
+    if bytes.is_empty() {
+        return Err("secret is empty after decoding".into());
+    }
+    Ok(Key {
+        id: raw.id.clone(),
+        bytes,
+    })
+}
+
+const KNOWN_DERIVED: [&str; 7] = [
+    "@method",
+    "@authority",
+    "@path",
+    "@query",
+    "@target-uri",
+    "@request-target",
+    "@scheme",
+];
+
+fn compile_http_signature(
+    at: &str,
+    raw: Option<&RawHttpSignature>,
+) -> Result<HttpSignatureSettings, ConfigError> {
+    let required = raw
+        .and_then(|r| r.required_components.clone())
+        .unwrap_or_else(|| {
+            ["@method", "@authority", "@path", "content-digest"]
+                .map(String::from)
+                .to_vec()
+        });
+    let mut out = Vec::with_capacity(required.len());
+    for (i, component) in required.iter().enumerate() {
+        let c = component.to_ascii_lowercase();
+        let valid = if c.starts_with('@') {
+            KNOWN_DERIVED.contains(&c.as_str())
+        } else {
+            is_header_name(&c)
+        };
+        if !valid {
+            return Err(ConfigError::new(
+                format!("{at}http_signature.required_components[{i}]"),
+                format!("unsupported component {component:?}"),
+            ));
+        }
+        out.push(c);
+    }
+    Ok(HttpSignatureSettings {
+        required_components: out,
+    })
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_field(path: &str, name: &str) -> Result<String, ConfigError> {
+    if is_header_name(name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("invalid header name {name:?}"),
+        ))
+    }
+}
+
+fn compile_custom(at: &str, raw: &RawCustom) -> Result<CustomSettings, ConfigError> {
+    let signature_header = header_field(&format!("{at}.signature_header"), &raw.signature_header)?;
+    let timestamp_header = raw
+        .timestamp_header
+        .as_deref()
+        .map(|h| header_field(&format!("{at}.timestamp_header"), h))
+        .transpose()?;
+    let id_header = raw
+        .id_header
+        .as_deref()
+        .map(|h| header_field(&format!("{at}.id_header"), h))
+        .transpose()?;
+    let template = raw.signed_payload.as_deref().unwrap_or("{body}");
+    let payload = compile_template(template)
+        .map_err(|reason| ConfigError::new(format!("{at}.signed_payload"), reason))?;
+    if payload.contains(&Part::Timestamp) && timestamp_header.is_none() {
+        return Err(ConfigError::new(
+            format!("{at}.signed_payload"),
+            "{timestamp} needs \"timestamp_header\"",
+        ));
+    }
+    if payload.contains(&Part::Id) && id_header.is_none() {
+        return Err(ConfigError::new(
+            format!("{at}.signed_payload"),
+            "{id} needs \"id_header\"",
+        ));
+    }
+    let algorithm = match raw.algorithm.unwrap_or(AlgorithmName::Sha256) {
+        AlgorithmName::Sha1 => Algorithm::Sha1,
+        AlgorithmName::Sha256 => Algorithm::Sha256,
+        AlgorithmName::Sha512 => Algorithm::Sha512,
+    };
+    Ok(CustomSettings {
+        signature_header,
+        signature_prefix: raw.signature_prefix.clone().unwrap_or_default(),
+        algorithm,
+        encoding: raw.encoding.unwrap_or(SignatureEncoding::Hex),
+        timestamp_header,
+        id_header,
+        payload,
+    })
+}
+
+/// Parses `"{timestamp}.{body}"` into parts; `{` and `}` are only allowed around placeholders.
+pub fn compile_template(template: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err("unmatched '}' in template".into());
+        }
+        literal.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err("unmatched '{' in template".into());
+        };
+        let name = &after[..close];
+        let part = match name {
+            "body" => Part::Body,
+            "timestamp" => Part::Timestamp,
+            "id" => Part::Id,
+            "method" => Part::Method,
+            "path" => Part::Path,
+            _ => match name.strip_prefix("header:") {
+                Some(h) if is_header_name(h) => Part::Header(h.to_ascii_lowercase()),
+                _ => return Err(format!("unknown placeholder {{{name}}}")),
+            },
+        };
+        if !literal.is_empty() {
+            parts.push(Part::Literal(std::mem::take(&mut literal)));
+        }
+        parts.push(part);
+        rest = &after[close + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    if !parts.contains(&Part::Body) {
+        return Err("the template must contain {body}".into());
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> ConfigError {
+        parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn minimal_config_has_secure_defaults() {
+        let c = parse(br#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}]}"#).unwrap();
+        assert_eq!(c.default.scheme, Scheme::Github);
+        assert_eq!(c.default.tolerance_secs, 300);
+        assert_eq!(c.default.max_body_bytes, 1_048_576);
+        assert_eq!(
+            c.replay,
+            Some(ReplayConfig {
+                ttl_secs: 600,
+                max_entries: 100_000
+            })
+        );
+        assert_eq!(c.default.keys[0].bytes, b"s");
+        assert_eq!(format!("{:?}", c.default.keys[0]), "Key(a, <redacted>)");
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        std::env::set_var("HMAC_AUTH_TEST_OLD", "old-secret");
+        let c = parse(
+            br#"{
+              "scheme": "github",
+              "secrets": [{"id": "current", "value": "new"}, {"id": "previous", "env": "HMAC_AUTH_TEST_OLD"}],
+              "timestamp_tolerance": "5m",
+              "max_body_bytes": 1048576,
+              "replay": {"ttl": "10m", "max_entries": 100000},
+              "rules": [{"match": {"path_prefix": "/health"}, "enabled": false}]
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(c.default.keys[1].bytes, b"old-secret");
+        assert!(c.rules[0].policy.is_none());
+        assert_eq!(c.secret_ids(), vec!["current", "previous"]);
+    }
+
+    #[test]
+    fn standard_webhooks_secret_is_base64_after_whsec() {
+        let c = parse(
+            br#"{"scheme": "standard_webhooks", "secrets": [{"id": "a", "value": "whsec_AAEC"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.default.keys[0].bytes, vec![0, 1, 2]);
+        let e =
+            err(r#"{"scheme": "standard_webhooks", "secrets": [{"id": "a", "value": "whsec_!"}]}"#);
+        assert_eq!(e.path, "secrets[0]");
+        let c = parse(br#"{"scheme": "stripe", "secrets": [{"id": "a", "value": "whsec_AAEC"}]}"#)
+            .unwrap();
+        assert_eq!(c.default.keys[0].bytes, b"whsec_AAEC");
+        let e = err(
+            r#"{"scheme": "stripe", "secrets": [{"id": "a", "value": "x", "encoding": "hex"}]}"#,
+        );
+        assert!(e.reason.contains("verbatim"), "{e}");
+    }
+
+    #[test]
+    fn rules_override_scheme_and_secrets() {
+        let c = parse(
+            br#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                 "rules": [{"match": {"path_prefix": "/slack"}, "scheme": "slack",
+                            "secrets": [{"id": "b", "value": "t"}], "timestamp_tolerance": "1m"},
+                           {"match": {"path_prefix": "/x"}, "max_body_bytes": 10}]}"#,
+        )
+        .unwrap();
+        let slack = c.rules[0].policy.as_ref().unwrap();
+        assert_eq!(slack.scheme, Scheme::Slack);
+        assert_eq!(slack.keys[0].id, "b");
+        assert_eq!(slack.tolerance_secs, 60);
+        assert_eq!(slack.index, 1);
+        let x = c.rules[1].policy.as_ref().unwrap();
+        assert_eq!(x.keys[0].id, "a");
+        assert_eq!(x.max_body_bytes, 10);
+        assert_eq!(c.secret_ids(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn custom_template() {
+        let c = parse(
+            br#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}],
+                 "custom": {"signature_header": "X-Signature", "signature_prefix": "sha256=",
+                            "algorithm": "sha512", "encoding": "base64", "timestamp_header": "x-timestamp",
+                            "id_header": "x-delivery-id",
+                            "signed_payload": "{method} {path}\n{timestamp}.{id}.{header:X-A}.{body}"}}"#,
+        )
+        .unwrap();
+        let Scheme::Custom(custom) = &c.default.scheme else {
+            panic!()
+        };
+        assert_eq!(custom.signature_header, "x-signature");
+        assert_eq!(custom.algorithm, Algorithm::Sha512);
+        assert_eq!(
+            custom.payload,
+            vec![
+                Part::Method,
+                Part::Literal(" ".into()),
+                Part::Path,
+                Part::Literal("\n".into()),
+                Part::Timestamp,
+                Part::Literal(".".into()),
+                Part::Id,
+                Part::Literal(".".into()),
+                Part::Header("x-a".into()),
+                Part::Literal(".".into()),
+                Part::Body
+            ]
+        );
+        assert_eq!(compile_template("{body}").unwrap(), vec![Part::Body]);
+        for bad in [
+            "{body",
+            "body}",
+            "{nope}.{body}",
+            "{timestamp}",
+            "{header:}{body}",
+        ] {
+            assert!(compile_template(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_configs_name_their_path() {
+        let cases = [
+            (
+                r#"{"scheme": "gitlab", "secrets": []}"#,
+                "scheme",
+                "unknown variant",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": []}"#,
+                "secrets",
+                "at least one",
+            ),
+            (r#"{"scheme": "github"}"#, "secrets", "missing field"),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "secret": 1}"#,
+                "secret",
+                "unknown field",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}, {"id": "a", "value": "t"}]}"#,
+                "secrets[1].id",
+                "duplicate",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a b", "value": "s"}]}"#,
+                "secrets[0]",
+                "must be",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "env": "HMAC_AUTH_SURELY_UNSET"}]}"#,
+                "secrets[0]",
+                "not set",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s", "encoding": "hex"}]}"#,
+                "secrets[0]",
+                "hex",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "0s"}"#,
+                "timestamp_tolerance",
+                "at least",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "5"}"#,
+                "timestamp_tolerance",
+                "invalid duration",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "replay": {"max_entries": 0}}"#,
+                "replay.max_entries",
+                "between",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "replay": {"ttl": "0s"}}"#,
+                "replay.ttl",
+                "at least",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}]}"#,
+                "custom",
+                "needs",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}], "custom": {"signature_header": "x s"}}"#,
+                "custom.signature_header",
+                "invalid header",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}], "custom": {"signature_header": "x", "signed_payload": "{timestamp}.{body}"}}"#,
+                "custom.signed_payload",
+                "timestamp_header",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}], "custom": {"signature_header": "x", "algorithm": "md5"}}"#,
+                "custom.algorithm",
+                "unknown variant",
+            ),
+            (
+                r#"{"scheme": "http_signature", "secrets": [{"id": "a", "value": "s"}], "http_signature": {"required_components": ["@status"]}}"#,
+                "http_signature.required_components[0]",
+                "unsupported",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {}, "scheme": "custom"}]}"#,
+                "rules[0].custom",
+                "needs",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {}, "secrets": [{"id": "b", "valeu": "x"}]}]}"#,
+                "rules[0].secrets[0].valeu",
+                "unknown field",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {}, "secrets": [{"id": "b", "env": "HMAC_AUTH_SURELY_UNSET"}]}]}"#,
+                "rules[0].secrets[0]",
+                "not set",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {"path_prefix": "x"}}]}"#,
+                "rules[0].match",
+                "must start with",
+            ),
+        ];
+        for (json, path, reason) in cases {
+            let e = err(json);
+            assert_eq!(e.path, path, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn inherited_secret_error_is_reported_at_top_level() {
+        // Top-level secrets are compiled first, so an error there is found at the top level.
+        let e = err(
+            r#"{"scheme": "github", "secrets": [{"id": "a", "value": "zz", "encoding": "hex"}]}"#,
+        );
+        assert_eq!(e.path, "secrets[0]");
+        // A rule switching to standard_webhooks decodes the same top-level secret differently.
+        let e = err(
+            r#"{"scheme": "github", "secrets": [{"id": "a", "value": "not base64!"}],
+                "rules": [{"match": {}, "scheme": "standard_webhooks"}]}"#,
+        );
+        assert_eq!(e.path, "secrets[0]");
+        assert!(e.reason.contains("base64"));
+    }
+}

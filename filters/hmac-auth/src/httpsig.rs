@@ -1,0 +1,495 @@
+//! RFC 9421 HTTP Message Signatures with `hmac-sha256`, and RFC 9530 `Content-Digest`
+//! (`sha-256`, `sha-512`) when the signature covers it.
+
+use crate::config::{HttpSignatureSettings, Key};
+use crate::crypto::{self, Algorithm};
+use crate::sf::{self, Bare, Member};
+use crate::verify::{no_match, within, Reject, Request, Verified};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+/// One signature of the request that a configured key can check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    key_index: usize,
+    base: Vec<u8>,
+    signature: Vec<u8>,
+    replay_id: String,
+    digests: Option<Vec<(Algorithm, Vec<u8>)>>,
+}
+
+/// Candidates found in `Signature-Input`/`Signature`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    candidates: Vec<Candidate>,
+}
+
+fn malformed(why: &str) -> Reject {
+    Reject::Malformed(why.to_string())
+}
+
+fn param<'a>(params: &'a sf::Params, name: &str) -> Option<&'a Bare> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Reads the signature headers, checks times and builds each signature base.
+pub fn prepare(
+    settings: &HttpSignatureSettings,
+    keys: &[Key],
+    req: &Request,
+    now: u64,
+    tolerance: u64,
+) -> Result<Prepared, Reject> {
+    let inputs = req.header_values("signature-input").join(", ");
+    if inputs.trim().is_empty() {
+        return Err(Reject::Missing("Signature-Input".into()));
+    }
+    let signatures = req.header_values("signature").join(", ");
+    if signatures.trim().is_empty() {
+        return Err(Reject::Missing("Signature".into()));
+    }
+    let inputs = sf::parse_dictionary(&inputs)
+        .map_err(|_| malformed("Signature-Input is not a valid structured dictionary."))?;
+    let signatures = sf::parse_dictionary(&signatures)
+        .map_err(|_| malformed("Signature is not a valid structured dictionary."))?;
+    let mut candidates = Vec::new();
+    for (label, member) in &inputs {
+        let Member::InnerList(items, params) = member else {
+            return Err(malformed("Signature-Input members must be inner lists."));
+        };
+        let keyid = match param(params, "keyid") {
+            Some(Bare::String(k)) => k,
+            _ => continue,
+        };
+        let Some(key_index) = keys.iter().position(|k| &k.id == keyid) else {
+            continue;
+        };
+        match param(params, "alg") {
+            None => {}
+            Some(Bare::String(a)) if a == "hmac-sha256" => {}
+            Some(_) => continue,
+        }
+        let signature = match signatures.iter().find(|(l, _)| l == label) {
+            Some((
+                _,
+                Member::Item(sf::Item {
+                    bare: Bare::Bytes(b),
+                    ..
+                }),
+            )) => b.clone(),
+            Some(_) => return Err(malformed("A Signature member is not a byte sequence.")),
+            None => {
+                return Err(malformed(
+                    "Signature has no member for the Signature-Input label.",
+                ))
+            }
+        };
+        let mut covered = Vec::with_capacity(items.len());
+        for item in items {
+            match &item.bare {
+                Bare::String(name) if item.params.is_empty() => covered.push(name.clone()),
+                Bare::String(_) => {
+                    return Err(malformed("Component parameters are not supported."));
+                }
+                _ => return Err(malformed("Covered components must be strings.")),
+            }
+        }
+        if !settings
+            .required_components
+            .iter()
+            .all(|r| covered.contains(r))
+        {
+            return Err(Reject::Invalid(
+                "The signature does not cover the required components.".into(),
+            ));
+        }
+        let created = match param(params, "created") {
+            Some(Bare::Integer(c)) if *c >= 0 => c.unsigned_abs(),
+            _ => return Err(malformed("Signature-Input has no valid created parameter.")),
+        };
+        within(created, now, tolerance)?;
+        match param(params, "expires") {
+            None => {}
+            Some(Bare::Integer(e)) if *e >= 0 => {
+                if now > e.unsigned_abs() {
+                    return Err(Reject::Stale);
+                }
+            }
+            Some(_) => {
+                return Err(malformed(
+                    "Signature-Input has an invalid expires parameter.",
+                ))
+            }
+        }
+        let mut base = String::new();
+        for name in &covered {
+            let value = component(req, name)?;
+            base.push_str(&format!("\"{name}\": {value}\n"));
+        }
+        base.push_str("\"@signature-params\": ");
+        base.push_str(&sf::serialize_inner_list(items, params));
+        let digests = if covered.iter().any(|c| c == "content-digest") {
+            Some(content_digests(req)?)
+        } else {
+            None
+        };
+        let replay_id = match param(params, "nonce") {
+            Some(Bare::String(n)) => format!("nonce:{keyid}:{n}"),
+            _ => STANDARD.encode(&signature),
+        };
+        candidates.push(Candidate {
+            key_index,
+            base: base.into_bytes(),
+            signature,
+            replay_id,
+            digests,
+        });
+    }
+    if candidates.is_empty() {
+        return Err(Reject::Invalid(
+            "No signature uses a known key id with hmac-sha256.".into(),
+        ));
+    }
+    Ok(Prepared { candidates })
+}
+
+fn component(req: &Request, name: &str) -> Result<String, Reject> {
+    let value = match name {
+        "@method" => req.method.clone(),
+        "@authority" => req.authority.to_ascii_lowercase(),
+        "@scheme" => req.scheme.to_ascii_lowercase(),
+        "@path" => {
+            let p = req.path_only();
+            if p.is_empty() {
+                "/".into()
+            } else {
+                p.to_string()
+            }
+        }
+        "@query" => format!("?{}", req.query().unwrap_or_default()),
+        "@request-target" => req.path.clone(),
+        "@target-uri" => format!(
+            "{}://{}{}",
+            req.scheme.to_ascii_lowercase(),
+            req.authority.to_ascii_lowercase(),
+            req.path
+        ),
+        n if n.starts_with('@') => {
+            return Err(Reject::Malformed(format!(
+                "The component {n} is not supported."
+            )))
+        }
+        header => {
+            let values = req.header_values(header);
+            if values.is_empty() || header.starts_with(':') {
+                return Err(Reject::Invalid(format!(
+                    "The covered header {header} is missing."
+                )));
+            }
+            values
+                .iter()
+                .map(|v| v.trim())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    Ok(value)
+}
+
+fn content_digests(req: &Request) -> Result<Vec<(Algorithm, Vec<u8>)>, Reject> {
+    let header = req.header_values("content-digest").join(", ");
+    if header.trim().is_empty() {
+        return Err(Reject::Invalid(
+            "The covered header content-digest is missing.".into(),
+        ));
+    }
+    let dict = sf::parse_dictionary(&header)
+        .map_err(|_| malformed("Content-Digest is not a valid structured dictionary."))?;
+    let mut digests = Vec::new();
+    for (alg, member) in dict {
+        let algorithm = match alg.as_str() {
+            "sha-256" => Algorithm::Sha256,
+            "sha-512" => Algorithm::Sha512,
+            _ => continue,
+        };
+        match member {
+            Member::Item(sf::Item {
+                bare: Bare::Bytes(b),
+                ..
+            }) => digests.push((algorithm, b)),
+            _ => return Err(malformed("A Content-Digest value is not a byte sequence.")),
+        }
+    }
+    if digests.is_empty() {
+        return Err(malformed(
+            "Content-Digest has no sha-256 or sha-512 digest.",
+        ));
+    }
+    Ok(digests)
+}
+
+/// Checks the HMAC of each candidate's base, then the body against `Content-Digest`.
+pub fn verify(prepared: &Prepared, keys: &[Key], body: &[u8]) -> Result<Verified, Reject> {
+    for candidate in &prepared.candidates {
+        let Some(key) = keys.get(candidate.key_index) else {
+            continue;
+        };
+        let mac = crypto::mac(Algorithm::Sha256, &key.bytes, &[&candidate.base]);
+        if !crypto::matches_any(&mac, std::slice::from_ref(&candidate.signature)) {
+            continue;
+        }
+        if let Some(digests) = &candidate.digests {
+            for (algorithm, expected) in digests {
+                let actual = match algorithm {
+                    Algorithm::Sha512 => crypto::sha512(body),
+                    _ => crypto::sha256(body).to_vec(),
+                };
+                if !crypto::matches_any(&actual, std::slice::from_ref(expected)) {
+                    return Err(Reject::Invalid(
+                        "The body does not match Content-Digest.".into(),
+                    ));
+                }
+            }
+        }
+        return Ok(Verified {
+            key_index: candidate.key_index,
+            replay_id: candidate.replay_id.clone(),
+        });
+    }
+    Err(no_match())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::tests::{check, policy, vectors};
+    use crate::verify::Request;
+
+    fn rfc_request(v: &serde_json::Value, extra: &[(&str, &str)]) -> Request {
+        let b25 = &v["B.2.5_hmac_sha256"];
+        let mut headers: Vec<(String, String)> = vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), "/foo?param=Value&Pet=dog".into()),
+            (":authority".into(), "example.com".into()),
+            ("date".into(), "Tue, 20 Apr 2021 02:07:55 GMT".into()),
+            ("content-type".into(), "application/json".into()),
+            (
+                "content-digest".into(),
+                v["content_digest"].as_str().unwrap().into(),
+            ),
+            ("content-length".into(), "18".into()),
+            (
+                "signature-input".into(),
+                b25["Signature-Input"].as_str().unwrap().into(),
+            ),
+            (
+                "signature".into(),
+                b25["Signature"].as_str().unwrap().into(),
+            ),
+        ];
+        for (n, val) in extra {
+            headers.retain(|(h, _)| h != n);
+            headers.push((n.to_string(), val.to_string()));
+        }
+        Request::from_headers(headers)
+    }
+
+    fn rfc_policy(v: &serde_json::Value, required: &str) -> crate::config::Policy {
+        policy(&format!(
+            r#"{{"scheme": "http_signature", "http_signature": {{"required_components": {required}}},
+                 "secrets": [{{"id": "other", "value": "x"}},
+                             {{"id": "test-shared-secret", "value": "{}", "encoding": "base64"}}]}}"#,
+            v["test_shared_secret_base64"].as_str().unwrap()
+        ))
+    }
+
+    #[test]
+    fn rfc9421_b25_with_pinned_clock() {
+        let v = vectors("rfc9421.json");
+        let b25 = &v["B.2.5_hmac_sha256"];
+        let created = b25["created"].as_u64().unwrap();
+        let p = rfc_policy(&v, r#"["@authority"]"#);
+        let req = rfc_request(&v, &[]);
+        let body = v["body_exact"].as_str().unwrap().as_bytes();
+        let Ok(crate::verify::Pending::HttpSignature(prepared)) =
+            crate::verify::prepare(&p, &req, created)
+        else {
+            panic!("prepare failed")
+        };
+        assert_eq!(
+            String::from_utf8(prepared.candidates[0].base.clone()).unwrap(),
+            b25["signature_base_exact"].as_str().unwrap()
+        );
+        let ok = check(&p, &req, body, created).unwrap();
+        assert_eq!(ok.key_index, 1);
+        assert_eq!(ok.replay_id, "pxcQw6G3AjtMBQjwo8XzkZf/bws5LelbaMk5rGIGtE8=");
+        // Content-digest is not covered by B.2.5, so another body still verifies.
+        assert!(check(&p, &req, b"other", created).is_ok());
+        // Clock far from `created`.
+        assert_eq!(
+            check(&p, &req, body, created + 301).unwrap_err(),
+            Reject::Stale
+        );
+        // The default required components (@method, @path, content-digest) are not covered.
+        let strict = rfc_policy(
+            &v,
+            r#"["@method", "@authority", "@path", "content-digest"]"#,
+        );
+        assert_eq!(
+            check(&strict, &req, body, created).unwrap_err().code(),
+            "invalid_signature"
+        );
+        // A changed covered header breaks the signature.
+        let changed = rfc_request(&v, &[("content-type", "text/plain")]);
+        assert_eq!(check(&p, &changed, body, created).unwrap_err(), no_match());
+        // Unknown key id.
+        let other_key = policy(
+            r#"{"scheme": "http_signature", "secrets": [{"id": "k", "value": "x"}],
+                "http_signature": {"required_components": []}}"#,
+        );
+        assert_eq!(
+            check(&other_key, &req, body, created).unwrap_err().code(),
+            "invalid_signature"
+        );
+        // Missing headers, malformed headers.
+        let mut no_sig = req.clone();
+        no_sig.headers.retain(|(n, _)| n != "signature");
+        assert_eq!(
+            check(&p, &no_sig, body, created).unwrap_err(),
+            Reject::Missing("Signature".into())
+        );
+        let mut no_input = req.clone();
+        no_input.headers.retain(|(n, _)| n != "signature-input");
+        assert_eq!(
+            check(&p, &no_input, body, created).unwrap_err(),
+            Reject::Missing("Signature-Input".into())
+        );
+        let bad = rfc_request(&v, &[("signature", "sig-b25=pxc")]);
+        assert_eq!(
+            check(&p, &bad, body, created).unwrap_err().code(),
+            "malformed_signature"
+        );
+    }
+
+    fn sign(key: &[u8], req_headers: &mut Vec<(String, String)>, components: &str, params: &str) {
+        let req = Request::from_headers(req_headers.clone());
+        let mut base = String::new();
+        let dict = sf::parse_dictionary(&format!("s=({components}){params}")).unwrap();
+        let Member::InnerList(items, p) = &dict[0].1 else {
+            panic!()
+        };
+        for item in items {
+            let Bare::String(name) = &item.bare else {
+                panic!()
+            };
+            base.push_str(&format!("\"{name}\": {}\n", component(&req, name).unwrap()));
+        }
+        base.push_str(&format!(
+            "\"@signature-params\": {}",
+            sf::serialize_inner_list(items, p)
+        ));
+        let sig = crypto::mac(Algorithm::Sha256, key, &[base.as_bytes()]);
+        req_headers.push((
+            "signature-input".into(),
+            format!("s=({components}){params}"),
+        ));
+        req_headers.push(("signature".into(), format!("s=:{}:", STANDARD.encode(sig))));
+    }
+
+    #[test]
+    fn content_digest_sha256_and_sha512_are_checked() {
+        let p =
+            policy(r#"{"scheme": "http_signature", "secrets": [{"id": "k1", "value": "secret"}]}"#);
+        let body = b"{\"hello\": \"world\"}";
+        for (alg, digest) in [
+            ("sha-256", crypto::sha256(body).to_vec()),
+            ("sha-512", crypto::sha512(body)),
+        ] {
+            let mut headers: Vec<(String, String)> = vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), "/hook?x=1".into()),
+                (":authority".into(), "api.example.com".into()),
+                (
+                    "content-digest".into(),
+                    format!("{alg}=:{}:", STANDARD.encode(&digest)),
+                ),
+            ];
+            sign(
+                b"secret",
+                &mut headers,
+                r#""@method" "@authority" "@path" "@query" "content-digest""#,
+                r#";created=1000;keyid="k1";alg="hmac-sha256";nonce="n1""#,
+            );
+            let req = Request::from_headers(headers);
+            let ok = check(&p, &req, body, 1000).unwrap();
+            assert_eq!(ok.replay_id, "nonce:k1:n1");
+            let err = check(&p, &req, b"{\"hello\": \"World\"}", 1000).unwrap_err();
+            assert_eq!(
+                err.message(),
+                "The body does not match Content-Digest.",
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn expires_and_wrong_alg() {
+        let p = policy(
+            r#"{"scheme": "http_signature", "secrets": [{"id": "k1", "value": "secret"}],
+                "http_signature": {"required_components": ["@method"]}}"#,
+        );
+        let base = || -> Vec<(String, String)> {
+            vec![
+                (":method".into(), "GET".into()),
+                (":path".into(), "/".into()),
+                (":authority".into(), "a".into()),
+            ]
+        };
+        let mut h = base();
+        sign(
+            b"secret",
+            &mut h,
+            r#""@method""#,
+            r#";created=1000;expires=1010;keyid="k1""#,
+        );
+        let req = Request::from_headers(h);
+        assert!(check(&p, &req, b"", 1005).is_ok());
+        assert_eq!(check(&p, &req, b"", 1011).unwrap_err(), Reject::Stale);
+        let mut h = base();
+        sign(
+            b"secret",
+            &mut h,
+            r#""@method""#,
+            r#";created=1000;keyid="k1";alg="rsa-pss-sha512""#,
+        );
+        assert_eq!(
+            check(&p, &Request::from_headers(h), b"", 1000)
+                .unwrap_err()
+                .code(),
+            "invalid_signature"
+        );
+        let mut h = base();
+        sign(b"secret", &mut h, r#""@method""#, r#";keyid="k1""#);
+        assert_eq!(
+            check(&p, &Request::from_headers(h), b"", 1000)
+                .unwrap_err()
+                .code(),
+            "malformed_signature"
+        );
+        let mut h = base();
+        h.push(("x-extra".into(), "1".into()));
+        sign(
+            b"secret",
+            &mut h,
+            r#""@method" "x-extra""#,
+            r#";created=1000;keyid="k1""#,
+        );
+        h.retain(|(n, _)| n != "x-extra");
+        assert_eq!(
+            check(&p, &Request::from_headers(h), b"", 1000)
+                .unwrap_err()
+                .code(),
+            "invalid_signature"
+        );
+    }
+}
