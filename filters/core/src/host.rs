@@ -50,13 +50,13 @@ pub fn request_info<H: Host + ?Sized>(host: &H) -> RequestInfo {
             .unwrap_or_default()
     };
     let (authority, path, method) = (pseudo(":authority"), pseudo(":path"), pseudo(":method"));
-    RequestInfo::new(
-        host.property_string(&["route_name"]),
-        &authority,
-        &path,
-        &method,
-        headers,
-    )
+    // Current Envoy exposes the route name as `xds.route_name`; `route_name` is the older
+    // attribute (empty in current Envoy), kept as a fallback for older hosts.
+    let route = host
+        .property_string(&["xds", "route_name"])
+        .filter(|r| !r.is_empty())
+        .or_else(|| host.property_string(&["route_name"]));
+    RequestInfo::new(route, &authority, &path, &method, headers)
 }
 
 /// The real host: proxy-wasm host calls on the current context.
@@ -225,6 +225,13 @@ mod tests {
         assert_eq!(info.path, "/a/b");
         assert_eq!(info.method, "GET");
         assert_eq!(host.request_header("X-K").as_deref(), Some("v"));
+        host.properties
+            .insert("xds.route_name".into(), b"r2".to_vec());
+        assert_eq!(
+            request_info(&host).route.as_deref(),
+            Some("r2"),
+            "xds.route_name first"
+        );
     }
 
     #[test]

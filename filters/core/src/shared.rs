@@ -54,7 +54,9 @@ where
 {
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (value, cas) = store.get_shared(key).map_err(|_| UpdateError::HostError)?;
-        let Some(cas) = cas.filter(|_| value.is_some()) else {
+        // The proxy-wasm SDK reports an existing empty value as `(None, Some(cas))`: only a
+        // missing CAS token means the key does not exist.
+        let Some(cas) = cas else {
             // Create the key with a CAS token no existing key holds: the host creates a missing
             // key whatever the token, but if another worker created it since our read, the write
             // fails instead of overwriting (and so losing) that worker's update.
@@ -170,6 +172,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2, "both increments count");
+    }
+
+    /// The proxy-wasm SDK returns `(None, Some(cas))` for a key holding an empty value.
+    #[test]
+    fn empty_value_reported_without_bytes_is_an_existing_key() {
+        struct SdkShaped(FakeHost);
+        impl SharedStore for SdkShaped {
+            fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
+                let (value, cas) = self.0.get_shared(key)?;
+                Ok((value.filter(|v| !v.is_empty()), cas))
+            }
+            fn set_shared(
+                &self,
+                key: &str,
+                value: &[u8],
+                cas: Option<u32>,
+            ) -> Result<(), SetError> {
+                self.0.set_shared(key, value, cas)
+            }
+        }
+        let store = SdkShaped(FakeHost::default());
+        for expected in 1..=2 {
+            let n = update(&store, "k", |v| {
+                let n = counter(v) + 1;
+                (Some(n.to_string().into_bytes()), n)
+            })
+            .unwrap();
+            assert_eq!(n, expected);
+        }
     }
 
     #[test]
