@@ -157,11 +157,14 @@ fn limit(name: &str, requests: u64, window: &str, algorithm: &str) -> Value {
 }
 
 /// The headline: a fixed window of 100 per minute admits exactly 100 of 1,000 requests
-/// sent over 16 connections spread across two workers.
+/// sent over 16 connections spread across two workers; a sliding window is exact too.
 #[test]
-fn fixed_window_admits_exactly_100_of_1000_across_two_workers() {
-    let config = json!({"rules": [{"key": ["client_ip"],
-        "limits": [limit("per_minute", 100, "1m", "fixed_window")]}]});
+fn fixed_and_sliding_windows_are_exact_across_two_workers() {
+    let config = json!({"rules": [
+        {"match": {"path_prefix": "/sliding/"}, "key": ["client_ip"],
+         "limits": [limit("hourly", 50, "1h", "sliding_window")]},
+        {"key": ["client_ip"], "limits": [limit("per_minute", 100, "1m", "fixed_window")]}
+    ]});
     let envoy = start_two_workers(&config);
     ensure_window_room(60, 25);
     let responses = hammer(&envoy, 1000, 16, |_| ("/api/x".into(), vec![]));
@@ -176,6 +179,17 @@ fn fixed_window_admits_exactly_100_of_1000_across_two_workers() {
     assert_both_workers_served(&envoy);
     assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), 100);
     assert_eq!(envoy.stat("wasmgate_rate_limit_limited"), 900);
+    assert_eq!(
+        envoy.stat("wasmgate_rate_limit_errors"),
+        0,
+        "no CAS retry ran out"
+    );
+
+    // A sliding window is just as exact (an hour-long window: the previous one is empty).
+    ensure_window_room(3600, 20);
+    let responses = hammer(&envoy, 500, 16, |_| ("/sliding/x".into(), vec![]));
+    assert_eq!(count(&responses, 200), 50);
+    assert_eq!(count(&responses, 429), 450);
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
     assert!(
         prometheus.contains("wasmgate_rate_limit_limited"),
