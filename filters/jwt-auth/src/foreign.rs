@@ -1,0 +1,216 @@
+//! RSA PKCS#1 v1.5 and ECDSA verification through Envoy's `verify_signature` foreign function
+//! (BoringSSL on the host), with the pure-Rust path as the fallback.
+//!
+//! Arguments and result are the protobuf messages `VerifySignatureArguments`
+//! (`hash_function` = 1, `public_key` = 2 as SubjectPublicKeyInfo DER, `signature` = 3,
+//! `text` = 4) and `VerifySignatureResult` (`result` = 1, `error` = 2). JWS ECDSA signatures are
+//! raw `r || s`; they are range-checked and converted to DER first. RSA-PSS, HMAC and Ed25519
+//! always use the pure-Rust path (the host function has no PSS padding option).
+
+use crate::jwks::KeyMaterial;
+use crate::jws::{key_fits, Alg, SignatureVerifier};
+use std::cell::Cell;
+use wasmgate_core::host::Host;
+
+/// Name of the host function.
+pub const FUNCTION: &str = "verify_signature";
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Encodes `VerifySignatureArguments`.
+pub fn encode_args(hash: &str, public_key_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(public_key_der.len() + signature.len() + text.len() + 32);
+    put_bytes(&mut out, 1, hash.as_bytes());
+    put_bytes(&mut out, 2, public_key_der);
+    put_bytes(&mut out, 3, signature);
+    put_bytes(&mut out, 4, text);
+    out
+}
+
+fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Decodes `VerifySignatureResult.result` (absent means false, as in proto3).
+pub fn decode_result(bytes: &[u8]) -> Option<bool> {
+    let mut pos = 0;
+    let mut result = false;
+    while pos < bytes.len() {
+        let key = get_varint(bytes, &mut pos)?;
+        match key & 7 {
+            0 => {
+                let v = get_varint(bytes, &mut pos)?;
+                if key >> 3 == 1 {
+                    result = v != 0;
+                }
+            }
+            2 => {
+                let len = usize::try_from(get_varint(bytes, &mut pos)?).ok()?;
+                pos = pos.checked_add(len)?;
+                if pos > bytes.len() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(result)
+}
+
+/// The host arguments for a signature, or `None` when the host cannot check this algorithm.
+pub fn host_args(alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
+    use p256::pkcs8::EncodePublicKey;
+    if !key_fits(alg, key) {
+        return None;
+    }
+    let (hash, der, sig) = match (alg, key) {
+        (Alg::RS256 | Alg::RS384 | Alg::RS512, KeyMaterial::Rsa(k)) => {
+            let hash = match alg {
+                Alg::RS256 => "sha256",
+                Alg::RS384 => "sha384",
+                _ => "sha512",
+            };
+            (
+                hash,
+                k.to_public_key_der().ok()?.into_vec(),
+                signature.to_vec(),
+            )
+        }
+        (Alg::ES256, KeyMaterial::P256(k)) => {
+            // from_slice rejects a wrong length and r, s outside [1, n-1], as the pure path does.
+            let sig = p256::ecdsa::Signature::from_slice(signature).ok()?;
+            (
+                "sha256",
+                k.to_public_key_der().ok()?.into_vec(),
+                sig.to_der().as_bytes().to_vec(),
+            )
+        }
+        (Alg::ES384, KeyMaterial::P384(k)) => {
+            let sig = p384::ecdsa::Signature::from_slice(signature).ok()?;
+            (
+                "sha384",
+                k.to_public_key_der().ok()?.into_vec(),
+                sig.to_der().as_bytes().to_vec(),
+            )
+        }
+        _ => return None,
+    };
+    Some(encode_args(hash, &der, &sig, input))
+}
+
+/// Asks the host first for RS*/ES256/ES384; falls back to pure Rust when the host has no such
+/// function or refuses the arguments. Malformed ECDSA signatures are rejected without a call.
+pub struct HostVerifier<'a, H: Host + ?Sized> {
+    host: &'a H,
+    enabled: bool,
+    verified: Cell<u32>,
+    failed: Cell<u32>,
+}
+
+impl<'a, H: Host + ?Sized> HostVerifier<'a, H> {
+    /// A verifier using `host` when `enabled`.
+    pub fn new(host: &'a H, enabled: bool) -> Self {
+        Self {
+            host,
+            enabled,
+            verified: Cell::new(0),
+            failed: Cell::new(0),
+        }
+    }
+
+    /// Signatures the host checked.
+    pub fn verified(&self) -> u32 {
+        self.verified.get()
+    }
+
+    /// Host calls that failed (the function is absent or refused the arguments).
+    pub fn failed(&self) -> u32 {
+        self.failed.get()
+    }
+}
+
+impl<H: Host + ?Sized> SignatureVerifier for HostVerifier<'_, H> {
+    fn verify(&self, alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> bool {
+        if self.enabled {
+            let ecdsa = matches!(alg, Alg::ES256 | Alg::ES384);
+            match host_args(alg, key, input, signature) {
+                Some(args) => {
+                    if let Some(result) = self
+                        .host
+                        .call_foreign(FUNCTION, &args)
+                        .and_then(|out| decode_result(&out))
+                    {
+                        self.verified.set(self.verified.get() + 1);
+                        return result;
+                    }
+                    self.failed.set(self.failed.get() + 1);
+                }
+                // An ECDSA signature that is not 2 x field size or has r/s out of range.
+                None if ecdsa && key_fits(alg, key) => return false,
+                None => {}
+            }
+        }
+        crate::crypto::verify(alg, key, input, signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmgate_core::host::FakeHost;
+
+    #[test]
+    fn protobuf_round_trip() {
+        let args = encode_args("sha256", &[1, 2], &[3], b"t");
+        assert_eq!(
+            args,
+            vec![
+                0x0a, 6, b's', b'h', b'a', b'2', b'5', b'6', 0x12, 2, 1, 2, 0x1a, 1, 3, 0x22, 1,
+                b't'
+            ]
+        );
+        assert_eq!(decode_result(&[0x08, 1]), Some(true));
+        assert_eq!(decode_result(&[0x08, 0, 0x12, 2, b'n', b'o']), Some(false));
+        assert_eq!(decode_result(&[0x12, 2, b'n', b'o']), Some(false));
+        assert_eq!(decode_result(&[]), Some(false));
+        assert_eq!(decode_result(&[0x12, 9]), None);
+        let mut long = Vec::new();
+        put_varint(&mut long, 300);
+        assert_eq!(long, vec![0xac, 0x02]);
+    }
+
+    #[test]
+    fn falls_back_without_the_host_function() {
+        let key = KeyMaterial::Oct(vec![7; 32]);
+        let host = FakeHost::default();
+        let verifier = HostVerifier::new(&host, true);
+        assert!(!verifier.verify(Alg::HS256, &key, b"x", &[0; 32]));
+        assert_eq!(verifier.verified(), 0);
+        assert_eq!(verifier.failed(), 0, "HMAC never asks the host");
+    }
+}
