@@ -5,15 +5,16 @@ pub mod algorithm;
 pub mod config;
 pub mod headers;
 pub mod key;
+pub mod request;
 pub mod store;
 
-use config::{Config, OnMissingKey, FILTER};
+use config::{Config, FILTER};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use request::Count;
 use std::rc::Rc;
-use wasmgate_core::host::{request_info, Host, ProxyHost};
+use wasmgate_core::host::{Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
-use wasmgate_core::LocalReply;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -104,93 +105,38 @@ impl HttpContext for RateLimitHttp {
         let Some(config) = self.config.clone() else {
             return Action::Continue;
         };
-        self.check(&config, &ProxyHost)
+        let verdict = request::check(&config, &self.prefix, &ProxyHost);
+        if verdict.evicted {
+            self.metrics.keys_evicted.inc();
+        }
+        match verdict.count {
+            Some(Count::Allowed) => self.metrics.allowed.inc(),
+            Some(Count::Limited) => self.metrics.limited.inc(),
+            Some(Count::ShadowLimited) => self.metrics.shadow_limited.inc(),
+            Some(Count::MissingKey) => self.metrics.missing_key.inc(),
+            Some(Count::Error) => self.metrics.errors.inc(),
+            None => {}
+        }
+        self.response_headers = verdict.response_headers;
+        match verdict.reply {
+            Some(reply) => {
+                ProxyHost.send_reply(&reply);
+                Action::Pause
+            }
+            None => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         for (name, value) in std::mem::take(&mut self.response_headers) {
-            self.add_http_response_header(&name, &value);
+            if name.starts_with("x-ratelimit-") {
+                // Single-value fields: ours replace any the upstream sent.
+                self.set_http_response_header(&name, Some(&value));
+            } else {
+                // Structured-field lists: an upstream's own items stay alongside ours.
+                self.add_http_response_header(&name, &value);
+            }
         }
         Action::Continue
-    }
-}
-
-impl RateLimitHttp {
-    fn check<H: Host>(&mut self, config: &Config, host: &H) -> Action {
-        let info = request_info(host);
-        let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
-            return Action::Continue;
-        };
-        if !rule.enabled {
-            return Action::Continue;
-        }
-        let raw_path = host.request_header(":path").unwrap_or_default();
-        let source = host.property_string(&["source", "address"]);
-        let input = key::KeyInput {
-            info: &info,
-            raw_path: &raw_path,
-            source_address: source.as_deref(),
-            xff_num_trusted_hops: config.xff_num_trusted_hops,
-        };
-        let key = match key::build(&rule.key, &input) {
-            Ok(key) => key,
-            Err(part) => match rule.on_missing_key {
-                OnMissingKey::Allow => {
-                    log::debug!("rate-limit: no {part} for the key; passing unlimited");
-                    return Action::Continue;
-                }
-                OnMissingKey::Shared => "\u{0}missing".to_string(),
-                OnMissingKey::Deny => {
-                    self.metrics.missing_key.inc();
-                    host.send_reply(&LocalReply::new(
-                        400,
-                        "missing_rate_limit_key",
-                        format!("The request has no {part} to rate-limit it by."),
-                    ));
-                    return Action::Pause;
-                }
-            },
-        };
-        let full_key = format!("{}|{key}", rule.fingerprint);
-        let slot = store::slot_key(&self.prefix, &full_key, config.max_keys);
-        let now = wasmgate_core::clock::unix_nanos(host.now());
-        let decision = match store::decide(host, &slot, &full_key, &rule.limits, now) {
-            Ok(decision) => decision,
-            Err(err) => {
-                // Fail open: a shared-data failure must not turn into an outage.
-                log::warn!("rate-limit: shared data update failed ({err:?}); passing the request");
-                self.metrics.errors.inc();
-                return Action::Continue;
-            }
-        };
-        if decision.evicted {
-            self.metrics.keys_evicted.inc();
-        }
-        let headers =
-            headers::rate_limit_headers(rule.response_headers, &rule.limits, &decision.reports);
-        if decision.allowed {
-            self.metrics.allowed.inc();
-            self.response_headers = headers;
-            return Action::Continue;
-        }
-        if rule.shadow {
-            log::debug!("rate-limit: over the limit in shadow mode; passing");
-            self.metrics.shadow_limited.inc();
-            self.response_headers = headers;
-            return Action::Continue;
-        }
-        self.metrics.limited.inc();
-        let retry_after = headers::retry_after(decision.retry_after_ns);
-        let mut reply = LocalReply::new(
-            429,
-            "rate_limited",
-            format!("Too many requests; retry after {retry_after} seconds."),
-        )
-        .with_header("retry-after", retry_after);
-        for (name, value) in headers {
-            reply = reply.with_header(name, value);
-        }
-        host.send_reply(&reply);
-        Action::Pause
     }
 }

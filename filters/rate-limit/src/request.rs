@@ -1,0 +1,223 @@
+//! One request's rate-limit verdict: rule, key, slot update, headers, reply. No proxy-wasm
+//! import: it runs against [`wasmgate_core::host::Host`], so it is unit-tested with `FakeHost`.
+
+use crate::config::{Config, OnMissingKey};
+use crate::{headers, key, store};
+use wasmgate_core::host::{request_info, Host};
+use wasmgate_core::LocalReply;
+
+/// Which counter a request adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Within every limit.
+    Allowed,
+    /// Refused with 429.
+    Limited,
+    /// Over a limit in shadow mode, passed.
+    ShadowLimited,
+    /// Refused with 400 for a missing key part.
+    MissingKey,
+    /// Shared data failed; passed.
+    Error,
+}
+
+/// What the glue does with a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Answer locally with this reply (and stop the request); `None`: continue upstream.
+    pub reply: Option<LocalReply>,
+    /// Headers to add to the upstream's response.
+    pub response_headers: Vec<(String, String)>,
+    /// The counter to add one to, if any.
+    pub count: Option<Count>,
+    /// The request's key replaced another key in the slot table.
+    pub evicted: bool,
+}
+
+/// Decides one request: `prefix` names this plugin's slot table in shared data.
+pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdict {
+    let info = request_info(host);
+    let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
+        return Verdict::default();
+    };
+    if !rule.enabled {
+        return Verdict::default();
+    }
+    let raw_path = host.request_header(":path").unwrap_or_default();
+    let source = host.property_string(&["source", "address"]);
+    let input = key::KeyInput {
+        info: &info,
+        raw_path: &raw_path,
+        source_address: source.as_deref(),
+        xff_num_trusted_hops: config.xff_num_trusted_hops,
+    };
+    let key = match key::build(&rule.key, &input) {
+        Ok(key) => key,
+        Err(part) => match rule.on_missing_key {
+            OnMissingKey::Allow => {
+                log::debug!("rate-limit: no {part} for the key; passing unlimited");
+                return Verdict::default();
+            }
+            OnMissingKey::Shared => "\u{0}missing".to_string(),
+            OnMissingKey::Deny => {
+                return Verdict {
+                    reply: Some(LocalReply::new(
+                        400,
+                        "missing_rate_limit_key",
+                        format!("The request has no {part} to rate-limit it by."),
+                    )),
+                    count: Some(Count::MissingKey),
+                    ..Verdict::default()
+                };
+            }
+        },
+    };
+    let full_key = format!("{}|{key}", rule.fingerprint);
+    let slot = store::slot_key(prefix, &full_key, config.max_keys);
+    let now = wasmgate_core::clock::unix_nanos(host.now());
+    let decision = match store::decide(host, &slot, &full_key, &rule.limits, now) {
+        Ok(decision) => decision,
+        Err(err) => {
+            // Fail open: a shared-data failure must not turn into an outage.
+            log::warn!("rate-limit: shared data update failed ({err:?}); passing the request");
+            return Verdict {
+                count: Some(Count::Error),
+                ..Verdict::default()
+            };
+        }
+    };
+    let headers =
+        headers::rate_limit_headers(rule.response_headers, &rule.limits, &decision.reports);
+    let evicted = decision.evicted;
+    if decision.allowed || rule.shadow {
+        if !decision.allowed {
+            log::debug!("rate-limit: over the limit in shadow mode; passing");
+        }
+        return Verdict {
+            reply: None,
+            response_headers: headers,
+            count: Some(if decision.allowed {
+                Count::Allowed
+            } else {
+                Count::ShadowLimited
+            }),
+            evicted,
+        };
+    }
+    let retry_after = headers::retry_after(decision.retry_after_ns);
+    let mut reply = LocalReply::new(
+        429,
+        "rate_limited",
+        format!("Too many requests; retry after {retry_after} seconds."),
+    )
+    .with_header("retry-after", retry_after);
+    for (name, value) in headers {
+        reply = reply.with_header(name, value);
+    }
+    Verdict {
+        reply: Some(reply),
+        response_headers: Vec::new(),
+        count: Some(Count::Limited),
+        evicted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use wasmgate_core::host::FakeHost;
+
+    const PREFIX: &str = "wasmgate_rate_limit/test";
+
+    fn config(json: &str) -> Config {
+        config::parse(json.as_bytes()).unwrap()
+    }
+
+    fn host(path: &str, at_unix: u64) -> FakeHost {
+        let mut host = FakeHost::with_request("GET", "example.com", path);
+        host.now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at_unix);
+        host.properties
+            .insert("source.address".into(), b"10.1.2.3:4567".to_vec());
+        host
+    }
+
+    #[test]
+    fn allows_then_replies_429_with_headers() {
+        let config = config(
+            r#"{"rules": [{"match": {"path_prefix": "/api/"},
+                "limits": [{"name": "m", "requests": 2, "window": "1m"}]}]}"#,
+        );
+        let mut host = host("/api/x", 1_700_000_040);
+        for remaining in ["1", "0"] {
+            let verdict = check(&config, PREFIX, &host);
+            assert_eq!(verdict.reply, None);
+            assert_eq!(verdict.count, Some(Count::Allowed));
+            assert_eq!(
+                verdict.response_headers,
+                vec![
+                    ("ratelimit-policy".to_string(), "\"m\";q=2;w=60".to_string()),
+                    ("ratelimit".to_string(), format!("\"m\";r={remaining};t=60")),
+                ]
+            );
+        }
+        let verdict = check(&config, PREFIX, &host);
+        assert_eq!(verdict.count, Some(Count::Limited));
+        assert!(
+            verdict.response_headers.is_empty(),
+            "the reply carries them"
+        );
+        let reply = verdict.reply.unwrap();
+        assert_eq!((reply.status, reply.error.as_str()), (429, "rate_limited"));
+        assert_eq!(reply.headers[0], ("retry-after".into(), "60".into()));
+        assert_eq!(
+            reply.headers[2],
+            ("ratelimit".into(), "\"m\";r=0;t=60".into())
+        );
+        // Another client IP (same shared data) has its own quota.
+        host.properties
+            .insert("source.address".into(), b"10.9.9.9:1".to_vec());
+        assert_eq!(check(&config, PREFIX, &host).count, Some(Count::Allowed));
+    }
+
+    #[test]
+    fn unmatched_disabled_and_missing_keys() {
+        let config = config(
+            r#"{"rules": [
+                {"match": {"path_prefix": "/off"}, "enabled": false},
+                {"match": {"path_prefix": "/u/"}, "key": [{"header": "x-user"}],
+                 "limits": [{"name": "m", "requests": 1, "window": "1m"}]}]}"#,
+        );
+        for path in ["/off", "/elsewhere"] {
+            assert_eq!(
+                check(&config, PREFIX, &host(path, 1_700_000_040)),
+                Verdict::default()
+            );
+        }
+        let verdict = check(&config, PREFIX, &host("/u/1", 1_700_000_040));
+        assert_eq!(verdict.count, Some(Count::MissingKey));
+        let reply = verdict.reply.unwrap();
+        assert_eq!(
+            (reply.status, reply.error.as_str()),
+            (400, "missing_rate_limit_key")
+        );
+    }
+
+    #[test]
+    fn shadow_passes_over_the_limit() {
+        let config = config(
+            r#"{"response_headers": "x-ratelimit", "rules": [{"shadow": true,
+                "limits": [{"name": "m", "requests": 1, "window": "1m"}]}]}"#,
+        );
+        let host = host("/", 1_700_000_040);
+        assert_eq!(check(&config, PREFIX, &host).count, Some(Count::Allowed));
+        for _ in 0..2 {
+            let verdict = check(&config, PREFIX, &host);
+            assert_eq!(verdict.reply, None);
+            assert_eq!(verdict.count, Some(Count::ShadowLimited));
+            assert!(verdict
+                .response_headers
+                .contains(&("x-ratelimit-remaining".to_string(), "0".to_string())));
+        }
+    }
+}
