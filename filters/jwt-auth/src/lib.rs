@@ -35,8 +35,10 @@ use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::rules::{first_match, Rule};
 
 const FILTER: &str = "jwt-auth";
-const FAST_TICK: Duration = Duration::from_millis(100);
-const SLOW_TICK: Duration = Duration::from_secs(1);
+/// Tick of root contexts with remote providers: wakes waiting requests and starts fetches.
+const TICK: Duration = Duration::from_millis(100);
+/// When nothing waits and the keys are there, shared data is read this often.
+const IDLE_SYNC_MS: u64 = 1_000;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Debug);
@@ -315,7 +317,7 @@ fn wait_deadline(
         if waiting {
             let d = now
                 .saturating_add(remote.timeout.as_millis() as u64)
-                .saturating_add(SLOW_TICK.as_millis() as u64);
+                .saturating_add(IDLE_SYNC_MS);
             deadline = Some(deadline.map_or(d, |x: u64| x.max(d)));
         }
     }
@@ -342,17 +344,10 @@ fn apply(m: &Mutations) {
 struct JwtRoot {
     worker: Rc<Worker>,
     fetches: HashMap<u32, usize>,
-    tick: Option<Duration>,
+    last_sync_ms: u64,
 }
 
 impl JwtRoot {
-    fn set_tick(&mut self, period: Duration) {
-        if self.tick != Some(period) {
-            self.tick = Some(period);
-            self.set_tick_period(period);
-        }
-    }
-
     fn remotes(config: &Config) -> Vec<(usize, RemoteJwks)> {
         config
             .providers
@@ -513,7 +508,7 @@ impl RootContext for JwtRoot {
         let has_remote = !Self::remotes(&config).is_empty();
         *self.worker.config.borrow_mut() = Some(Rc::new(config));
         if has_remote {
-            self.set_tick(FAST_TICK);
+            self.set_tick_period(TICK);
         }
         true
     }
@@ -523,11 +518,7 @@ impl RootContext for JwtRoot {
             return;
         };
         let remotes = Self::remotes(&config);
-        for (index, remote) in &remotes {
-            self.worker.sync_remote(*index, remote);
-        }
-        self.start_fetches(&config);
-        self.wake_waiters(&config);
+        let now = now_ms(&ProxyHost);
         let all_fetched = remotes.iter().all(|(i, _)| {
             self.worker
                 .remote
@@ -536,11 +527,15 @@ impl RootContext for JwtRoot {
                 .is_some_and(|v| v.jwks.is_some())
         });
         let busy = !self.worker.waiters.borrow().is_empty() || !self.fetches.is_empty();
-        self.set_tick(if busy || !all_fetched {
-            FAST_TICK
-        } else {
-            SLOW_TICK
-        });
+        if !busy && all_fetched && now < self.last_sync_ms.saturating_add(IDLE_SYNC_MS) {
+            return;
+        }
+        self.last_sync_ms = now;
+        for (index, remote) in &remotes {
+            self.worker.sync_remote(*index, remote);
+        }
+        self.start_fetches(&config);
+        self.wake_waiters(&config);
     }
 
     fn get_type(&self) -> Option<ContextType> {
