@@ -350,6 +350,10 @@ fn draft_headers_retry_after_and_independent_keys() {
         "a refusal is not counted"
     );
     assert_eq!(envoy.stat("wasmgate_rate_limit_limited"), 2);
+    assert!(
+        envoy.log().contains("rate-limit 0.1.0 (commit "),
+        "build identity logged at VM start"
+    );
 }
 
 /// `x-ratelimit`, `both` and `none` header modes.
