@@ -760,6 +760,34 @@ mod tests {
         assert!(!c.providers.is_empty());
     }
 
+    /// The `configuration` value of the jwt-auth filter in an Envoy config file.
+    fn envoy_filter_config(path: &str) -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let filters = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        let filter = filters
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "jwt-auth")
+            .unwrap();
+        filter["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn shipped_envoy_configs_parse() {
+        for path in ["envoy/jwt-auth.yaml", "envoy/demo.yaml"] {
+            let json = envoy_filter_config(path);
+            let c = Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(c.providers[0].name, "demo", "{path}");
+        }
+    }
+
     #[test]
     fn output_headers_are_collected() {
         let c = parse(
