@@ -17,9 +17,8 @@ use crate::template::RequestVars;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
-use wasmgate_core::host::{Host, ProxyHost};
+use wasmgate_core::host::{request_info, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
-use wasmgate_core::rules::RequestInfo;
 use wasmgate_core::LocalReply;
 
 proxy_wasm::main! {{
@@ -106,8 +105,6 @@ struct Direction {
     changed: bool,
     /// The body is being buffered for editing.
     buffering: bool,
-    /// The message announced a `Content-Length` that must follow the edited body.
-    had_content_length: bool,
     /// Bytes buffered so far.
     body_size: usize,
 }
@@ -191,12 +188,6 @@ impl Transform {
                     .add(i64::from(outcome.skipped));
                 if let Some(edited) = edited {
                     self.set_http_request_body(0, size, &edited);
-                    if self.request.had_content_length {
-                        self.set_http_request_header(
-                            "content-length",
-                            Some(&edited.len().to_string()),
-                        );
-                    }
                     self.request.changed = true;
                 }
                 if self.request.changed {
@@ -227,12 +218,6 @@ impl Transform {
                     .add(i64::from(outcome.skipped));
                 if let Some(edited) = edited {
                     self.set_http_response_body(0, size, &edited);
-                    if self.response.had_content_length {
-                        self.set_http_response_header(
-                            "content-length",
-                            Some(&edited.len().to_string()),
-                        );
-                    }
                     self.response.changed = true;
                 }
             }
@@ -264,34 +249,17 @@ fn write_headers(
     }
 }
 
-fn has_header(headers: &[(String, String)], name: &str) -> bool {
-    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-}
-
 impl HttpContext for Transform {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let headers = self.get_http_request_headers();
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        let route = ProxyHost.property_string(&["route_name"]);
-        let info = RequestInfo::new(
-            route.clone(),
-            pseudo(":authority"),
-            pseudo(":path"),
-            pseudo(":method"),
-            headers.clone(),
-        );
+        let info = request_info(&ProxyHost);
         let Some(policy) = self.config.select(&info).cloned() else {
             log::debug!("wasmgate transform: disabled by a rule for {}", info.path);
             self.metrics.skipped.inc();
             return Action::Continue;
         };
+        let headers = info.headers;
         let source = ProxyHost.property_string(&["source", "address"]);
-        self.vars = RequestVars::new(&headers, source.as_deref(), route);
+        self.vars = RequestVars::new(&headers, source.as_deref(), info.route);
         let (new_headers, outcome) = policy.request.ops.apply(&headers, &self.vars);
         self.metrics
             .operations_skipped
@@ -313,18 +281,16 @@ impl HttpContext for Transform {
                     self.policy = Some(policy);
                     return self.too_large(true, limit);
                 }
-                Ok(buffer) => {
-                    self.request.buffering = buffer;
-                    self.request.had_content_length = has_header(&new_headers, "content-length");
-                }
+                Ok(buffer) => self.request.buffering = buffer,
             }
         }
         self.policy = Some(policy);
         if self.request.buffering {
-            // Headers wait for the edited body so that Content-Length can follow it.
-            return Action::Pause;
-        }
-        if self.request.changed {
+            // The headers go on now (Envoy forwards them before the body unless the plugin
+            // may stop on headers), so the length of the edited body cannot be announced:
+            // the body is sent chunked instead.
+            self.set_http_request_header("content-length", None);
+        } else if self.request.changed {
             self.metrics.requests_transformed.inc();
         }
         Action::Continue
@@ -385,16 +351,13 @@ impl HttpContext for Transform {
         if let Some(body) = response.body.as_ref().filter(|_| !end_of_stream) {
             match should_buffer(&new_headers, body.max_body_bytes) {
                 Err(TooLarge) => return self.too_large(false, body.max_body_bytes),
-                Ok(buffer) => {
-                    self.response.buffering = buffer;
-                    self.response.had_content_length = has_header(&new_headers, "content-length");
-                }
+                Ok(buffer) => self.response.buffering = buffer,
             }
         }
         if self.response.buffering {
-            return Action::Pause;
-        }
-        if self.response.changed {
+            // As for requests: the headers leave before the body, so without a length.
+            self.set_http_response_header("content-length", None);
+        } else if self.response.changed {
             self.metrics.responses_transformed.inc();
         }
         Action::Continue

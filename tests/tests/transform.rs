@@ -1,0 +1,400 @@
+//! transform end-to-end: header, query, path and JSON body edits in a real Envoy, re-routing after
+//! a rewrite, bodies that must pass untouched, body limits and invalid JSON, response edits.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use wasmgate_e2e::{Envoy, Scripted, Upstream};
+
+/// The filter configuration every test runs with (compacted into the template).
+const CONFIG: &str = r#"{
+  "request": {
+    "headers": {
+      "remove": ["x-internal"],
+      "rename": {"x-old": "x-new"},
+      "set": {"x-user": "{{header.x-jwt-sub}}", "x-client": "{{client_ip}}", "x-rid": "{{request_id}}"},
+      "add": {"x-source": "gateway", "x-seen": "{{method}} {{path}} {{host}}"},
+      "append": {"x-trace": "wasmgate"}
+    },
+    "query": {"remove": ["debug"], "rename": {"q": "query"}, "set": {"v": "2"}, "add": {"lang": "en"},
+              "append": {"from": "{{header.x-jwt-sub}}"}},
+    "path": {"replace_prefix": {"from": "/v1/", "to": "/api/v1/"}},
+    "body": {
+      "json": {
+        "set": {"/meta/source": "gateway", "/meta/user": "{{header.x-jwt-sub}}", "/tags/-": "wasmgate",
+                "/a~1b/m~0n": 2},
+        "remove": ["/password"],
+        "rename": {"/user_name": "/username"}
+      },
+      "max_body_bytes": 1024
+    }
+  },
+  "response": {
+    "headers": {"remove": ["x-upstream-secret"], "set": {"x-served-by": "wasmgate", "x-route": "{{route}}"}},
+    "body": {"json": {"remove": ["/internal"], "set": {"/served_by": "wasmgate"}}, "max_body_bytes": 4096}
+  },
+  "rules": [
+    {"match": {"path_prefix": "/raw/"}, "enabled": false},
+    {"match": {"path_prefix": "/v1/keep"}, "enabled": false},
+    {"match": {"path_prefix": "/users/"},
+     "request": {"path": {"regex": "^/users/([0-9]+)$", "substitution": "/u/\\1"}}},
+    {"match": {"path_prefix": "/route-b/"}, "request": {"headers": {"set": {"x-backend": "b"}}}}
+  ]
+}"#;
+
+struct Setup {
+    upstream: Upstream,
+    upstream_b: Upstream,
+    envoy: Envoy,
+}
+
+fn start_with(config: &str) -> Setup {
+    let compact = serde_json::to_string(
+        &serde_json::from_str::<serde_json::Value>(config).expect("test config is JSON"),
+    )
+    .expect("serializable");
+    let upstream = Upstream::start();
+    let upstream_b = Upstream::start();
+    let envoy = Envoy::start(
+        "transform.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("UPSTREAM_B_PORT", upstream_b.port().to_string()),
+            ("TRANSFORM_CONFIG", compact),
+        ],
+    );
+    Setup {
+        upstream,
+        upstream_b,
+        envoy,
+    }
+}
+
+fn start() -> Setup {
+    start_with(CONFIG)
+}
+
+fn stat(envoy: &Envoy, what: &str) -> u64 {
+    envoy.stat(&format!("wasmgate_transform_{what}"))
+}
+
+/// Sends a chunked HTTP/1.1 request over a raw socket (no Content-Length) and returns the raw
+/// response text.
+fn raw_chunked(envoy: &Envoy, path: &str, content_type: &str, chunks: &[&[u8]]) -> String {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", envoy.port("main"))).expect("connect");
+    stream.write_all(&request).expect("write request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn header_and_query_operations_are_visible_upstream() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let client = envoy.client();
+    let response = client.send(
+        "GET",
+        "/api/items?q=hello%20world&debug=1&v=1",
+        &[
+            ("x-internal", "secret"),
+            ("x-old", "moved"),
+            ("x-jwt-sub", "alice"),
+            ("x-trace", "client"),
+            ("x-user", "mallory"),
+        ],
+        b"",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let echo = response.json();
+    let headers = &echo["headers"];
+    assert!(headers.get("x-internal").is_none(), "removed: {headers}");
+    assert!(headers.get("x-old").is_none(), "renamed away: {headers}");
+    assert_eq!(headers["x-new"], "moved");
+    assert_eq!(headers["x-user"], "alice", "set replaces");
+    assert_eq!(headers["x-source"], "gateway", "add creates");
+    assert_eq!(
+        headers["x-trace"], "client, wasmgate",
+        "append adds a value"
+    );
+    assert_eq!(headers["x-client"], "127.0.0.1");
+    assert_eq!(headers["x-rid"], headers["x-request-id"]);
+    let host = format!("127.0.0.1:{}", envoy.port("main"));
+    assert_eq!(headers["x-seen"], format!("GET /api/items {host}"));
+    assert_eq!(echo["path"], "/api/items");
+    assert_eq!(
+        echo["query"], "query=hello%20world&v=2&lang=en&from=alice",
+        "remove, rename, set, add, append on the query"
+    );
+    // Response side: headers set with a template, and the JSON body edited.
+    assert_eq!(response.header("x-served-by"), Some("wasmgate"));
+    assert_eq!(response.header("x-route"), Some("api"));
+    assert_eq!(echo["served_by"], "wasmgate");
+
+    // add only when absent; templates that resolve to nothing skip their operation.
+    let response = client.send("GET", "/api/items", &[("x-source", "client")], b"");
+    let headers = &response.json()["headers"];
+    assert_eq!(headers["x-source"], "client");
+    assert!(
+        headers.get("x-user").is_none(),
+        "no empty header: {headers}"
+    );
+    assert_eq!(response.json()["query"], "v=2&lang=en");
+    assert_eq!(upstream.attempts(), 2);
+    assert!(stat(&envoy, "operations_skipped") >= 2);
+    assert_eq!(stat(&envoy, "requests_transformed"), 2);
+    assert_eq!(stat(&envoy, "responses_transformed"), 2);
+}
+
+#[test]
+fn rewrites_land_on_another_route() {
+    let Setup {
+        upstream,
+        upstream_b,
+        envoy,
+    } = start();
+    let client = envoy.client();
+    // Without the filter, /v1/ is answered by a direct-response route.
+    let kept = client.get("/v1/keep?x=1");
+    assert_eq!((kept.status, kept.text().as_str()), (418, "not rewritten"));
+    // The prefix rewrite moves the request to the "api" route; the query string is kept.
+    let response = client.get("/v1/users?q=1&z=9");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let echo = response.json();
+    assert_eq!(echo["path"], "/api/v1/users");
+    assert_eq!(echo["query"], "z=9&query=1&v=2&lang=en");
+    // A rule's regex rewrite (its "request" replaces the defaults) keeps the query too.
+    let echo = client.get("/users/42?a=b").json();
+    assert_eq!(echo["path"], "/u/42");
+    assert_eq!(echo["query"], "a=b");
+    assert_eq!(upstream.attempts(), 2);
+    // A header set by the filter moves the request to the route for cluster upstream_b.
+    let response = client.get("/route-b/x");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["headers"]["x-backend"], "b");
+    assert_eq!(upstream_b.attempts(), 1);
+    assert_eq!(upstream.attempts(), 2);
+}
+
+#[test]
+fn disabled_rule_passes_untouched() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let response = envoy.client().send(
+        "POST",
+        "/raw/x?debug=1",
+        &[("x-internal", "kept"), ("content-type", "application/json")],
+        br#"{"password": "p"}"#,
+    );
+    assert_eq!(response.status, 200);
+    let echo = response.json();
+    assert_eq!(echo["headers"]["x-internal"], "kept");
+    assert!(echo["headers"].get("x-source").is_none());
+    assert_eq!(echo["query"], "debug=1");
+    assert_eq!(echo["body"], r#"{"password": "p"}"#);
+    assert!(echo.get("served_by").is_none(), "response untouched");
+    assert!(response.header("x-served-by").is_none());
+    assert_eq!(upstream.attempts(), 1);
+    assert_eq!(stat(&envoy, "skipped"), 1);
+    assert_eq!(stat(&envoy, "requests_transformed"), 0);
+}
+
+#[test]
+fn json_request_body_is_edited() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let body = br#"{"user_name": "bob", "password": "hunter2", "tags": ["a"], "a/b": {"m~n": 1}}"#;
+    let response = envoy.client().send(
+        "POST",
+        "/api/users",
+        &[
+            ("content-type", "application/json; charset=utf-8"),
+            ("x-jwt-sub", "alice"),
+        ],
+        body,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let echo = response.json();
+    let sent: serde_json::Value =
+        serde_json::from_str(echo["body"].as_str().unwrap()).expect("upstream got JSON");
+    assert_eq!(
+        sent,
+        serde_json::json!({
+            "username": "bob",
+            "tags": ["a", "wasmgate"],
+            "a/b": {"m~n": 2},
+            "meta": {"source": "gateway", "user": "alice"}
+        })
+    );
+    // Envoy forwards the headers before the body arrives, so the stale Content-Length is
+    // dropped and the edited body travels chunked.
+    assert!(echo["headers"].get("content-length").is_none(), "{echo}");
+    assert_eq!(echo["headers"]["transfer-encoding"], "chunked");
+    assert_eq!(echo["body_len"], echo["body"].as_str().unwrap().len());
+    // A chunked JSON body (no Content-Length) is edited as well.
+    let raw = raw_chunked(
+        &envoy,
+        "/api/chunked",
+        "application/json",
+        &[br#"{"user_name": "#, br#""carol", "password": "x"}"#],
+    );
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let received = upstream.received();
+    let last = received.last().expect("a request upstream");
+    let sent: serde_json::Value =
+        serde_json::from_str(last["body"].as_str().unwrap()).expect("upstream got JSON");
+    assert_eq!(sent["username"], "carol");
+    assert!(sent.get("password").is_none());
+    assert_eq!(upstream.attempts(), 2);
+}
+
+#[test]
+fn non_json_bodies_pass_byte_for_byte() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let client = envoy.client();
+    let body = b"{\"password\": \"not json because text/plain\"\n\x01\x7f trailing";
+    let response = client.send(
+        "POST",
+        "/api/upload",
+        &[("content-type", "text/plain")],
+        body,
+    );
+    assert_eq!(response.status, 200);
+    let echo = response.json();
+    assert_eq!(echo["body"], String::from_utf8_lossy(body).as_ref());
+    assert_eq!(echo["body_len"], body.len());
+    assert_eq!(echo["headers"]["content-length"], body.len().to_string());
+    // A response that is not JSON is not buffered nor changed.
+    let plain = b"plain {\"internal\": 1}".to_vec();
+    upstream.script([Scripted::status(200)
+        .header("content-type", "text/plain")
+        .body(plain.clone())]);
+    let response = client.get("/api/plain");
+    assert_eq!(response.body, plain);
+    assert_eq!(response.header("x-served-by"), Some("wasmgate"));
+    assert_eq!(stat(&envoy, "body_errors"), 0);
+}
+
+#[test]
+fn oversized_and_invalid_request_bodies() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let client = envoy.client();
+    let big = format!(r#"{{"data": "{}"}}"#, "x".repeat(2000));
+    let response = client.send(
+        "POST",
+        "/api/big",
+        &[("content-type", "application/json")],
+        big.as_bytes(),
+    );
+    assert_eq!(response.status, 413);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.json()["error"], "body_too_large");
+    assert!(
+        response.header("x-served-by").is_none(),
+        "own reply untouched"
+    );
+    // Without a Content-Length the limit is enforced while the body streams in.
+    let raw = raw_chunked(
+        &envoy,
+        "/api/big",
+        "application/json",
+        &[big[..700].as_bytes(), big[700..1400].as_bytes()],
+    );
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("body_too_large"), "{raw}");
+    let response = client.send(
+        "POST",
+        "/api/bad",
+        &[("content-type", "application/json")],
+        br#"{"user_name": "#,
+    );
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"], "invalid_json");
+    // Headers may have reached the upstream (Envoy forwards them before the body), but never
+    // a body: the request was aborted there.
+    for received in upstream.received() {
+        assert_eq!(received["body_len"], 0, "{received}");
+    }
+    assert_eq!(stat(&envoy, "body_too_large"), 2);
+    assert_eq!(stat(&envoy, "invalid_json"), 1);
+    assert_eq!(stat(&envoy, "body_errors"), 3);
+}
+
+#[test]
+fn response_headers_and_body_are_edited() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let client = envoy.client();
+    upstream.script([
+        Scripted::status(201)
+            .header("content-type", "application/json")
+            .header("x-upstream-secret", "s3")
+            .body(r#"{"data": 1, "internal": {"db": "primary"}}"#),
+        Scripted::status(200)
+            .header("content-type", "application/json")
+            .body("{not json"),
+        Scripted::status(200)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"data": "{}"}}"#, "y".repeat(5000))),
+    ]);
+    let response = client.get("/api/resource");
+    assert_eq!(response.status, 201);
+    assert!(response.header("x-upstream-secret").is_none());
+    assert_eq!(response.header("x-served-by"), Some("wasmgate"));
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"data": 1, "served_by": "wasmgate"})
+    );
+    assert!(
+        response.header("content-length").is_none(),
+        "the upstream's length no longer holds"
+    );
+    // Invalid JSON from the upstream passes unchanged and is counted.
+    let response = client.get("/api/broken");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "{not json");
+    assert_eq!(stat(&envoy, "response_invalid_json"), 1);
+    // A response over the limit is refused rather than forwarded unedited.
+    let response = client.get("/api/huge");
+    assert_eq!(response.status, 502);
+    assert_eq!(response.json()["error"], "body_too_large");
+    // The first two had their headers edited; the third was replaced by the filter's reply.
+    assert_eq!(stat(&envoy, "responses_transformed"), 2);
+    assert_eq!(stat(&envoy, "body_errors"), 2);
+}
+
+#[test]
+fn invalid_configuration_is_rejected_at_load() {
+    let config = r#"{"request": {"headers": {"set": {"x user": "a"}}}}"#;
+    let failure = std::panic::catch_unwind(|| start_with(config))
+        .err()
+        .expect("Envoy must refuse the configuration");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            "wasmgate transform: invalid configuration at request.headers.set.x user: invalid header name"
+        ),
+        "{message}"
+    );
+}
