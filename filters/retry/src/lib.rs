@@ -167,7 +167,10 @@ impl RootContext for RetryRoot {
             reserved: 0,
             max_retries: 0,
             headers: Vec::new(),
-            body_size: 0,
+            body: Vec::new(),
+            trailers: Vec::new(),
+            body_complete: false,
+            body_overflow: false,
         }))
     }
 }
@@ -179,8 +182,11 @@ enum Stage {
     Passthrough,
     /// Envoy's router sends the request; the response is watched for the breaker.
     Forwarded,
-    /// Filter mode, collecting the body.
-    Buffering,
+    /// Filter mode with a request body: the first attempt goes through Envoy's router while the
+    /// filter copies the body (bounded), so later attempts can be sent with `dispatch_http_call`.
+    /// (Envoy's Wasm host turns a paused request-headers phase into "stop all", so a filter
+    /// cannot read the body while it holds the headers back from the router.)
+    Streaming,
     /// Filter mode, attempts under way (the job registry owns the request).
     Job,
     /// Answered locally.
@@ -198,7 +204,10 @@ struct RetryHttp {
     /// Filter mode: retries this request may make.
     max_retries: u32,
     headers: Vec<(String, String)>,
-    body_size: usize,
+    body: Vec<u8>,
+    trailers: Vec<(String, String)>,
+    body_complete: bool,
+    body_overflow: bool,
 }
 
 impl Context for RetryHttp {
@@ -303,6 +312,8 @@ impl HttpContext for RetryHttp {
                     .and_then(|v| v.trim().parse::<usize>().ok())
                     .is_some_and(|n| n > max_body);
                 self.policy = Some(policy);
+                // The router never retries on its own in filter mode: the filter does.
+                self.set_http_request_header("x-envoy-max-retries", Some("0"));
                 if retries == 0 || too_large {
                     self.stage = Stage::Forwarded;
                     return Action::Continue;
@@ -310,49 +321,53 @@ impl HttpContext for RetryHttp {
                 self.max_retries = retries;
                 self.headers = info.headers;
                 if end_of_stream {
-                    self.start_job(None, Vec::new());
+                    self.start_job();
+                    Action::Pause
                 } else {
-                    self.stage = Stage::Buffering;
+                    self.stage = Stage::Streaming;
+                    Action::Continue
                 }
-                Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.stage != Stage::Buffering {
+        if self.stage != Stage::Streaming {
             return Action::Continue;
         }
-        self.body_size = body_size;
         let max_body = self
             .shared
             .as_ref()
             .and_then(|s| s.config.filter_mode.as_ref())
             .map_or(0, |f| f.max_body_bytes);
-        if body_size > max_body {
-            log::debug!("wasmgate retry: body over max_body_bytes: one attempt");
-            self.stage = Stage::Forwarded;
-            return Action::Continue;
+        if !self.body_overflow && body_size > 0 {
+            let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
+            if self.body.len() + chunk.len() > max_body {
+                log::debug!("wasmgate retry: body over max_body_bytes: one attempt");
+                self.body_overflow = true;
+                self.body = Vec::new();
+            } else {
+                self.body.extend_from_slice(&chunk);
+            }
         }
-        if !end_of_stream {
-            return Action::Pause;
+        if end_of_stream {
+            self.body_complete = true;
         }
-        let body = self.get_http_request_body(0, body_size);
-        self.start_job(body, Vec::new());
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
-        if self.stage != Stage::Buffering {
-            return Action::Continue;
+        if self.stage == Stage::Streaming {
+            self.trailers = self.get_http_request_trailers();
+            self.body_complete = true;
         }
-        let body = self.get_http_request_body(0, self.body_size);
-        let trailers = self.get_http_request_trailers();
-        self.start_job(body, trailers);
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if self.stage == Stage::Streaming {
+            return self.after_router_attempt();
+        }
         if self.stage != Stage::Forwarded {
             return Action::Continue;
         }
@@ -403,14 +418,60 @@ impl RetryHttp {
             .and_then(|v| v.parse().ok())
     }
 
-    fn start_job(&mut self, body: Option<Vec<u8>>, trailers: Vec<(String, String)>) {
+    /// Filter mode, request without body: every attempt is a `dispatch_http_call`.
+    fn start_job(&mut self) {
+        if self.insert_job(0) {
+            dispatch(self.id);
+        }
+    }
+
+    /// Filter mode, request with a body: the router's response to the first attempt arrived.
+    /// If it is to be retried, the response is held back and later attempts are dispatched;
+    /// else it goes to the client untouched.
+    fn after_router_attempt(&mut self) -> Action {
+        if self.body_overflow || !self.body_complete || !self.insert_job(1) {
+            self.stage = Stage::Forwarded;
+            return self.on_http_response_headers(0, false);
+        }
+        let headers = self.get_http_response_headers();
+        let status = headers
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(502);
+        let attempt = Attempt {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        match plan_next(self.id, Some(&attempt)) {
+            Some(Next::Retry(delay)) => {
+                schedule_retry(self.id, delay);
+                Action::Pause
+            }
+            _ => {
+                let job = with_jobs(|jobs| jobs.jobs.remove(&self.id)).flatten();
+                self.stage = Stage::Passthrough;
+                if let Some(job) = job {
+                    job.shared
+                        .record_result(&job.policy, Some(status), job.probe);
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    /// Registers this request as a job that has made `attempts` attempts already.
+    fn insert_job(&mut self, attempts: u32) -> bool {
         let (Some(shared), Some(policy)) = (self.shared.clone(), self.policy.clone()) else {
-            return;
+            return false;
         };
         let Some(filter_mode) = shared.config.filter_mode.clone() else {
-            return;
+            return false;
         };
         self.stage = Stage::Job;
+        let body = Some(std::mem::take(&mut self.body));
+        let trailers = std::mem::take(&mut self.trailers);
         let headers = std::mem::take(&mut self.headers)
             .into_iter()
             .filter(|(n, _)| n != "transfer-encoding" && n != "content-length")
@@ -423,19 +484,14 @@ impl RetryHttp {
             headers,
             body,
             trailers,
-            attempts: 0,
+            attempts,
             max_retries: self.max_retries,
             deadline_ms: now_ms()
                 .saturating_add(u64::try_from(filter_mode.timeout.as_millis()).unwrap_or(u64::MAX)),
             wake_at_ms: None,
             probe: self.probe,
         };
-        JOBS.with(|jobs| {
-            if let Ok(mut jobs) = jobs.try_borrow_mut() {
-                jobs.jobs.insert(self.id, job);
-            }
-        });
-        dispatch(self.id);
+        with_jobs(|jobs| jobs.jobs.insert(self.id, job)).is_some()
     }
 }
 
@@ -559,18 +615,27 @@ enum Next {
 
 /// Decides between another attempt and the final answer.
 fn after_attempt(ctx: u32, response: Option<Attempt>) {
+    match plan_next(ctx, response.as_ref()) {
+        Some(Next::Retry(delay)) => schedule_retry(ctx, delay),
+        Some(Next::Finish) => finish(ctx, response),
+        None => {}
+    }
+}
+
+/// Whether the job of `ctx` gets another attempt after `response`, and after what wait: the
+/// policy, the attempts left, the overall deadline, the circuit and the budget all agree.
+/// `None` when the job is gone.
+fn plan_next(ctx: u32, response: Option<&Attempt>) -> Option<Next> {
     let now_time = ProxyHost.now();
     let now = now_ms();
-    let outcome = response
-        .as_ref()
-        .map_or(Outcome::NoResponse, |r| Outcome::Status(r.status));
-    let retry_after = response.as_ref().and_then(|r| {
+    let outcome = response.map_or(Outcome::NoResponse, |r| Outcome::Status(r.status));
+    let retry_after = response.and_then(|r| {
         r.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
             .map(|(_, v)| v.clone())
     });
-    let plan = with_jobs(|jobs| {
+    let (next, shared, policy) = with_jobs(|jobs| {
         let seed = unix_nanos(now_time) ^ u64::from(ctx);
         let random = jobs
             .jitter
@@ -595,51 +660,40 @@ fn after_attempt(ctx: u32, response: Option<Attempt>) {
         };
         Some((next, Rc::clone(&job.shared), job.policy.clone()))
     })
-    .flatten();
-    let Some((next, shared, policy)) = plan else {
-        return;
+    .flatten()?;
+    let Next::Retry(delay) = next else {
+        return Some(Next::Finish);
     };
-    let next = match next {
-        Next::Retry(delay) => {
-            let breaker_open = policy.breaker.is_some()
-                && breaker::is_open(&ProxyHost, &shared.breaker_key(&policy), now);
-            let budget_ok = match &shared.config.budget {
-                None => true,
-                Some(b) => {
-                    let now_s = now / 1000;
-                    budget::reserve(&ProxyHost, &shared.budget_key(), now_s, b, 1).unwrap_or(0) == 1
-                }
-            };
-            if !budget_ok {
-                shared.metrics.denied_budget.inc();
-            }
-            if breaker_open || !budget_ok {
-                Next::Finish
-            } else {
-                Next::Retry(delay)
-            }
-        }
-        Next::Finish => Next::Finish,
-    };
-    match next {
-        Next::Retry(delay) => {
-            shared.metrics.retries.inc();
-            if delay.is_zero() {
-                if hostcalls::set_effective_context(ctx).is_ok() {
-                    dispatch(ctx);
-                }
-            } else {
-                let wake = now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0));
-                with_jobs(|jobs| {
-                    if let Some(job) = jobs.jobs.get_mut(&ctx) {
-                        job.wake_at_ms = Some(wake);
-                    }
-                });
-                arm_timer(now);
-            }
-        }
-        Next::Finish => finish(ctx, response),
+    if policy.breaker.is_some() && breaker::is_open(&ProxyHost, &shared.breaker_key(&policy), now) {
+        return Some(Next::Finish);
     }
+    if let Some(b) = &shared.config.budget {
+        let now_s = now / 1000;
+        if budget::reserve(&ProxyHost, &shared.budget_key(), now_s, b, 1).unwrap_or(0) == 0 {
+            shared.metrics.denied_budget.inc();
+            return Some(Next::Finish);
+        }
+    }
+    shared.metrics.retries.inc();
+    Some(Next::Retry(delay))
+}
+
+/// Sends the next attempt of `ctx` now, or arms the root timer for it.
+fn schedule_retry(ctx: u32, delay: Duration) {
+    if delay.is_zero() {
+        if hostcalls::set_effective_context(ctx).is_ok() {
+            dispatch(ctx);
+        }
+        return;
+    }
+    let now = now_ms();
+    let wake = now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0));
+    with_jobs(|jobs| {
+        if let Some(job) = jobs.jobs.get_mut(&ctx) {
+            job.wake_at_ms = Some(wake);
+        }
+    });
+    arm_timer(now);
 }
 
 /// Answers the client with the final upstream response (or 503 when there was none).

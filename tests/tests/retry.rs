@@ -1,0 +1,341 @@
+//! retry filter against a real Envoy and the scriptable upstream. The client is external to
+//! Envoy (use_remote_address, only 10.0.0.0/8 internal), so these tests also prove which
+//! `x-envoy-*` headers set by the filter Envoy's router honours for external requests.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use wasmgate_e2e::{Envoy, Scripted, Upstream};
+
+fn start(config: &Value) -> (Upstream, Envoy) {
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        "retry.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("RETRY_CONFIG", config.to_string()),
+        ],
+    );
+    (upstream, envoy)
+}
+
+fn router(extra: Value) -> Value {
+    let mut config = json!({"mode": "router", "backoff": {"base": "10ms", "max": "50ms"}});
+    merge(&mut config, extra);
+    config
+}
+
+fn filter(extra: Value) -> Value {
+    let mut config = json!({
+        "mode": "filter",
+        "backoff": {"base": "10ms", "max": "100ms"},
+        "filter_mode": {"cluster": "backend", "timeout": "5s", "max_body_bytes": 1024}
+    });
+    merge(&mut config, extra);
+    config
+}
+
+fn merge(config: &mut Value, extra: Value) {
+    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+}
+
+fn statuses(n: usize, status: u16) -> Vec<Scripted> {
+    (0..n).map(|_| Scripted::status(status)).collect()
+}
+
+const ATTEMPTS: &str = "x-wasmgate-retry-attempts";
+
+#[test]
+fn router_mode_503_503_200_for_an_external_client() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 2,
+        "retry_on": ["retriable-status-codes"],
+        "retriable_status_codes": [503]
+    })));
+    upstream.script([Scripted::status(503), Scripted::status(503)]);
+    let response = envoy.client().get("/r");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(upstream.attempts(), 3);
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    assert_eq!(envoy.stat("wasmgate_retry_retries"), 2);
+    // The headers reached the router (and were consumed there, not sent upstream).
+    let echo = &upstream.received()[2];
+    assert_eq!(echo["headers"]["x-envoy-attempt-count"], Value::Null);
+    // No retries: no attempts header.
+    let plain = envoy.client().get("/r");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header(ATTEMPTS), None);
+}
+
+#[test]
+fn router_honours_max_retries_and_retry_on_set_by_the_filter() {
+    // Envoy's default is one retry; four attempts prove x-envoy-max-retries is honoured.
+    let (upstream, envoy) = start(&router(json!({"max_retries": 3, "retry_on": ["5xx"]})));
+    upstream.script(statuses(5, 500));
+    let response = envoy.client().get("/r");
+    assert_eq!(response.status, 500);
+    assert_eq!(upstream.attempts(), 4);
+    assert_eq!(response.header(ATTEMPTS), Some("4"));
+}
+
+#[test]
+fn router_honours_retriable_status_codes_set_by_the_filter() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 1,
+        "retry_on": ["retriable-status-codes"],
+        "retriable_status_codes": [429]
+    })));
+    upstream.script([Scripted::status(429)]);
+    let response = envoy.client().get("/r");
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 2);
+}
+
+#[test]
+fn router_honours_per_try_timeout_set_by_the_filter() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 1,
+        "retry_on": ["5xx"],
+        "per_try_timeout": "200ms"
+    })));
+    upstream.script([Scripted::status(200)
+        .body("slow")
+        .delay(Duration::from_millis(1500))]);
+    let response = envoy.client().get("/r");
+    assert_eq!(response.status, 200);
+    assert_ne!(response.text(), "slow", "the slow first attempt timed out");
+    assert_eq!(upstream.attempts(), 2);
+    assert!(envoy.stat("cluster.backend.upstream_rq_per_try_timeout") >= 1);
+}
+
+#[test]
+fn router_mode_post_needs_an_idempotency_key() {
+    let (upstream, envoy) = start(&router(json!({"max_retries": 2, "retry_on": ["5xx"]})));
+    let client = envoy.client();
+    upstream.script([Scripted::status(503)]);
+    let response = client.send("POST", "/orders", &[], b"{}");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 1, "POST without a key: one attempt");
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_idempotency"), 1);
+    upstream.script(statuses(2, 503));
+    let response = client.send("POST", "/orders", &[("idempotency-key", "k-1")], b"{}");
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 4, "with a key: retried");
+}
+
+#[test]
+fn filter_mode_503_503_200() {
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 2, "retry_on": ["5xx"]})));
+    upstream.script([
+        Scripted::status(503).body("first"),
+        Scripted::status(503).body("second"),
+        Scripted::status(200)
+            .header("x-upstream", "final")
+            .body("third"),
+    ]);
+    let response = envoy.client().send(
+        "PUT",
+        "/f/item?x=1",
+        &[("content-type", "text/plain")],
+        b"payload",
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "third");
+    assert_eq!(response.header("x-upstream"), Some("final"));
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    assert_eq!(upstream.attempts(), 3);
+    for echo in upstream.received() {
+        assert_eq!(echo["method"], "PUT");
+        assert_eq!(echo["path"], "/f/item");
+        assert_eq!(echo["query"], "x=1");
+        assert_eq!(echo["body"], "payload", "every attempt carries the body");
+    }
+    assert_eq!(envoy.stat("wasmgate_retry_retries"), 2);
+}
+
+#[test]
+fn filter_mode_final_failure_is_passed_through() {
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 1, "retry_on": ["5xx"]})));
+    upstream.script([
+        Scripted::status(502),
+        Scripted::status(504)
+            .header("x-why", "gateway")
+            .body("nope"),
+    ]);
+    let response = envoy.client().get("/f");
+    assert_eq!(response.status, 504);
+    assert_eq!(response.text(), "nope");
+    assert_eq!(response.header("x-why"), Some("gateway"));
+    assert_eq!(response.header(ATTEMPTS), Some("2"));
+    assert_eq!(upstream.attempts(), 2);
+}
+
+#[test]
+fn filter_mode_post_needs_an_idempotency_key() {
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 2, "retry_on": ["5xx"]})));
+    let client = envoy.client();
+    upstream.script([Scripted::status(503)]);
+    let response = client.send("POST", "/orders", &[], b"{}");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 1);
+    upstream.script(statuses(2, 503));
+    let response = client.send("POST", "/orders", &[("Idempotency-Key", "k-1")], b"{}");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    assert_eq!(upstream.attempts(), 4);
+}
+
+#[test]
+fn filter_mode_large_body_gets_a_single_attempt() {
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 2, "retry_on": ["5xx"]})));
+    upstream.script(statuses(3, 503));
+    let big = vec![b'a'; 4096];
+    let response = envoy.client().send("PUT", "/big", &[], &big);
+    assert_eq!(response.status, 503);
+    assert_eq!(
+        upstream.attempts(),
+        1,
+        "over max_body_bytes: not buffered, not retried"
+    );
+    assert_eq!(upstream.received()[0]["body_len"], 4096);
+}
+
+#[test]
+fn filter_mode_honours_retry_after() {
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 1, "retry_on": ["5xx"]})));
+    upstream.script([Scripted::status(503).header("retry-after", "1")]);
+    let started = Instant::now();
+    let response = envoy.client().get("/f");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 2);
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "Retry-After: 1 waited only {elapsed:?}"
+    );
+}
+
+#[test]
+fn filter_mode_budget_exhaustion_stops_retries() {
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 0.25, "min_per_second": 0}
+    })));
+    let client = envoy.client();
+    for _ in 0..3 {
+        assert_eq!(client.get("/ok").status, 200);
+    }
+    // 4 requests in the window allow 1 retry.
+    upstream.script(statuses(3, 503));
+    let response = client.get("/f");
+    assert_eq!(response.status, 503);
+    assert_eq!(
+        upstream.attempts(),
+        3 + 2,
+        "one retry, then the budget is spent"
+    );
+    assert_eq!(response.header(ATTEMPTS), Some("2"));
+    // 5 requests allow 1.25 retries: the second retry still does not fit.
+    upstream.script([Scripted::status(503)]);
+    let response = client.get("/f");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 3 + 2 + 1);
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 2);
+}
+
+#[test]
+fn router_mode_budget_exhaustion_stops_retries() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 0.25, "min_per_second": 0}
+    })));
+    let client = envoy.client();
+    for _ in 0..3 {
+        assert_eq!(client.get("/ok").status, 200);
+    }
+    upstream.script(statuses(3, 503));
+    let response = client.get("/r");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 3 + 2, "the budget granted one retry");
+    upstream.script([Scripted::status(503)]);
+    assert_eq!(client.get("/r").status, 503);
+    assert_eq!(upstream.attempts(), 3 + 2 + 1);
+    // Router mode reserves retries up front, so every request granted fewer retries than its
+    // policy allows counts: the three warm-up requests, then the two above.
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 5);
+}
+
+fn breaker_opens_half_opens_and_closes(config: &Value, attempts_per_request: usize) {
+    let (upstream, envoy) = start(config);
+    let client = envoy.client();
+    upstream.script(statuses(3 * attempts_per_request, 503));
+    for _ in 0..3 {
+        assert_eq!(client.get("/cb").status, 503);
+    }
+    let attempts = upstream.attempts();
+    assert_eq!(attempts, 3 * attempts_per_request);
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    // Open: answered locally, the upstream sees nothing more.
+    for _ in 0..3 {
+        let response = client.get("/cb");
+        assert_eq!(response.status, 503);
+        assert_eq!(response.json()["error"], "circuit_open");
+        let retry_after: u64 = response
+            .header("retry-after")
+            .expect("retry-after")
+            .parse()
+            .expect("seconds");
+        assert_eq!(retry_after, 1, "open_for is 1s");
+    }
+    assert_eq!(upstream.attempts(), attempts, "attempts stop growing");
+    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 3);
+    // After open_for, one probe goes through; its success closes the circuit.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(client.get("/cb").status, 200);
+    assert_eq!(upstream.attempts(), attempts + 1);
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_closed"), 1);
+    assert_eq!(client.get("/cb").status, 200);
+    assert_eq!(upstream.attempts(), attempts + 2);
+}
+
+#[test]
+fn filter_mode_circuit_breaker() {
+    let config = filter(json!({
+        "max_retries": 1,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 1.0, "min_per_second": 100},
+        "circuit_breaker": {"failure_threshold": 3, "open_for": "1s", "half_open_requests": 1}
+    }));
+    breaker_opens_half_opens_and_closes(&config, 2);
+}
+
+#[test]
+fn router_mode_circuit_breaker() {
+    let config = router(json!({
+        "max_retries": 0,
+        "circuit_breaker": {"failure_threshold": 3, "open_for": "1s"}
+    }));
+    breaker_opens_half_opens_and_closes(&config, 1);
+}
+
+#[test]
+fn failed_probe_reopens_the_circuit() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 0,
+        "circuit_breaker": {"failure_threshold": 1, "open_for": "1s"}
+    })));
+    let client = envoy.client();
+    upstream.script(statuses(2, 502));
+    assert_eq!(client.get("/cb").status, 502);
+    assert_eq!(client.get("/cb").json()["error"], "circuit_open");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(client.get("/cb").status, 502, "the probe fails");
+    assert_eq!(client.get("/cb").json()["error"], "circuit_open");
+    assert_eq!(upstream.attempts(), 2);
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 2);
+}
