@@ -339,3 +339,61 @@ fn failed_probe_reopens_the_circuit() {
     assert_eq!(upstream.attempts(), 2);
     assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 2);
 }
+
+#[test]
+fn client_sent_envoy_retry_headers_are_not_honoured() {
+    // Proves the client really is external: with the filter off for /off, the client's own
+    // x-envoy-* retry headers are stripped by the HTTP connection manager.
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "rules": [{"match": {"path_prefix": "/off"}, "enabled": false}]
+    })));
+    upstream.script(statuses(2, 503));
+    let response = envoy.client().send(
+        "GET",
+        "/off",
+        &[("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "3")],
+        b"",
+    );
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 1);
+    let echo = &upstream.received()[0];
+    assert_eq!(echo["headers"]["x-envoy-internal"], Value::Null);
+    assert_eq!(echo["headers"]["x-envoy-retry-on"], Value::Null);
+    // The same request on a path the filter handles is retried.
+    let response = envoy.client().get("/on");
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 3);
+}
+
+#[test]
+fn filter_mode_per_try_timeout_retries_a_slow_attempt() {
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 1,
+        "retry_on": ["reset"],
+        "per_try_timeout": "200ms"
+    })));
+    upstream.script([Scripted::status(200)
+        .body("slow")
+        .delay(Duration::from_millis(1500))]);
+    let response = envoy.client().get("/slow");
+    assert_eq!(response.status, 200);
+    assert_ne!(response.text(), "slow");
+    assert_eq!(response.header(ATTEMPTS), Some("2"));
+    assert_eq!(upstream.attempts(), 2);
+}
+
+#[test]
+fn filter_mode_no_answer_at_all_passes_envoys_timeout_through() {
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 1,
+        "retry_on": ["reset"],
+        "per_try_timeout": "100ms"
+    })));
+    upstream.script((0..2).map(|_| Scripted::status(200).delay(Duration::from_millis(1000))));
+    let response = envoy.client().get("/slow");
+    assert_eq!(response.status, 504);
+    assert_eq!(response.text(), "upstream request timeout");
+    assert_eq!(response.header(ATTEMPTS), Some("2"));
+}

@@ -325,6 +325,13 @@ impl HttpContext for RetryHttp {
                     Action::Pause
                 } else {
                     self.stage = Stage::Streaming;
+                    if let Some(t) = self.policy.as_ref().and_then(|p| p.per_try_timeout) {
+                        let ms = t.as_millis().to_string();
+                        self.set_http_request_header(
+                            "x-envoy-upstream-rq-per-try-timeout-ms",
+                            Some(&ms),
+                        );
+                    }
                     Action::Continue
                 }
             }
@@ -443,6 +450,7 @@ impl RetryHttp {
             status,
             headers,
             body: Vec::new(),
+            no_response: false,
         };
         match plan_next(self.id, Some(&attempt)) {
             Some(Next::Retry(delay)) => {
@@ -593,6 +601,7 @@ fn on_attempt_response(token: u32, num_headers: usize, body_size: usize) {
             .and_then(|(_, v)| v.parse::<u16>().ok())
             .unwrap_or(502);
         Some(Attempt {
+            no_response: policy::is_envoy_no_response(status, &body),
             status,
             headers,
             body,
@@ -603,6 +612,8 @@ fn on_attempt_response(token: u32, num_headers: usize, body_size: usize) {
 
 /// An upstream response to one attempt.
 struct Attempt {
+    /// Envoy's own answer for "no upstream response" (timeout, connect failure, reset).
+    no_response: bool,
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -628,7 +639,10 @@ fn after_attempt(ctx: u32, response: Option<Attempt>) {
 fn plan_next(ctx: u32, response: Option<&Attempt>) -> Option<Next> {
     let now_time = ProxyHost.now();
     let now = now_ms();
-    let outcome = response.map_or(Outcome::NoResponse, |r| Outcome::Status(r.status));
+    let outcome = match response {
+        Some(r) if !r.no_response => Outcome::Status(r.status),
+        _ => Outcome::NoResponse,
+    };
     let retry_after = response.and_then(|r| {
         r.headers
             .iter()

@@ -33,6 +33,15 @@ pub enum Outcome {
     NoResponse,
 }
 
+/// Envoy answers a `dispatch_http_call` that got no upstream response (per-try timeout,
+/// connection failure, reset) with its own 504/503 and a fixed text body; such an answer is an
+/// [`Outcome::NoResponse`], not an upstream status.
+pub fn is_envoy_no_response(status: u16, body: &[u8]) -> bool {
+    (status == 504 && body.starts_with(b"upstream request timeout"))
+        || (status == 503 && body.starts_with(b"upstream connect error or disconnect/reset"))
+        || (status == 503 && body.starts_with(b"no healthy upstream"))
+}
+
 /// Is this outcome retriable under `retry_on` (Envoy's meaning of each condition)?
 pub fn is_retriable(outcome: &Outcome, retry_on: &RetryOn) -> bool {
     match outcome {
@@ -186,6 +195,18 @@ mod tests {
         let p = policy(r#"{"retry_on": ["retriable-4xx"]}"#);
         assert!(is_retriable(&Outcome::Status(409), &p.retry_on));
         assert!(!is_retriable(&Outcome::Status(200), &p.retry_on));
+    }
+
+    #[test]
+    fn envoy_answers_without_upstream_response() {
+        assert!(is_envoy_no_response(504, b"upstream request timeout"));
+        assert!(is_envoy_no_response(
+            503,
+            b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        ));
+        assert!(is_envoy_no_response(503, b"no healthy upstream"));
+        assert!(!is_envoy_no_response(504, b"gateway timeout from the app"));
+        assert!(!is_envoy_no_response(503, b""));
     }
 
     #[test]
