@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use verify::{Pending, Reject, Request};
 use wasmgate_core::clock::Clock;
-use wasmgate_core::host::{Host, ProxyHost};
+use wasmgate_core::host::{request_info, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
-use wasmgate_core::rules::{RequestInfo, Rule};
+use wasmgate_core::rules::Rule;
 use wasmgate_core::LocalReply;
 
 proxy_wasm::main! {{
@@ -231,14 +231,8 @@ impl Context for HmacAuth {}
 impl HttpContext for HmacAuth {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let host = ProxyHost;
-        let request = Request::from_headers(host.request_headers());
-        let info = RequestInfo::new(
-            host.property_string(&["route_name"]),
-            &request.authority,
-            &request.path,
-            &request.method,
-            request.headers.clone(),
-        );
+        let info = request_info(&host);
+        let request = Request::from_headers(info.headers.clone());
         self.rule = self
             .config
             .rules
@@ -266,10 +260,13 @@ impl HttpContext for HmacAuth {
         }
         self.request = Some(request);
         if end_of_stream {
-            self.finish(&[])
-        } else {
-            Action::Pause
+            return self.finish(&[]);
         }
+        // Envoy turns a paused header phase into "stop all iteration", which also withholds the
+        // body from this filter; so headers continue here and the body is held below. A native
+        // `envoy.filters.http.buffer` placed right after this filter keeps the headers from the
+        // upstream until the body is verified (see README).
+        Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
