@@ -47,11 +47,14 @@ struct Setup {
     envoy: Envoy,
 }
 
-fn start_with(config: &str) -> Setup {
-    let compact = serde_json::to_string(
-        &serde_json::from_str::<serde_json::Value>(config).expect("test config is JSON"),
-    )
-    .expect("serializable");
+/// Starts the filter with `config`; `hold` also sets the filter's `hold_headers` and Envoy's
+/// `allow_on_headers_stop_iteration` that it needs.
+fn start_with(config: &str, hold: bool) -> Setup {
+    let mut json: serde_json::Value = serde_json::from_str(config).expect("test config is JSON");
+    if hold {
+        json["hold_headers"] = true.into();
+    }
+    let compact = serde_json::to_string(&json).expect("serializable");
     let upstream = Upstream::start();
     let upstream_b = Upstream::start();
     let envoy = Envoy::start(
@@ -60,6 +63,7 @@ fn start_with(config: &str) -> Setup {
             ("UPSTREAM_PORT", upstream.port().to_string()),
             ("UPSTREAM_B_PORT", upstream_b.port().to_string()),
             ("TRANSFORM_CONFIG", compact),
+            ("ALLOW_STOP", hold.to_string()),
         ],
     );
     Setup {
@@ -70,7 +74,7 @@ fn start_with(config: &str) -> Setup {
 }
 
 fn start() -> Setup {
-    start_with(CONFIG)
+    start_with(CONFIG, false)
 }
 
 fn stat(envoy: &Envoy, what: &str) -> u64 {
@@ -384,7 +388,7 @@ fn response_headers_and_body_are_edited() {
 #[test]
 fn invalid_configuration_is_rejected_at_load() {
     let config = r#"{"request": {"headers": {"set": {"x user": "a"}}}}"#;
-    let failure = std::panic::catch_unwind(|| start_with(config))
+    let failure = std::panic::catch_unwind(|| start_with(config, false))
         .err()
         .expect("Envoy must refuse the configuration");
     let message = failure
@@ -397,4 +401,51 @@ fn invalid_configuration_is_rejected_at_load() {
         ),
         "{message}"
     );
+}
+
+#[test]
+fn held_headers_get_an_exact_content_length() {
+    let Setup {
+        upstream, envoy, ..
+    } = start_with(CONFIG, true);
+    let client = envoy.client();
+    let response = client.send(
+        "POST",
+        "/api/users",
+        &[("content-type", "application/json")],
+        br#"{"user_name": "bob", "password": "hunter2"}"#,
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let echo = response.json();
+    assert_eq!(
+        echo["headers"]["content-length"],
+        echo["body_len"].to_string(),
+        "Content-Length follows the edited body: {echo}"
+    );
+    assert!(echo["headers"].get("transfer-encoding").is_none());
+    let sent: serde_json::Value = serde_json::from_str(echo["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["username"], "bob");
+    // The edited response keeps an exact Content-Length too.
+    assert_eq!(
+        response.header("content-length"),
+        Some(response.body.len().to_string().as_str())
+    );
+    assert_eq!(echo["served_by"], "wasmgate");
+    // Refused bodies never reach the upstream, not even their headers.
+    let response = client.send(
+        "POST",
+        "/api/bad",
+        &[("content-type", "application/json")],
+        br#"{"user_name": "#,
+    );
+    assert_eq!(response.status, 400);
+    let big = format!(r#"{{"data": "{}"}}"#, "x".repeat(2000));
+    let raw = raw_chunked(
+        &envoy,
+        "/api/big",
+        "application/json",
+        &[big[..700].as_bytes(), big[700..1400].as_bytes()],
+    );
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert_eq!(upstream.attempts(), 1);
 }

@@ -27,6 +27,8 @@ pub struct RawConfig {
     response: Option<RawResponse>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    hold_headers: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +181,9 @@ pub struct Config {
     pub default: Policy,
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
+    /// Hold the headers while a body is buffered (needs Envoy's
+    /// `allow_on_headers_stop_iteration: true`), so Content-Length can be set exactly.
+    pub hold_headers: bool,
 }
 
 impl Config {
@@ -224,7 +229,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             })
         })
         .collect::<Result<_, ConfigError>>()?;
-    Ok(Config { default, rules })
+    Ok(Config {
+        default,
+        rules,
+        hold_headers: raw.hold_headers,
+    })
 }
 
 fn compile_request(raw: Option<RawRequest>, at: &str) -> Result<RequestPolicy, ConfigError> {
@@ -542,6 +551,8 @@ mod tests {
         assert!(config.default.response.body.is_some());
         assert!(config.select(&info("/raw/x")).is_none());
         assert!(config.select(&info("/v1/x")).is_some());
+        assert!(!config.hold_headers);
+        assert!(parse(br#"{"hold_headers": true}"#).unwrap().hold_headers);
     }
 
     #[test]

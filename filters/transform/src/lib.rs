@@ -107,6 +107,14 @@ struct Direction {
     buffering: bool,
     /// Bytes buffered so far.
     body_size: usize,
+    /// The headers wait for the body (`hold_headers`) and carry a Content-Length to update.
+    held: bool,
+}
+
+fn has_content_length(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
 }
 
 struct Transform {
@@ -187,6 +195,10 @@ impl Transform {
                     .operations_skipped
                     .add(i64::from(outcome.skipped));
                 if let Some(edited) = edited {
+                    if self.request.held {
+                        let length = edited.len().to_string();
+                        self.set_http_request_header("content-length", Some(&length));
+                    }
                     self.set_http_request_body(0, size, &edited);
                     self.request.changed = true;
                 }
@@ -217,6 +229,10 @@ impl Transform {
                     .operations_skipped
                     .add(i64::from(outcome.skipped));
                 if let Some(edited) = edited {
+                    if self.response.held {
+                        let length = edited.len().to_string();
+                        self.set_http_response_header("content-length", Some(&length));
+                    }
                     self.set_http_response_body(0, size, &edited);
                     self.response.changed = true;
                 }
@@ -286,9 +302,14 @@ impl HttpContext for Transform {
         }
         self.policy = Some(policy);
         if self.request.buffering {
-            // The headers go on now (Envoy forwards them before the body unless the plugin
-            // may stop on headers), so the length of the edited body cannot be announced:
-            // the body is sent chunked instead.
+            if self.config.hold_headers {
+                // Envoy lets the plugin stop on headers: they wait for the edited body, whose
+                // length then replaces Content-Length.
+                self.request.held = has_content_length(&new_headers);
+                return Action::Pause;
+            }
+            // The headers go on now (Envoy forwards them before the body), so the length of
+            // the edited body cannot be announced: the body is sent chunked instead.
             self.set_http_request_header("content-length", None);
         } else if self.request.changed {
             self.metrics.requests_transformed.inc();
@@ -355,6 +376,10 @@ impl HttpContext for Transform {
             }
         }
         if self.response.buffering {
+            if self.config.hold_headers {
+                self.response.held = has_content_length(&new_headers);
+                return Action::Pause;
+            }
             // As for requests: the headers leave before the body, so without a length.
             self.set_http_response_header("content-length", None);
         } else if self.response.changed {
