@@ -719,3 +719,37 @@ mod tests {
         assert_eq!(c.rules[0].policy.retry_on.status_codes, vec![409]);
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn istio_plugin_config_parses() {
+        let text = std::fs::read_to_string(repo().join("examples/istio/retry.yaml")).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let json = serde_json::to_vec(&doc["spec"]["pluginConfig"]).unwrap();
+        let config = parse(&json).unwrap();
+        assert_eq!(config.rules.len(), 3);
+        assert_eq!(config.rules[2].policy.non_idempotent, NonIdempotent::Never);
+    }
+
+    #[test]
+    fn standalone_envoy_config_parses() {
+        let text = std::fs::read_to_string(repo().join("envoy/retry.yaml")).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let filter = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0];
+        let value = filter["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap();
+        let config = parse(value.as_bytes()).unwrap();
+        assert_eq!(config.mode, Mode::Router);
+        assert_eq!(config.filter_mode.unwrap().cluster, "upstream");
+    }
+}
