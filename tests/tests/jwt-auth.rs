@@ -439,6 +439,7 @@ fn remote_jwks_shared_fetch_and_rotation() {
         "refetch at most every 30 s"
     );
     assert!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_success") >= 2);
+    assert!(!envoy.log().contains("panicked"));
 }
 
 #[test]
@@ -487,6 +488,32 @@ fn remote_jwks_unavailable_then_recovers_keeping_last_good_keys() {
         "kid miss refetched"
     );
     assert_eq!(get(&envoy, "/api", &[("authorization", &auth)]).status, 200);
+}
+
+#[test]
+fn oversized_jwks_responses_are_refused() {
+    let keys = keys();
+    let upstream = Upstream::start();
+    let jwks = json!({"keys": [public(&keys["rsa"])]}).to_string();
+    upstream.set_document("/jwks.json", &jwks);
+    let mut config = remote_config("1s");
+    config["providers"]["remote"]["remote_jwks"]["max_jwks_bytes"] = json!(jwks.len() - 1);
+    let envoy = Envoy::start(
+        "jwt-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("JWT_CONFIG", config.to_string()),
+        ],
+    );
+    let t = token(&keys["rsa"], "RS256", claims(json!({})));
+    assert_denied(
+        &get(&envoy, "/api", &[("authorization", &bearer(&t))]),
+        401,
+        "jwks_unavailable",
+    );
+    assert!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_failure") >= 1);
+    assert!(envoy.log().contains("body over"), "size cap logged");
+    assert!(!envoy.log().contains("panicked"));
 }
 
 #[test]

@@ -259,7 +259,7 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
         }
         Decision::Deny(failure) => {
             if may_wait {
-                if let Some(deadline_ms) = wait_deadline(worker, &config, &evaluation, now) {
+                if let Some(deadline_ms) = wait_deadline(&config, &evaluation, now) {
                     log::debug!("wasmgate jwt-auth: waiting for remote keys");
                     return Step::Wait { deadline_ms };
                 }
@@ -281,12 +281,7 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
 
 /// Whether a denied request should rather wait: keys still pending, or an unknown `kid` for
 /// which a refetch was just asked for (at most one every 30 s) or is already running.
-fn wait_deadline(
-    worker: &Worker,
-    config: &Config,
-    evaluation: &decide::Evaluation,
-    now: u64,
-) -> Option<u64> {
+fn wait_deadline(config: &Config, evaluation: &decide::Evaluation, now: u64) -> Option<u64> {
     let timeout_of = |i: usize| match config.providers.get(i).map(|p| &p.keys) {
         Some(KeySource::Remote(r)) => Some(r),
         _ => None,
@@ -321,7 +316,6 @@ fn wait_deadline(
             deadline = Some(deadline.map_or(d, |x: u64| x.max(d)));
         }
     }
-    let _ = worker;
     deadline
 }
 
@@ -421,7 +415,7 @@ impl JwtRoot {
             Err(reason) => {
                 metrics.fetch_failed.inc();
                 log::warn!(
-                    "wasmgate jwt-auth: JWKS fetch {} failed: {reason}; keeping the last good keys",
+                    "wasmgate jwt-auth: JWKS fetch {} failed: {reason}; the last good keys (if any) stay in use",
                     remote.uri
                 );
             }
