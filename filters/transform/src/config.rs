@@ -720,5 +720,22 @@ mod tests {
             .map(|(_, rest)| rest)
             .expect("a pluginConfig");
         parse(config.trim().as_bytes()).expect("the Istio pluginConfig parses");
+        // envoy/transform.yaml: the JSON block after `value: |`, up to `vm_config:`.
+        let standalone = std::fs::read_to_string(root.join("envoy/transform.yaml")).unwrap();
+        let block = standalone
+            .split_once("value: |")
+            .and_then(|(_, rest)| rest.split_once("vm_config:"))
+            .map(|(block, _)| block)
+            .expect("a configuration block");
+        parse(block.trim().as_bytes()).expect("envoy/transform.yaml configuration parses");
+        // envoy/demo.yaml: the single-quoted value of the transform entry.
+        let demo = std::fs::read_to_string(root.join("envoy/demo.yaml")).unwrap();
+        let value = demo
+            .split_once("root_id: transform")
+            .and_then(|(_, rest)| rest.split_once("value: '"))
+            .and_then(|(_, rest)| rest.split_once("'\n"))
+            .map(|(value, _)| value)
+            .expect("the demo configuration");
+        parse(value.as_bytes()).expect("the demo configuration parses");
     }
 }
