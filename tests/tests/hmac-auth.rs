@@ -802,3 +802,70 @@ fn invalid_configuration_is_rejected() {
     );
     assert!(!message.contains("\"y\""), "no secret in the log");
 }
+
+/// The shipped `envoy/hmac-auth.yaml` runs as documented (ports and module path adapted).
+#[test]
+fn shipped_envoy_config_verifies_each_route() {
+    let upstream = Upstream::start();
+    let text = std::fs::read_to_string(wasmgate_e2e::repo_root().join("envoy/hmac-auth.yaml"))
+        .expect("envoy/hmac-auth.yaml");
+    let module = wasmgate_e2e::wasm_dir().join("hmac_auth.wasm");
+    let config = text
+        .replace("port_value: 9901", "port_value: 0")
+        .replace("port_value: 10000", "port_value: 0")
+        .replace(
+            "port_value: 18080",
+            &format!("port_value: {}", upstream.port()),
+        )
+        .replace("dist/hmac_auth.wasm", &module.display().to_string());
+    let envoy = Envoy::start_config(&config, EnvoyOptions::default());
+    let authority = format!("127.0.0.1:{}", envoy.port("main"));
+    let cases = [
+        (
+            "github",
+            "/github/push",
+            key("previous", "demo-previous-github-secret"),
+        ),
+        (
+            "stripe",
+            "/stripe/events",
+            key("stripe", "whsec_demo_stripe_secret"),
+        ),
+        (
+            "slack",
+            "/slack/commands",
+            key("slack", "demo-slack-signing-secret"),
+        ),
+        (
+            "standard_webhooks",
+            "/webhooks/in",
+            key("svix", "whsec_ZGVtby1zdGFuZGFyZC13ZWJob29rcy1rZXk="),
+        ),
+        (
+            "http_signature",
+            "/api/orders",
+            key("partner-1", "demo-partner-secret"),
+        ),
+    ];
+    for (i, (scheme, path, k)) in cases.iter().enumerate() {
+        let body = format!("{{\"n\": {i}}}").into_bytes();
+        let id = format!("shipped-{i}");
+        let msg = Msg {
+            path,
+            authority: &authority,
+            body: &body,
+            ts: now(),
+            id: &id,
+        };
+        let response = post(&envoy, path, &sign(scheme, k, &msg), &body);
+        assert_eq!(response.status, 200, "{scheme}: {}", response.text());
+    }
+    assert_reply(
+        &post(&envoy, "/github/push", &[], b"{}"),
+        401,
+        "missing_signature",
+        "unsigned",
+    );
+    assert_eq!(envoy.client().get("/health").status, 200);
+    assert_eq!(upstream.attempts(), cases.len() + 1);
+}

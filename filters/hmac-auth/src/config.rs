@@ -921,4 +921,51 @@ mod tests {
         assert_eq!(e.path, "secrets[0]");
         assert!(e.reason.contains("base64"));
     }
+
+    #[test]
+    fn istio_manifest_plugin_config_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("examples/istio/hmac-auth.yaml")).unwrap();
+        let manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(manifest["kind"].as_str(), Some("WasmPlugin"));
+        // The variables vmConfig.env forwards, as the VM would see them.
+        for env in manifest["spec"]["vmConfig"]["env"].as_sequence().unwrap() {
+            assert_eq!(
+                env["valueFrom"].as_str(),
+                Some("HOST"),
+                "secrets come from the host"
+            );
+            std::env::set_var(env["name"].as_str().unwrap(), "test-value");
+        }
+        let plugin: serde_json::Value =
+            serde_json::to_value(&manifest["spec"]["pluginConfig"]).unwrap();
+        let config = parse(plugin.to_string().as_bytes()).unwrap();
+        assert_eq!(config.default.scheme, Scheme::Github);
+        assert_eq!(config.default.keys.len(), 2);
+        assert!(config.rules[0].policy.is_none());
+        assert_eq!(
+            config.rules[1].policy.as_ref().unwrap().scheme,
+            Scheme::Stripe
+        );
+        assert_eq!(config.secret_ids(), vec!["current", "previous", "stripe"]);
+    }
+
+    #[test]
+    fn shipped_envoy_config_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("envoy/hmac-auth.yaml")).unwrap();
+        let envoy: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let filter = &envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+        for (name, value) in filter["vm_config"]["environment_variables"]["key_values"]
+            .as_mapping()
+            .unwrap()
+        {
+            std::env::set_var(name.as_str().unwrap(), value.as_str().unwrap());
+        }
+        let json = filter["configuration"]["value"].as_str().unwrap();
+        let config = parse(json.as_bytes()).unwrap();
+        assert_eq!(config.rules.len(), 5);
+        assert_eq!(config.default.keys[1].bytes, b"demo-previous-github-secret");
+    }
 }
