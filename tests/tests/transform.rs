@@ -29,7 +29,7 @@ const CONFIG: &str = r#"{
     }
   },
   "response": {
-    "headers": {"remove": ["x-upstream-secret"], "set": {"x-served-by": "wasmgate", "x-route": "{{route}}"}},
+    "headers": {"remove": ["x-upstream-secret", "server"], "set": {"x-served-by": "wasmgate", "x-route": "{{route}}"}},
     "body": {"json": {"remove": ["/internal"], "set": {"/served_by": "wasmgate"}}, "max_body_bytes": 4096}
   },
   "rules": [
@@ -351,6 +351,7 @@ fn response_headers_and_body_are_edited() {
         Scripted::status(201)
             .header("content-type", "application/json")
             .header("x-upstream-secret", "s3")
+            .header("server", "upstream/1.2.3")
             .body(r#"{"data": 1, "internal": {"db": "primary"}}"#),
         Scripted::status(200)
             .header("content-type", "application/json")
@@ -362,6 +363,11 @@ fn response_headers_and_body_are_edited() {
     let response = client.get("/api/resource");
     assert_eq!(response.status, 201);
     assert!(response.header("x-upstream-secret").is_none());
+    assert!(
+        response.header("server").is_none(),
+        "{:?}",
+        response.headers
+    );
     assert_eq!(response.header("x-served-by"), Some("wasmgate"));
     assert_eq!(
         response.json(),
