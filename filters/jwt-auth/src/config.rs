@@ -249,6 +249,8 @@ pub struct Config {
     pub cache_entries: usize,
     /// Verify RS*/ES256/ES384 with the host's `verify_signature` when it offers it.
     pub use_host_crypto: bool,
+    /// Every header this filter may set from a token (removed from every request first).
+    pub output_headers: Vec<String>,
 }
 
 impl Config {
@@ -259,8 +261,11 @@ impl Config {
 
     /// Every header this filter may set from a token: removed from every request first.
     pub fn output_headers(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .providers
+        self.output_headers.clone()
+    }
+
+    fn collect_output_headers(providers: &[Provider]) -> Vec<String> {
+        let mut names: Vec<String> = providers
             .iter()
             .flat_map(|p| {
                 p.forward_payload_header
@@ -590,7 +595,9 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
+    let output_headers = Config::collect_output_headers(&providers);
     Ok(Config {
+        output_headers,
         providers,
         default_policy,
         rules,

@@ -212,14 +212,14 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
         .unwrap_or_default();
     let now = now_ms(&host);
     // Clients must never be able to forge the headers this filter sets.
-    let outputs = config.output_headers();
+    let outputs = &config.output_headers;
     let headers: Vec<(String, String)> = info
         .headers
         .iter()
         .filter(|(n, _)| !outputs.contains(n))
         .cloned()
         .collect();
-    for name in &outputs {
+    for name in outputs {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
     }
     let request = RequestView {
