@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use wasmgate_e2e::{Envoy, Scripted, Upstream};
+use wasmgate_e2e::{Client, Envoy, EnvoyOptions, Scripted, Upstream};
 
 fn start(config: &Value) -> (Upstream, Envoy) {
     let upstream = Upstream::start();
@@ -16,6 +16,22 @@ fn start(config: &Value) -> (Upstream, Envoy) {
             ("UPSTREAM_PORT", upstream.port().to_string()),
             ("RETRY_CONFIG", config.to_string()),
         ],
+    );
+    (upstream, envoy)
+}
+
+fn start_workers(config: &Value, workers: u32) -> (Upstream, Envoy) {
+    let upstream = Upstream::start();
+    let envoy = Envoy::start_with(
+        "retry.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("RETRY_CONFIG", config.to_string()),
+        ],
+        EnvoyOptions {
+            concurrency: workers,
+            ..EnvoyOptions::default()
+        },
     );
     (upstream, envoy)
 }
@@ -396,4 +412,31 @@ fn filter_mode_no_answer_at_all_passes_envoys_timeout_through() {
     assert_eq!(response.status, 504);
     assert_eq!(response.text(), "upstream request timeout");
     assert_eq!(response.header(ATTEMPTS), Some("2"));
+}
+
+#[test]
+fn circuit_is_shared_by_workers() {
+    // Two workers; every request on a new connection, so they land on either worker.
+    let (upstream, envoy) = start_workers(
+        &filter(json!({
+            "max_retries": 1,
+            "retry_on": ["5xx"],
+            "budget": {"ratio": 1.0, "min_per_second": 100},
+            "circuit_breaker": {"failure_threshold": 4, "open_for": "30s"}
+        })),
+        2,
+    );
+    let fresh = || Client::new(envoy.client().base().to_string());
+    upstream.script(statuses(8, 503));
+    for _ in 0..4 {
+        assert_eq!(fresh().get("/cb").status, 503);
+    }
+    assert_eq!(upstream.attempts(), 8);
+    for _ in 0..6 {
+        let response = fresh().get("/cb");
+        assert_eq!(response.json()["error"], "circuit_open");
+    }
+    assert_eq!(upstream.attempts(), 8, "open on every worker");
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 6);
 }
