@@ -155,6 +155,16 @@ pub struct Policy {
     pub response: Rc<ResponsePolicy>,
 }
 
+impl Policy {
+    /// True when the policy changes nothing in either direction.
+    pub fn is_empty(&self) -> bool {
+        self.request.ops.is_empty()
+            && self.request.body.is_none()
+            && self.response.headers.is_empty()
+            && self.response.body.is_none()
+    }
+}
+
 /// A per-route rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -560,6 +570,7 @@ mod tests {
         let config = parse(b"{}").unwrap();
         assert!(config.default.request.ops.is_empty());
         assert!(config.default.request.body.is_none());
+        assert!(config.default.is_empty());
         let config = parse(br#"{"request": {"body": {"max_body_bytes": 10}}}"#).unwrap();
         assert!(
             config.default.request.body.is_none(),

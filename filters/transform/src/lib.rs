@@ -273,6 +273,9 @@ impl HttpContext for Transform {
             self.metrics.skipped.inc();
             return Action::Continue;
         };
+        if policy.is_empty() {
+            return Action::Continue;
+        }
         let headers = info.headers;
         let source = ProxyHost.property_string(&["source", "address"]);
         self.vars = RequestVars::new(&headers, source.as_deref(), info.route);
