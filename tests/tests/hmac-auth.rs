@@ -869,3 +869,46 @@ fn shipped_envoy_config_verifies_each_route() {
     assert_eq!(envoy.client().get("/health").status, 200);
     assert_eq!(upstream.attempts(), cases.len() + 1);
 }
+
+/// Without the buffer filter after hmac-auth, a request whose body fails verification is still
+/// refused, and the upstream never receives its body (at most its headers, then a reset).
+#[test]
+fn without_buffer_filter_a_tampered_body_never_reaches_the_upstream() {
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        "hmac-auth-nobuffer.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("HMAC_CONFIG", config("github").to_string()),
+            ("FIXED_ENV", "unused".to_string()),
+        ],
+    );
+    let (current, _, _) = keys("github");
+    let authority = format!("127.0.0.1:{}", envoy.port("main"));
+    let body = vec![b'b'; 900];
+    let msg = Msg {
+        path: "/hooks",
+        authority: &authority,
+        body: &body,
+        ts: now(),
+        id: "nb-1",
+    };
+    let headers = sign("github", &current, &msg);
+    let mut tampered = body.clone();
+    tampered[0] = b'c';
+    assert_reply(
+        &post(&envoy, "/hooks", &headers, &tampered),
+        401,
+        "invalid_signature",
+        "tampered",
+    );
+    for echo in upstream.received() {
+        assert_eq!(
+            echo["body_len"], 0,
+            "no body byte of an unverified request reaches the upstream"
+        );
+    }
+    let ok = post(&envoy, "/hooks", &headers, &body);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["body_len"], 900);
+}
