@@ -1,6 +1,9 @@
 //! transform end-to-end: header, query, path and JSON body edits in a real Envoy, re-routing after
 //! a rewrite, bodies that must pass untouched, body limits and invalid JSON, response edits.
 
+// Test-only code: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use wasmgate_e2e::{Envoy, Scripted, Upstream};
@@ -319,7 +322,7 @@ fn oversized_and_invalid_request_bodies() {
         &envoy,
         "/api/big",
         "application/json",
-        &[big[..700].as_bytes(), big[700..1400].as_bytes()],
+        &[&big.as_bytes()[..700], &big.as_bytes()[700..1400]],
     );
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     assert!(raw.contains("body_too_large"), "{raw}");
@@ -450,7 +453,7 @@ fn held_headers_get_an_exact_content_length() {
         &envoy,
         "/api/big",
         "application/json",
-        &[big[..700].as_bytes(), big[700..1400].as_bytes()],
+        &[&big.as_bytes()[..700], &big.as_bytes()[700..1400]],
     );
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     assert_eq!(upstream.attempts(), 1);
