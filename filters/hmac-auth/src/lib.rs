@@ -146,12 +146,16 @@ struct HmacAuth {
     claimed: Option<Fingerprint>,
 }
 
+/// The policy of the matched rule, or the defaults.
+fn policy_of(config: &Config, rule: Option<usize>) -> &Policy {
+    rule.and_then(|i| config.rules.get(i))
+        .and_then(|r| r.policy.as_ref())
+        .unwrap_or(&config.default)
+}
+
 impl HmacAuth {
     fn policy(&self) -> &Policy {
-        self.rule
-            .and_then(|i| self.config.rules.get(i))
-            .and_then(|r| r.policy.as_ref())
-            .unwrap_or(&self.config.default)
+        policy_of(&self.config, self.rule)
     }
 
     fn reject(&mut self, reject: &Reject) -> Action {
@@ -177,8 +181,9 @@ impl HmacAuth {
         let Some(request) = self.request.take() else {
             return Action::Continue;
         };
-        let policy = self.policy().clone();
-        let verified = match verify::verify(&policy, &pending, &request, body) {
+        let config = Rc::clone(&self.config);
+        let policy = policy_of(&config, self.rule);
+        let verified = match verify::verify(policy, &pending, &request, body) {
             Ok(v) => v,
             Err(reject) => return self.reject(&reject),
         };

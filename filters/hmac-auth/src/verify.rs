@@ -153,8 +153,9 @@ pub enum Pending {
         candidates: Vec<Vec<u8>>,
         /// Payload template with values already resolved except the body.
         payload: Vec<Piece>,
-        /// Replay id (message id, or the signature).
-        replay_id: String,
+        /// A message id covered by the signature; `None`: the replay id is derived from the
+        /// signed bytes (see [`verify`]).
+        replay_id: Option<String>,
     },
     /// RFC 9421: the chosen signature and its base, body checks pending.
     HttpSignature(httpsig::Prepared),
@@ -189,27 +190,23 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
                 .strip_prefix("sha256=")
                 .ok_or_else(|| malformed("X-Hub-Signature-256 must start with \"sha256=\"."))?;
             let sig = decode_hex(hex_sig, 32, "X-Hub-Signature-256")?;
-            let replay_id = req
-                .header("x-github-delivery")
-                .map_or_else(|| hex_sig.to_ascii_lowercase(), str::to_string);
+            // X-GitHub-Delivery is not signed, so it cannot name the message for replays.
             Ok(simple(
                 Algorithm::Sha256,
                 vec![sig],
                 vec![Piece::Body],
-                replay_id,
+                None,
             ))
         }
         Scheme::Shopify => {
             let value = required(req, "x-shopify-hmac-sha256")?;
             let sig = decode_base64(value.trim(), 32, "X-Shopify-Hmac-Sha256")?;
-            let replay_id = req
-                .header("x-shopify-webhook-id")
-                .map_or_else(|| value.trim().to_string(), str::to_string);
+            // X-Shopify-Webhook-Id is not signed either.
             Ok(simple(
                 Algorithm::Sha256,
                 vec![sig],
                 vec![Piece::Body],
-                replay_id,
+                None,
             ))
         }
         Scheme::Slack => {
@@ -228,7 +225,7 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
                 Algorithm::Sha256,
                 vec![sig],
                 vec![Piece::Bytes(format!("v0:{ts}:").into_bytes()), Piece::Body],
-                hex_sig.to_ascii_lowercase(),
+                None,
             ))
         }
         Scheme::Stripe => prepare_stripe(policy, req, now),
@@ -268,9 +265,21 @@ pub fn verify(
             for (i, key) in policy.keys.iter().enumerate() {
                 let mac = crypto::mac(*algorithm, &key.bytes, &parts);
                 if crypto::matches_any(&mac, candidates) {
+                    // Without a signed message id, the message is named by a keyed hash of the
+                    // signed bytes under the first key: the same whichever secret signed it and
+                    // whatever unsigned headers or extra signatures come along with it.
+                    let replay_id = match replay_id {
+                        Some(id) => id.clone(),
+                        None if i == 0 => hex::encode(&mac),
+                        None => hex::encode(crypto::mac(
+                            *algorithm,
+                            policy.keys.first().map_or(&[][..], |k| k.bytes.as_slice()),
+                            &parts,
+                        )),
+                    };
                     return Ok(Verified {
                         key_index: i,
-                        replay_id: replay_id.clone(),
+                        replay_id,
                     });
                 }
             }
@@ -285,7 +294,7 @@ fn simple(
     algorithm: Algorithm,
     candidates: Vec<Vec<u8>>,
     payload: Vec<Piece>,
-    replay_id: String,
+    replay_id: Option<String>,
 ) -> Pending {
     Pending::Simple {
         algorithm,
@@ -372,7 +381,6 @@ fn prepare_stripe(policy: &Policy, req: &Request, now: u64) -> Result<Pending, R
     let value = required(req, "stripe-signature")?;
     let mut timestamp = None;
     let mut candidates = Vec::new();
-    let mut texts = Vec::new();
     for item in value.split(',') {
         let Some((k, v)) = item.trim().split_once('=') else {
             return Err(malformed(
@@ -386,7 +394,6 @@ fn prepare_stripe(policy: &Policy, req: &Request, now: u64) -> Result<Pending, R
                 if let Ok(sig) = hex::decode(v) {
                     if sig.len() == 32 {
                         candidates.push(sig);
-                        texts.push(v.to_ascii_lowercase());
                     }
                 }
             }
@@ -404,7 +411,6 @@ fn prepare_stripe(policy: &Policy, req: &Request, now: u64) -> Result<Pending, R
         now,
         policy,
     )?;
-    texts.sort();
     Ok(simple(
         Algorithm::Sha256,
         candidates,
@@ -412,7 +418,7 @@ fn prepare_stripe(policy: &Policy, req: &Request, now: u64) -> Result<Pending, R
             Piece::Bytes(format!("{timestamp}.").into_bytes()),
             Piece::Body,
         ],
-        format!("{timestamp}.{}", texts.join(",")),
+        None,
     ))
 }
 
@@ -439,7 +445,7 @@ fn prepare_standard(policy: &Policy, req: &Request, now: u64) -> Result<Pending,
             Piece::Bytes(format!("{id}.{ts}.").into_bytes()),
             Piece::Body,
         ],
-        id.to_string(),
+        Some(id.to_string()),
     ))
 }
 
@@ -500,10 +506,10 @@ fn prepare_custom(
         }
     }
     flush(&mut pending, &mut payload);
-    let replay_id = match id {
-        Some(id) => id.to_string(),
-        None => encoded.to_string(),
-    };
+    // The id names the message only when the signature covers it.
+    let replay_id = id
+        .filter(|_| custom.payload.contains(&Part::Id))
+        .map(str::to_string);
     Ok(simple(custom.algorithm, vec![sig], payload, replay_id))
 }
 
@@ -572,7 +578,22 @@ pub(crate) mod tests {
         );
         let ok = check(&p, &req, payload, 0).unwrap();
         assert_eq!(ok.key_index, 1, "the rotated (old) secret matched");
-        assert_eq!(ok.replay_id, "d-1");
+        // The unsigned X-GitHub-Delivery does not name the message: a keyed hash of the body does,
+        // the same whichever secret signed it.
+        let under_first = hex::encode(crypto::mac(Algorithm::Sha256, b"other", &[payload]));
+        assert_eq!(ok.replay_id, under_first);
+        let other_delivery = request(
+            "POST",
+            "/",
+            &[
+                ("X-Hub-Signature-256", header),
+                ("X-GitHub-Delivery", "d-2"),
+            ],
+        );
+        assert_eq!(
+            check(&p, &other_delivery, payload, 0).unwrap().replay_id,
+            under_first
+        );
         let negatives = v["derived_not_from_docs"]["negative_cases_derived"]
             .as_array()
             .unwrap();
@@ -812,7 +833,11 @@ pub(crate) mod tests {
         let sig_other = other.split_once(",v1=").unwrap().1;
         let sig_ok = header.split_once(",v1=").unwrap().1;
         let multi = format!("t={now},v1={sig_other},v1={sig_ok},v0={sig_other}");
-        assert!(check(&p, &req(&multi), body, now).is_ok());
+        // Extra signatures do not make a replay look like a new message.
+        assert_eq!(
+            check(&p, &req(&multi), body, now).unwrap().replay_id,
+            check(&p, &req(&header), body, now).unwrap().replay_id
+        );
         // Only the v0 entry: no v1 signature.
         let v0 = format!("t={now},v0={sig_ok}");
         assert_eq!(
@@ -865,7 +890,10 @@ pub(crate) mod tests {
                 ("X-Shopify-Webhook-Id", "w1"),
             ],
         );
-        assert_eq!(check(&p, &req, body, 0).unwrap().replay_id, "w1");
+        assert_eq!(
+            check(&p, &req, body, 0).unwrap().replay_id,
+            hex::encode(STANDARD.decode(&sig).unwrap())
+        );
         assert_eq!(check(&p, &req, b"{}", 0).unwrap_err(), no_match());
         let bad = request("POST", "/", &[("X-Shopify-Hmac-Sha256", "!!")]);
         assert_eq!(
