@@ -216,6 +216,11 @@ fn disabled_rule_passes_untouched() {
     assert_eq!(upstream.attempts(), 1);
     assert_eq!(stat(&envoy, "skipped"), 1);
     assert_eq!(stat(&envoy, "requests_transformed"), 0);
+    let prometheus = envoy.admin_client().get("/stats/prometheus").text();
+    assert!(
+        prometheus.contains("wasmgate_transform_skipped{} 1"),
+        "{prometheus}"
+    );
 }
 
 #[test]
