@@ -656,21 +656,18 @@ fn plan_next(ctx: u32, response: Option<&Attempt>) -> Option<Next> {
             .get_or_insert_with(|| Jitter::new(seed))
             .next_u64();
         let job = jobs.jobs.get(&ctx)?;
-        if !policy::is_retriable(&outcome, &job.policy.retry_on) || job.attempts > job.max_retries {
-            return Some((Next::Finish, Rc::clone(&job.shared), job.policy.clone()));
-        }
-        let delay = policy::next_delay(
+        let next = match policy::plan_retry(
             &job.policy,
+            &outcome,
             job.attempts,
+            job.max_retries,
             retry_after.as_deref(),
             now_time,
+            job.deadline_ms.saturating_sub(now),
             random,
-        );
-        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        let next = if now.saturating_add(delay_ms) >= job.deadline_ms {
-            Next::Finish
-        } else {
-            Next::Retry(delay)
+        ) {
+            Some(delay) => Next::Retry(delay),
+            None => Next::Finish,
         };
         Some((next, Rc::clone(&job.shared), job.policy.clone()))
     })

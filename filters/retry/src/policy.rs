@@ -103,6 +103,28 @@ pub fn next_delay(
     backoff(retry, policy.backoff.base, policy.backoff.max, random)
 }
 
+/// After attempt number `attempts` (1 for the first) ended with `outcome`: the wait before the
+/// next attempt, or `None` when this one is final (not retriable, no retry left, or the wait
+/// would not end before the request's remaining time, `remaining_ms`). Budget and circuit are
+/// checked by the caller, against shared state.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_retry(
+    policy: &Policy,
+    outcome: &Outcome,
+    attempts: u32,
+    max_retries: u32,
+    retry_after: Option<&str>,
+    now: SystemTime,
+    remaining_ms: u64,
+    random: u64,
+) -> Option<Duration> {
+    if !is_retriable(outcome, &policy.retry_on) || attempts > max_retries {
+        return None;
+    }
+    let delay = next_delay(policy, attempts, retry_after, now, random);
+    (delay.as_millis() < u128::from(remaining_ms)).then_some(delay)
+}
+
 /// The request headers that hand this policy to Envoy's router, for `retries` retries.
 /// With no retries, `x-envoy-max-retries: 0` also overrides any retry policy on the route.
 pub fn router_headers(policy: &Policy, retries: u32) -> Vec<(&'static str, String)> {
@@ -279,6 +301,33 @@ mod tests {
         assert!(next_delay(&p, 1, None, now, u64::MAX) <= Duration::from_millis(10));
         let p = policy(r#"{"honor_retry_after": false}"#);
         assert!(next_delay(&p, 1, Some("1"), now, 7) <= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn plan_retry_stops_when_it_should() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let p = policy(r#"{"retry_on": ["5xx"], "backoff": {"base": "10ms", "max": "100ms"}}"#);
+        let s503 = Outcome::Status(503);
+        // 503, 503, 200 with two retries: attempt 1 and 2 are retried, 3 is final.
+        assert!(plan_retry(&p, &s503, 1, 2, None, now, 5000, 3).is_some());
+        assert!(plan_retry(&p, &s503, 2, 2, None, now, 5000, 3).is_some());
+        assert_eq!(plan_retry(&p, &s503, 3, 2, None, now, 5000, 3), None);
+        assert_eq!(
+            plan_retry(&p, &Outcome::Status(200), 1, 2, None, now, 5000, 3),
+            None
+        );
+        assert_eq!(
+            plan_retry(&p, &Outcome::Status(404), 1, 2, None, now, 5000, 3),
+            None
+        );
+        assert!(plan_retry(&p, &Outcome::NoResponse, 1, 2, None, now, 5000, 3).is_some());
+        // Retry-After 1 s: retried after 1 s, unless less than that is left.
+        assert_eq!(
+            plan_retry(&p, &s503, 1, 2, Some("1"), now, 5000, 3),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(plan_retry(&p, &s503, 1, 2, Some("1"), now, 900, 3), None);
+        assert_eq!(plan_retry(&p, &s503, 1, 0, None, now, 5000, 3), None);
     }
 
     #[test]
