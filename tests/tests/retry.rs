@@ -440,3 +440,26 @@ fn circuit_is_shared_by_workers() {
     assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
     assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 6);
 }
+
+#[test]
+fn budget_is_shared_by_workers() {
+    let (upstream, envoy) = start_workers(
+        &filter(json!({
+            "max_retries": 2,
+            "retry_on": ["5xx"],
+            "budget": {"ratio": 0.25, "min_per_second": 0}
+        })),
+        2,
+    );
+    let fresh = || Client::new(envoy.client().base().to_string());
+    for _ in 0..3 {
+        assert_eq!(fresh().get("/ok").status, 200);
+    }
+    // Four requests counted across both workers allow exactly one retry.
+    upstream.script(statuses(3, 503));
+    let response = fresh().get("/f");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 3 + 2);
+    assert_eq!(envoy.stat("wasmgate_retry_retries"), 1);
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 1);
+}
