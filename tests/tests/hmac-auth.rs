@@ -617,7 +617,12 @@ fn concurrent_duplicate_is_refused_across_workers() {
         })
     };
     // Wait (by polling the upstream, never a fixed sleep) until the first copy is in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while upstream.attempts() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first copy never reached the upstream"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut refused = 0;
