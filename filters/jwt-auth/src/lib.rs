@@ -319,6 +319,17 @@ fn wait_deadline(config: &Config, evaluation: &decide::Evaluation, now: u64) -> 
     deadline
 }
 
+/// Creates a remote provider's shared value if it does not exist yet; true when it existed.
+fn ensure_shared(key: &str) -> bool {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(_), Some(_))) => true,
+        _ => {
+            let _ = hostcalls::set_shared_data(key, Some(&SharedJwks::default().encode()), None);
+            false
+        }
+    }
+}
+
 fn apply(m: &Mutations) {
     for name in &m.remove_headers {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
@@ -359,6 +370,11 @@ impl JwtRoot {
         let now = now_ms(&ProxyHost);
         for (index, remote) in Self::remotes(config) {
             if self.fetches.values().any(|i| *i == index) {
+                continue;
+            }
+            // Claims only ever CAS an existing value: a value created now is claimed at a later
+            // tick, so another worker's unconditional create can never overwrite a claim.
+            if !ensure_shared(&remote.shared_key) {
                 continue;
             }
             let cache_ms = remote.cache_duration.as_millis() as u64;
@@ -499,7 +515,11 @@ impl RootContext for JwtRoot {
         };
         *self.worker.cache.borrow_mut() = TokenCache::new(config.cache_entries);
         self.worker.remote.borrow_mut().clear();
-        let has_remote = !Self::remotes(&config).is_empty();
+        let remotes = Self::remotes(&config);
+        for (_, remote) in &remotes {
+            ensure_shared(&remote.shared_key);
+        }
+        let has_remote = !remotes.is_empty();
         *self.worker.config.borrow_mut() = Some(Rc::new(config));
         if has_remote {
             self.set_tick_period(TICK);
