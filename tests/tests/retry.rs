@@ -463,3 +463,26 @@ fn budget_is_shared_by_workers() {
     assert_eq!(envoy.stat("wasmgate_retry_retries"), 1);
     assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 1);
 }
+
+#[test]
+fn filter_mode_body_request_retries_a_router_timeout_as_no_response() {
+    // The first attempt of a request with a body goes through the router; its per-try timeout
+    // is a "reset" (no response), retried even though 504 is not in retry_on.
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 1,
+        "retry_on": ["reset"],
+        "per_try_timeout": "200ms"
+    })));
+    upstream.script([Scripted::status(200)
+        .body("slow")
+        .delay(Duration::from_millis(1500))]);
+    let response = envoy.client().send("PUT", "/slow", &[], b"data");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header(ATTEMPTS), Some("2"));
+    assert_eq!(upstream.received()[1]["body"], "data");
+    // An upstream 503 is a response, not a reset: not retried under "reset".
+    upstream.script([Scripted::status(503)]);
+    let response = envoy.client().send("PUT", "/slow", &[], b"data");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 3);
+}

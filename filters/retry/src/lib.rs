@@ -446,11 +446,16 @@ impl RetryHttp {
             .find(|(n, _)| n == ":status")
             .and_then(|(_, v)| v.parse::<u16>().ok())
             .unwrap_or(502);
+        // A response the router made itself (connect failure, reset, per-try timeout) is "no
+        // response"; one from the upstream has the details `via_upstream`.
+        let no_response = self
+            .get_property(vec!["response", "code_details"])
+            .is_some_and(|d| !d.is_empty() && d != b"via_upstream");
         let attempt = Attempt {
             status,
             headers,
             body: Vec::new(),
-            no_response: false,
+            no_response,
         };
         match plan_next(self.id, Some(&attempt)) {
             Some(Next::Retry(delay)) => {
