@@ -204,6 +204,53 @@ mod tests {
         assert_eq!(long, vec![0xac, 0x02]);
     }
 
+    fn p256_key() -> KeyMaterial {
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../../shared/vectors/rfc7515.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let jwk = doc["examples"][2]["jwk"].to_string();
+        crate::jwks::Jwks::parse(&format!("{{\"keys\":[{jwk}]}}"))
+            .unwrap()
+            .keys
+            .remove(0)
+            .key
+    }
+
+    #[test]
+    fn the_host_verdict_is_used_and_ecdsa_goes_as_der() {
+        let key = p256_key();
+        let mut host = FakeHost::default();
+        host.foreign.insert(FUNCTION.into(), vec![0x08, 1]);
+        let verifier = HostVerifier::new(&host, true);
+        // Any in-range r||s: the (fake) host says valid.
+        let mut sig = vec![0u8; 64];
+        sig[31] = 1;
+        sig[63] = 1;
+        assert!(verifier.verify(Alg::ES256, &key, b"x", &sig));
+        assert_eq!(verifier.verified(), 1);
+        let args = host_args(Alg::ES256, &key, b"x", &sig).unwrap();
+        // DER of SEQUENCE { INTEGER 1, INTEGER 1 } is inside the arguments.
+        assert!(args.windows(8).any(|w| w == [0x30, 6, 2, 1, 1, 2, 1, 1]));
+        // r = 0 or a wrong length never reaches the host.
+        assert!(!verifier.verify(Alg::ES256, &key, b"x", &[0u8; 64]));
+        assert!(!verifier.verify(Alg::ES256, &key, b"x", &sig[..63]));
+        assert_eq!(verifier.verified(), 1);
+        // A host answer that is not a result falls back to the pure-Rust check.
+        host.foreign.insert(FUNCTION.into(), vec![0xff]);
+        let verifier = HostVerifier::new(&host, true);
+        assert!(!verifier.verify(Alg::ES256, &key, b"x", &sig));
+        assert_eq!(verifier.failed(), 1);
+        // Disabled: never asks.
+        let verifier = HostVerifier::new(&host, false);
+        assert!(!verifier.verify(Alg::ES256, &key, b"x", &sig));
+        assert_eq!(verifier.failed(), 0);
+    }
+
     #[test]
     fn falls_back_without_the_host_function() {
         let key = KeyMaterial::Oct(vec![7; 32]);
