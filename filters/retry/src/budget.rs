@@ -122,6 +122,25 @@ pub fn record_request<S: SharedStore + ?Sized>(
     })
 }
 
+/// Counts a request and takes up to `wanted` retries for it in one write; returns how many it got.
+pub fn record_and_reserve<S: SharedStore + ?Sized>(
+    store: &S,
+    key: &str,
+    now: u64,
+    config: &BudgetConfig,
+    wanted: u32,
+) -> Result<u32, UpdateError> {
+    update(store, key, |bytes| {
+        let mut w = Window::decode(bytes);
+        w.record_request(now);
+        let mut got = 0;
+        while got < wanted && w.try_retry(now, config) {
+            got += 1;
+        }
+        (Some(w.encode()), got)
+    })
+}
+
 /// Takes up to `wanted` retries from the shared budget; returns how many it got.
 pub fn reserve<S: SharedStore + ?Sized>(
     store: &S,
@@ -255,5 +274,9 @@ mod tests {
         assert_eq!(reserve(&host, "b", 50, &NO_FLOOR, 3).unwrap(), 0);
         refund(&host, "b", 50, 1).unwrap();
         assert_eq!(reserve(&host, "b", 50, &NO_FLOOR, 3).unwrap(), 1);
+        // 5 requests allow 2.5 retries and 2 are taken: none left; 7 allow 3.5: one more.
+        assert_eq!(record_and_reserve(&host, "b", 50, &NO_FLOOR, 2).unwrap(), 0);
+        assert_eq!(record_and_reserve(&host, "b", 50, &NO_FLOOR, 0).unwrap(), 0);
+        assert_eq!(record_and_reserve(&host, "b", 50, &NO_FLOOR, 2).unwrap(), 1);
     }
 }

@@ -262,11 +262,6 @@ impl HttpContext for RetryHttp {
             }
         }
         let now_s = host.unix_seconds();
-        if shared.config.budget.is_some() {
-            if let Err(e) = budget::record_request(&host, &shared.budget_key(), now_s) {
-                log::warn!("wasmgate retry: budget not updated: {e:?}");
-            }
-        }
         let mut retries = policy.max_retries;
         let has_key = info.header(&shared.config.idempotency_key_header).is_some();
         if retries > 0 && !policy::retries_allowed(&info.method, has_key, policy.non_idempotent) {
@@ -277,18 +272,28 @@ impl HttpContext for RetryHttp {
             );
             retries = 0;
         }
-        match shared.config.mode {
-            Mode::Router => {
-                if retries > 0 {
-                    if let Some(b) = &shared.config.budget {
-                        let got = budget::reserve(&host, &shared.budget_key(), now_s, b, retries)
-                            .unwrap_or(0);
-                        if got < retries {
-                            shared.metrics.denied_budget.inc();
-                        }
+        // Count the request in the budget; router mode also reserves its retries, in the same
+        // shared-data write.
+        let reserve = if shared.config.mode == Mode::Router {
+            retries
+        } else {
+            0
+        };
+        if let Some(b) = &shared.config.budget {
+            match budget::record_and_reserve(&host, &shared.budget_key(), now_s, b, reserve) {
+                Ok(got) => {
+                    if got < reserve {
+                        shared.metrics.denied_budget.inc();
+                    }
+                    if reserve > 0 {
                         retries = got;
                     }
                 }
+                Err(e) => log::warn!("wasmgate retry: budget not updated: {e:?}"),
+            }
+        }
+        match shared.config.mode {
+            Mode::Router => {
                 self.reserved = retries;
                 if retries == 0 {
                     self.set_http_request_header("x-envoy-retry-on", None);
