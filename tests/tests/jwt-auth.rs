@@ -496,6 +496,42 @@ fn remote_jwks_unavailable_then_recovers_keeping_last_good_keys() {
 }
 
 #[test]
+fn remote_jwks_refreshes_every_cache_duration() {
+    let keys = keys();
+    let upstream = Upstream::start();
+    upstream.set_document(
+        "/jwks.json",
+        &json!({"keys": [public(&keys["rsa"])]}).to_string(),
+    );
+    let mut config = remote_config("1s");
+    config["providers"]["remote"]["remote_jwks"]["cache_duration"] = json!("1s");
+    let envoy = Envoy::start(
+        "jwt-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("JWT_CONFIG", config.to_string()),
+        ],
+    );
+    let t = token(&keys["rsa"], "RS256", claims(json!({})));
+    assert_eq!(
+        get(&envoy, "/api", &[("authorization", &bearer(&t))]).status,
+        200
+    );
+    poll_until(
+        "three fetches with cache_duration 1s",
+        Duration::from_secs(20),
+        || upstream.document_fetches("/jwks.json") >= 3,
+    );
+    // A refresh that replaces the key (same kid, other key) takes effect without a kid miss.
+    let mut replaced = public(&keys["rsa_rotated"]);
+    replaced["kid"] = json!("rsa-1");
+    upstream.set_document("/jwks.json", &json!({"keys": [replaced]}).to_string());
+    poll_until("the replaced key is used", Duration::from_secs(20), || {
+        get(&envoy, "/api", &[("authorization", &bearer(&t))]).status == 401
+    });
+}
+
+#[test]
 fn oversized_jwks_responses_are_refused() {
     let keys = keys();
     let upstream = Upstream::start();
