@@ -69,6 +69,11 @@ fn start(config: &Value, concurrency: u32) -> (Upstream, Envoy) {
     (upstream, envoy)
 }
 
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
@@ -331,7 +336,9 @@ fn host_and_vm_signature_checks_agree() {
             let other = token(&keys[key], alg, claims(json!({"sub": "bob"})));
             let foreign_sig = other.rsplit_once('.').unwrap().1;
             let swapped = format!("{head}.{foreign_sig}");
-            let truncated = format!("{head}.{}", &sig[..sig.len() / 2]);
+            // Half the signature bytes, re-encoded (always canonical base64url).
+            let sig_bytes = jwt_auth::jws::b64url_decode(sig).unwrap();
+            let truncated = format!("{head}.{}", b64url(&sig_bytes[..sig_bytes.len() / 2]));
             for t in [&valid, &swapped, &truncated] {
                 statuses.push(get(&envoy, "/api", &[("authorization", &bearer(t))]).status);
             }
