@@ -31,6 +31,48 @@ pub enum ResponseHeaders {
     None,
 }
 
+/// Where a rule's counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// In this Envoy's shared data (exact across its workers).
+    #[default]
+    Local,
+    /// In a rate limit service (`envoy.service.ratelimit.v3.RateLimitService`) shared by many Envoys.
+    Global,
+}
+
+/// What a global rule does when the rate limit service fails or does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Pass the request (without rate-limit headers).
+    #[default]
+    Allow,
+    /// 503 `rate_limit_unavailable`.
+    Deny,
+}
+
+/// Default `global.timeout`.
+pub const DEFAULT_GLOBAL_TIMEOUT_MS: u64 = 20;
+/// Largest accepted `global.timeout`.
+pub const MAX_GLOBAL_TIMEOUT_MS: u64 = 60_000;
+
+/// A global rule's rate limit service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// The Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    /// The `domain` sent with every request.
+    pub domain: String,
+    /// How long a request may wait for the answer.
+    pub timeout_ms: u64,
+    /// What a failure or timeout does.
+    pub failure_mode: FailureMode,
+    /// Check the rule's local `limits` first and call the service only when they pass.
+    pub local_first: bool,
+}
+
 /// What to do with a request that lacks a part of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +120,19 @@ struct RawRule {
     shadow: bool,
     response_headers: Option<ResponseHeaders>,
     on_missing_key: Option<OnMissingKey>,
+    mode: Option<Mode>,
+    global: Option<RawGlobal>,
+    local_first: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    cluster: String,
+    domain: String,
+    timeout: Option<Duration>,
+    #[serde(default)]
+    failure_mode: FailureMode,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +198,9 @@ pub struct Rule {
     pub response_headers: ResponseHeaders,
     /// Missing key parts.
     pub on_missing_key: OnMissingKey,
+    /// `mode: "global"`: the rate limit service decides (`limits` are then the local pre-check
+    /// of `local_first`, or empty).
+    pub global: Option<Global>,
     /// Identifies the rule's index and limits in stored entries, so a changed rule starts afresh.
     pub fingerprint: String,
 }
@@ -196,7 +254,21 @@ fn compile_rule(
 ) -> Result<Rule, ConfigError> {
     let path = format!("rules[{index}]");
     let enabled = raw.enabled.unwrap_or(true);
-    if enabled && raw.limits.is_empty() {
+    let global = compile_global(&path, raw.mode, raw.global, raw.local_first)?;
+    let local_first = global.as_ref().is_some_and(|g| g.local_first);
+    if global.is_some() && !local_first && !raw.limits.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.limits"),
+            "a global rule's limits are set in the rate limit service; local limits here need \"local_first\": true",
+        ));
+    }
+    if local_first && raw.limits.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.limits"),
+            "\"local_first\": true needs at least one local limit",
+        ));
+    }
+    if enabled && global.is_none() && raw.limits.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.limits"),
             "an enabled rule needs at least one limit",
@@ -244,8 +316,69 @@ fn compile_rule(
         shadow: raw.shadow,
         response_headers: raw.response_headers.unwrap_or(response_headers),
         on_missing_key: raw.on_missing_key.unwrap_or(on_missing_key),
+        global,
         fingerprint,
     })
+}
+
+fn compile_global(
+    path: &str,
+    mode: Option<Mode>,
+    raw: Option<RawGlobal>,
+    local_first: Option<bool>,
+) -> Result<Option<Global>, ConfigError> {
+    let raw = match (mode.unwrap_or_default(), raw) {
+        (Mode::Local, None) => {
+            if local_first.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.local_first"),
+                    "only a rule with \"mode\": \"global\" has a local pre-check",
+                ));
+            }
+            return Ok(None);
+        }
+        (Mode::Local, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{path}.global"),
+                "only a rule with \"mode\": \"global\" has a \"global\" block",
+            ))
+        }
+        (Mode::Global, None) => {
+            return Err(ConfigError::new(
+                format!("{path}.global"),
+                "a rule with \"mode\": \"global\" needs a \"global\" block (cluster, domain)",
+            ))
+        }
+        (Mode::Global, Some(raw)) => raw,
+    };
+    if raw.cluster.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.global.cluster"),
+            "must name the Envoy cluster of the rate limit service",
+        ));
+    }
+    if raw.domain.is_empty() {
+        return Err(ConfigError::new(
+            format!("{path}.global.domain"),
+            "must not be empty",
+        ));
+    }
+    let timeout_ms = raw
+        .timeout
+        .map_or(DEFAULT_GLOBAL_TIMEOUT_MS, |t| t.as_millis());
+    if timeout_ms == 0 || timeout_ms > MAX_GLOBAL_TIMEOUT_MS {
+        return Err(ConfigError::new(
+            format!("{path}.global.timeout"),
+            "must be between 1ms and 60s",
+        ));
+    }
+    Ok(Some(Global {
+        cluster: raw.cluster,
+        domain: raw.domain,
+        timeout_ms,
+        failure_mode: raw.failure_mode,
+        local_first: local_first.unwrap_or(false),
+    }))
 }
 
 fn compile_key_part(raw: RawKeyPart) -> Result<KeyPart, String> {

@@ -38,26 +38,46 @@ pub struct KeyInput<'a> {
 pub fn build(parts: &[KeyPart], input: &KeyInput<'_>) -> Result<String, &'static str> {
     let mut key = String::new();
     for part in parts {
-        let value = match part {
-            KeyPart::ClientIp => client_ip(input).ok_or("client_ip")?,
-            KeyPart::Header(name) => input
-                .info
-                .header(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .ok_or("header")?,
-            KeyPart::Query(name) => query_param(input.raw_path, name)
-                .filter(|v| !v.is_empty())
-                .ok_or("query")?,
-            KeyPart::Path => input.info.path.clone(),
-            KeyPart::Method => input.info.method.clone(),
-            KeyPart::Route => input.info.route.clone().ok_or("route")?,
-            KeyPart::Constant(c) => c.clone(),
-        };
+        let value = value(part, input)?;
         // Length-prefixed, so no value can forge the boundary between two parts.
         key.push_str(&format!("{}:{value};", value.len()));
     }
     Ok(key)
+}
+
+/// One key part's value, or the part's description when the request lacks it.
+pub fn value(part: &KeyPart, input: &KeyInput<'_>) -> Result<String, &'static str> {
+    Ok(match part {
+        KeyPart::ClientIp => client_ip(input).ok_or("client_ip")?,
+        KeyPart::Header(name) => input
+            .info
+            .header(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or("header")?,
+        KeyPart::Query(name) => query_param(input.raw_path, name)
+            .filter(|v| !v.is_empty())
+            .ok_or("query")?,
+        KeyPart::Path => input.info.path.clone(),
+        KeyPart::Method => input.info.method.clone(),
+        KeyPart::Route => input.info.route.clone().ok_or("route")?,
+        KeyPart::Constant(c) => c.clone(),
+    })
+}
+
+/// The descriptor entry key a part is sent under to a rate limit service: `client_ip` ->
+/// `remote_address`, `{"header": h}` -> `h`, `{"query": q}` -> `q`, `path` -> `path`,
+/// `method` -> `method`, `route` -> `route`, `{"constant": c}` -> `generic_key` (value `c`),
+/// the names Envoy's own rate limit actions use where it has one.
+pub fn descriptor_key(part: &KeyPart) -> &str {
+    match part {
+        KeyPart::ClientIp => "remote_address",
+        KeyPart::Header(name) | KeyPart::Query(name) => name,
+        KeyPart::Path => "path",
+        KeyPart::Method => "method",
+        KeyPart::Route => "route",
+        KeyPart::Constant(_) => "generic_key",
+    }
 }
 
 /// The client address: with `xff_num_trusted_hops` = 0 the downstream address (port stripped);

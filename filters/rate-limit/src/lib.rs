@@ -3,6 +3,7 @@
 
 pub mod algorithm;
 pub mod config;
+pub mod global;
 pub mod headers;
 pub mod key;
 pub mod request;
@@ -13,6 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use request::Count;
 use std::rc::Rc;
+use std::time::Duration;
 use wasmgate_core::host::{Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 
@@ -30,6 +32,9 @@ struct Metrics {
     keys_evicted: Counter,
     missing_key: Counter,
     errors: Counter,
+    global_calls: Counter,
+    global_failures: Counter,
+    unavailable: Counter,
 }
 
 impl Metrics {
@@ -42,6 +47,9 @@ impl Metrics {
             keys_evicted: counter("keys_evicted"),
             missing_key: counter("missing_key"),
             errors: counter("errors"),
+            global_calls: counter("global_calls"),
+            global_failures: counter("global_failures"),
+            unavailable: counter("unavailable"),
         }
     }
 }
@@ -86,6 +94,7 @@ impl RootContext for RateLimitRoot {
             metrics: self.metrics,
             prefix: Rc::clone(&self.prefix),
             response_headers: Vec::new(),
+            pending: None,
         }))
     }
 }
@@ -96,16 +105,13 @@ struct RateLimitHttp {
     prefix: Rc<str>,
     /// Rate-limit headers to add to the response of a request that went upstream.
     response_headers: Vec<(String, String)>,
+    /// Global mode: the outstanding `ShouldRateLimit` call (token, rule index).
+    pending: Option<(u32, usize)>,
 }
 
-impl Context for RateLimitHttp {}
-
-impl HttpContext for RateLimitHttp {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let Some(config) = self.config.clone() else {
-            return Action::Continue;
-        };
-        let verdict = request::check(&config, &self.prefix, &ProxyHost);
+impl RateLimitHttp {
+    /// Counts, stores the headers, and replies or lets the request go on (`true`).
+    fn apply(&mut self, verdict: request::Verdict) -> bool {
         if verdict.evicted {
             self.metrics.keys_evicted.inc();
         }
@@ -115,15 +121,103 @@ impl HttpContext for RateLimitHttp {
             Some(Count::ShadowLimited) => self.metrics.shadow_limited.inc(),
             Some(Count::MissingKey) => self.metrics.missing_key.inc(),
             Some(Count::Error) => self.metrics.errors.inc(),
+            Some(Count::FailedOpen) => self.metrics.global_failures.inc(),
+            Some(Count::Unavailable) => {
+                self.metrics.global_failures.inc();
+                self.metrics.unavailable.inc();
+            }
             None => {}
         }
         self.response_headers = verdict.response_headers;
         match verdict.reply {
             Some(reply) => {
                 ProxyHost.send_reply(&reply);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// The verdict of a global rule from its answer or failure.
+    fn global_verdict(
+        &self,
+        rule: usize,
+        answer: Result<&[u8], global::Failure>,
+    ) -> Option<request::Verdict> {
+        let config = self.config.as_ref()?;
+        let rule = config.rules.get(rule)?;
+        let settings = rule.global.as_ref()?;
+        Some(global::verdict(rule, settings, answer))
+    }
+}
+
+impl Context for RateLimitHttp {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some((token, rule)) = self.pending else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        self.pending = None;
+        let body = if status_code == 0 {
+            self.get_grpc_call_response_body(0, response_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let answer = if status_code == 0 {
+            Ok(body.as_slice())
+        } else {
+            Err(global::Failure::Status(status_code))
+        };
+        let Some(verdict) = self.global_verdict(rule, answer) else {
+            self.resume_http_request();
+            return;
+        };
+        if self.apply(verdict) {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for RateLimitHttp {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let mut verdict = request::check(&config, &self.prefix, &ProxyHost);
+        let call = verdict.call.take();
+        if !self.apply(verdict) {
+            return Action::Pause;
+        }
+        let Some(call) = call else {
+            return Action::Continue;
+        };
+        let Some(settings) = config.rules.get(call.rule).and_then(|r| r.global.as_ref()) else {
+            return Action::Continue;
+        };
+        self.metrics.global_calls.inc();
+        match self.dispatch_grpc_call(
+            &settings.cluster,
+            global::SERVICE,
+            global::METHOD,
+            Vec::new(),
+            Some(&call.message),
+            Duration::from_millis(settings.timeout_ms),
+        ) {
+            Ok(token) => {
+                self.pending = Some((token, call.rule));
                 Action::Pause
             }
-            None => Action::Continue,
+            Err(status) => {
+                let failure = global::Failure::Dispatch(format!("{status:?}"));
+                let verdict = self.global_verdict(call.rule, Err(failure));
+                match verdict.map(|verdict| self.apply(verdict)) {
+                    Some(false) => Action::Pause,
+                    _ => Action::Continue,
+                }
+            }
         }
     }
 

@@ -19,6 +19,19 @@ pub enum Count {
     MissingKey,
     /// Shared data failed; passed.
     Error,
+    /// Global mode: the rate limit service failed or timed out; passed (`failure_mode: allow`).
+    FailedOpen,
+    /// Global mode: the rate limit service failed or timed out; 503 (`failure_mode: deny`).
+    Unavailable,
+}
+
+/// Global mode: the `ShouldRateLimit` call to make before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Index of the rule in the configuration (its verdict is read with it).
+    pub rule: usize,
+    /// The serialized `RateLimitRequest`.
+    pub message: Vec<u8>,
 }
 
 /// What the glue does with a request.
@@ -32,6 +45,8 @@ pub struct Verdict {
     pub count: Option<Count>,
     /// The request's key replaced another key in the slot table.
     pub evicted: bool,
+    /// Global mode: ask the rate limit service, then decide with [`crate::global::verdict`].
+    pub call: Option<Call>,
 }
 
 /// Decides one request: `prefix` names this plugin's slot table in shared data.
@@ -40,6 +55,11 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
     let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
         return Verdict::default();
     };
+    let index = config
+        .rules
+        .iter()
+        .position(|r| std::ptr::eq(r, rule))
+        .unwrap_or_default();
     if !rule.enabled {
         return Verdict::default();
     }
@@ -72,6 +92,26 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
             }
         },
     };
+    let call = rule.global.as_ref().map(|global| Call {
+        rule: index,
+        message: crate::global::encode_request(
+            &global.domain,
+            rule.key
+                .iter()
+                .map(|part| {
+                    // A missing part (with on_missing_key "shared") is sent empty: one shared count.
+                    let value = key::value(part, &input).unwrap_or_default();
+                    (key::descriptor_key(part).to_string(), value)
+                })
+                .collect(),
+        ),
+    });
+    if call.is_some() && rule.limits.is_empty() {
+        return Verdict {
+            call,
+            ..Verdict::default()
+        };
+    }
     let full_key = format!("{}|{key}", rule.fingerprint);
     let slot = store::slot_key(prefix, &full_key, config.max_keys);
     let now = wasmgate_core::clock::unix_nanos(host.now());
@@ -89,6 +129,18 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
     let headers =
         headers::rate_limit_headers(rule.response_headers, &rule.limits, &decision.reports);
     let evicted = decision.evicted;
+    if call.is_some() && (decision.allowed || rule.shadow) {
+        // local_first: the local pre-check passed; the rate limit service decides (and its
+        // answer gives the headers).
+        if !decision.allowed {
+            log::debug!("rate-limit: over the local pre-check in shadow mode; asking the service");
+        }
+        return Verdict {
+            call,
+            evicted,
+            ..Verdict::default()
+        };
+    }
     if decision.allowed || rule.shadow {
         if !decision.allowed {
             log::debug!("rate-limit: over the limit in shadow mode; passing");
@@ -102,6 +154,7 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
                 Count::ShadowLimited
             }),
             evicted,
+            call: None,
         };
     }
     let retry_after = headers::retry_after(decision.retry_after_ns);
@@ -119,6 +172,7 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         response_headers: Vec::new(),
         count: Some(Count::Limited),
         evicted,
+        call: None,
     }
 }
 

@@ -1,0 +1,447 @@
+//! Global mode: the `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` messages and
+//! the verdict read from the service's answer. No proxy-wasm import: unit-tested natively.
+//!
+//! The messages are declared here with `prost` (only the fields the filter sends or reads; a
+//! decoder skips the others), with the field numbers of Envoy's `rls.proto`. Envoy adds and
+//! removes the gRPC frame around them.
+
+use crate::algorithm::{Limit, Report, NANOS_PER_SECOND};
+use crate::config::{FailureMode, Global, Rule};
+use crate::headers;
+use crate::request::{Count, Verdict};
+use wasmgate_core::LocalReply;
+
+/// The gRPC service.
+pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+/// The gRPC method.
+pub const METHOD: &str = "ShouldRateLimit";
+
+/// `envoy.service.ratelimit.v3.RateLimitRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitRequest {
+    /// The rule's `global.domain`.
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    /// One descriptor: the rule's key parts.
+    #[prost(message, repeated, tag = "2")]
+    pub descriptors: Vec<RateLimitDescriptor>,
+    /// Always 1.
+    #[prost(uint32, tag = "3")]
+    pub hits_addend: u32,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitDescriptor {
+    /// The entries, in key-part order.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<Entry>,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Entry {
+    /// Descriptor key (see [`crate::key::descriptor_key`]).
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// The request's value of the key part.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse` (the fields the filter reads).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitResponse {
+    /// `Code`: 0 unknown, 1 OK, 2 OVER_LIMIT.
+    #[prost(int32, tag = "1")]
+    pub overall_code: i32,
+    /// One status per descriptor sent (envoyproxy/ratelimit fills them; Limitador may not).
+    #[prost(message, repeated, tag = "2")]
+    pub statuses: Vec<DescriptorStatus>,
+}
+
+/// `RateLimitResponse.DescriptorStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescriptorStatus {
+    /// `Code` of this descriptor.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The limit that applied.
+    #[prost(message, optional, tag = "2")]
+    pub current_limit: Option<RateLimit>,
+    /// Units left.
+    #[prost(uint32, tag = "3")]
+    pub limit_remaining: u32,
+    /// Time until the limit resets.
+    #[prost(message, optional, tag = "4")]
+    pub duration_until_reset: Option<ProtoDuration>,
+}
+
+/// `RateLimitResponse.RateLimit`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimit {
+    /// Requests per unit.
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    /// `Unit`: 1 second, 2 minute, 3 hour, 4 day, 5 month, 6 year, 7 week.
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+    /// The limit's name, if the service gives one.
+    #[prost(string, tag = "3")]
+    pub name: String,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    /// Seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `Code.OK`.
+pub const CODE_OK: i32 = 1;
+/// `Code.OVER_LIMIT`.
+pub const CODE_OVER_LIMIT: i32 = 2;
+
+/// The serialized `RateLimitRequest` for one request: one descriptor with `entries`.
+pub fn encode_request(domain: &str, entries: Vec<(String, String)>) -> Vec<u8> {
+    let request = RateLimitRequest {
+        domain: domain.to_string(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| Entry { key, value })
+                .collect(),
+        }],
+        hits_addend: 1,
+    };
+    prost::Message::encode_to_vec(&request)
+}
+
+/// Seconds in a `RateLimit.Unit` (month and year as envoyproxy/ratelimit counts them).
+fn unit_seconds(unit: i32) -> Option<u64> {
+    match unit {
+        1 => Some(1),
+        2 => Some(60),
+        3 => Some(3_600),
+        4 => Some(86_400),
+        5 => Some(30 * 86_400),
+        6 => Some(365 * 86_400),
+        7 => Some(7 * 86_400),
+        _ => None,
+    }
+}
+
+/// A header-safe policy name: the service's limit name with characters outside
+/// `A-Z a-z 0-9 _ - .` replaced by `_`, or the domain when the service names none.
+fn policy_name(name: &str, domain: &str) -> String {
+    let name = if name.is_empty() { domain } else { name };
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn duration_ns(duration: Option<ProtoDuration>) -> Option<u64> {
+    let duration = duration?;
+    let seconds = u64::try_from(duration.seconds).ok()?;
+    let nanos = u64::try_from(duration.nanos).unwrap_or(0);
+    Some(
+        seconds
+            .saturating_mul(NANOS_PER_SECOND)
+            .saturating_add(nanos),
+    )
+}
+
+/// The limits and reports the answer's statuses describe, for the header formats of local mode.
+fn limits_and_reports(
+    response: &RateLimitResponse,
+    domain: &str,
+) -> (Vec<Limit>, Vec<Report>, Option<u64>) {
+    let mut limits = Vec::new();
+    let mut reports = Vec::new();
+    let mut retry_after_ns: Option<u64> = None;
+    for status in &response.statuses {
+        let reset_ns = duration_ns(status.duration_until_reset);
+        if status.code == CODE_OVER_LIMIT {
+            if let Some(reset) = reset_ns {
+                retry_after_ns = Some(retry_after_ns.unwrap_or(0).max(reset));
+            }
+        }
+        let Some(limit) = &status.current_limit else {
+            continue;
+        };
+        let window_ns = unit_seconds(limit.unit).map_or(0, |s| s * NANOS_PER_SECOND);
+        limits.push(Limit {
+            name: policy_name(&limit.name, domain),
+            requests: u64::from(limit.requests_per_unit),
+            window_ns,
+            algorithm: crate::algorithm::Algorithm::FixedWindow,
+        });
+        reports.push(Report {
+            remaining: u64::from(status.limit_remaining),
+            reset_ns,
+        });
+    }
+    (limits, reports, retry_after_ns)
+}
+
+/// Why there is no answer to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The call could not be sent (e.g. unknown cluster).
+    Dispatch(String),
+    /// The call ended with a gRPC status other than OK (4: the timeout passed; 14: unavailable).
+    Status(u32),
+}
+
+/// The verdict from the service's answer (`Ok(body)`) or a failure.
+pub fn verdict(rule: &Rule, global: &Global, answer: Result<&[u8], Failure>) -> Verdict {
+    let response = match answer {
+        Ok(body) => match <RateLimitResponse as prost::Message>::decode(body) {
+            Ok(response) if matches!(response.overall_code, CODE_OK | CODE_OVER_LIMIT) => {
+                Ok(response)
+            }
+            Ok(response) => Err(format!("overall_code {}", response.overall_code)),
+            Err(err) => Err(format!("undecodable answer: {err}")),
+        },
+        Err(Failure::Dispatch(err)) => Err(format!("call not sent: {err}")),
+        Err(Failure::Status(status)) => Err(format!("gRPC status {status}")),
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(reason) => return failure(global, &reason),
+    };
+    let (limits, reports, retry_after_ns) = limits_and_reports(&response, &global.domain);
+    let headers = if limits.is_empty() {
+        // The answer describes no limit (Limitador's own server sends no statuses).
+        Vec::new()
+    } else {
+        headers::rate_limit_headers(rule.response_headers, &limits, &reports)
+    };
+    let allowed = response.overall_code == CODE_OK;
+    if allowed || rule.shadow {
+        return Verdict {
+            response_headers: headers,
+            count: Some(if allowed {
+                Count::Allowed
+            } else {
+                Count::ShadowLimited
+            }),
+            ..Verdict::default()
+        };
+    }
+    let mut reply = match retry_after_ns {
+        Some(ns) => {
+            let retry_after = headers::retry_after(ns);
+            LocalReply::new(
+                429,
+                "rate_limited",
+                format!("Too many requests; retry after {retry_after} seconds."),
+            )
+            .with_header("retry-after", retry_after)
+        }
+        // The service gave no reset time: no Retry-After rather than a guessed one.
+        None => LocalReply::new(429, "rate_limited", "Too many requests."),
+    };
+    for (name, value) in headers {
+        reply = reply.with_header(name, value);
+    }
+    Verdict {
+        reply: Some(reply),
+        count: Some(Count::Limited),
+        ..Verdict::default()
+    }
+}
+
+/// A failed or timed-out call: `failure_mode` decides.
+fn failure(global: &Global, reason: &str) -> Verdict {
+    log::debug!(
+        "rate-limit: rate limit service on cluster {:?} failed ({reason}); failure_mode {:?}",
+        global.cluster,
+        global.failure_mode
+    );
+    match global.failure_mode {
+        FailureMode::Allow => Verdict {
+            count: Some(Count::FailedOpen),
+            ..Verdict::default()
+        },
+        FailureMode::Deny => Verdict {
+            reply: Some(LocalReply::new(
+                503,
+                "rate_limit_unavailable",
+                "The rate limit service is unavailable.",
+            )),
+            count: Some(Count::Unavailable),
+            ..Verdict::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use prost::Message;
+
+    fn rule(json: &str) -> (Rule, Global) {
+        let config = config::parse(json.as_bytes()).unwrap();
+        let rule = config.rules[0].clone();
+        let global = rule.global.clone().unwrap();
+        (rule, global)
+    }
+
+    const RULE: &str = r#"{"rules": [{"mode": "global",
+        "global": {"cluster": "ratelimit", "domain": "edge", "failure_mode": "deny"}}]}"#;
+
+    fn status(
+        code: i32,
+        name: &str,
+        rpu: u32,
+        unit: i32,
+        remaining: u32,
+        reset_s: i64,
+    ) -> DescriptorStatus {
+        DescriptorStatus {
+            code,
+            current_limit: Some(RateLimit {
+                requests_per_unit: rpu,
+                unit,
+                name: name.into(),
+            }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration {
+                seconds: reset_s,
+                nanos: 500_000_000,
+            }),
+        }
+    }
+
+    fn body(overall_code: i32, statuses: Vec<DescriptorStatus>) -> Vec<u8> {
+        RateLimitResponse {
+            overall_code,
+            statuses,
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn request_encoding_matches_rls_proto() {
+        let bytes = encode_request("edge", vec![("remote_address".into(), "10.0.0.1".into())]);
+        // Hand-assembled from rls.proto: domain (1), descriptors (2) { entries (1) { key (1),
+        // value (2) } }, hits_addend (3) = 1.
+        let mut expected = vec![0x0a, 4];
+        expected.extend(b"edge");
+        let entry: Vec<u8> = [&[0x0a, 14][..], b"remote_address", &[0x12, 8], b"10.0.0.1"].concat();
+        let descriptor: Vec<u8> = [&[0x0a, entry.len() as u8][..], &entry].concat();
+        expected.extend([0x12, descriptor.len() as u8]);
+        expected.extend(&descriptor);
+        expected.extend([0x18, 1]);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn ok_answer_passes_with_headers_from_the_answer() {
+        let (rule, global) = rule(RULE);
+        let answer = body(CODE_OK, vec![status(CODE_OK, "per_minute", 100, 2, 41, 12)]);
+        let verdict = verdict(&rule, &global, Ok(&answer));
+        assert_eq!(verdict.reply, None);
+        assert_eq!(verdict.count, Some(Count::Allowed));
+        assert_eq!(
+            verdict.response_headers,
+            vec![
+                (
+                    "ratelimit-policy".into(),
+                    "\"per_minute\";q=100;w=60".into()
+                ),
+                ("ratelimit".into(), "\"per_minute\";r=41;t=13".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn over_limit_answers_429_with_retry_after_from_the_reset() {
+        let (mut rule, global) = rule(RULE);
+        rule.response_headers = config::ResponseHeaders::XRatelimit;
+        let answer = body(
+            CODE_OVER_LIMIT,
+            vec![status(CODE_OVER_LIMIT, "a b\"", 100, 2, 0, 7)],
+        );
+        let verdict = verdict(&rule, &global, Ok(&answer));
+        assert_eq!(verdict.count, Some(Count::Limited));
+        let reply = verdict.reply.unwrap();
+        assert_eq!((reply.status, reply.error.as_str()), (429, "rate_limited"));
+        assert_eq!(
+            reply.headers,
+            vec![
+                ("retry-after".to_string(), "8".to_string()),
+                (
+                    "x-ratelimit-limit".into(),
+                    "100, 100;w=60;name=\"a_b_\"".into()
+                ),
+                ("x-ratelimit-remaining".into(), "0".into()),
+                ("x-ratelimit-reset".into(), "8".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn over_limit_without_statuses_and_shadow() {
+        let (mut rule, global) = rule(RULE);
+        let answer = body(CODE_OVER_LIMIT, Vec::new());
+        let reply = verdict(&rule, &global, Ok(&answer)).reply.unwrap();
+        assert_eq!(reply.status, 429);
+        assert!(reply.headers.is_empty(), "no guessed Retry-After");
+        rule.shadow = true;
+        let shadow = verdict(&rule, &global, Ok(&answer));
+        assert_eq!(
+            (shadow.reply, shadow.count),
+            (None, Some(Count::ShadowLimited))
+        );
+        // A nameless limit is named after the domain.
+        let answer = body(CODE_OK, vec![status(CODE_OK, "", 5, 1, 4, 0)]);
+        let ok = verdict(&rule, &global, Ok(&answer));
+        assert_eq!(ok.response_headers[0].1, "\"edge\";q=5;w=1");
+    }
+
+    #[test]
+    fn failures_follow_failure_mode() {
+        let (rule, deny) = rule(RULE);
+        let allow = Global {
+            failure_mode: FailureMode::Allow,
+            ..deny.clone()
+        };
+        let garbage = [0xff_u8, 0xff, 0xff];
+        let unknown = body(0, Vec::new());
+        let answers: [Result<&[u8], Failure>; 4] = [
+            Err(Failure::Status(4)),
+            Err(Failure::Dispatch("NotFound".into())),
+            Ok(&garbage),
+            Ok(&unknown),
+        ];
+        for answer in answers {
+            let denied = verdict(&rule, &deny, answer.clone());
+            assert_eq!(denied.count, Some(Count::Unavailable), "{answer:?}");
+            let reply = denied.reply.unwrap();
+            assert_eq!(
+                (reply.status, reply.error.as_str()),
+                (503, "rate_limit_unavailable")
+            );
+            let passed = verdict(&rule, &allow, answer.clone());
+            assert_eq!(
+                (passed.reply, passed.count, passed.response_headers.len()),
+                (None, Some(Count::FailedOpen), 0)
+            );
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! rate-limit global mode in real Envoys: two Envoy processes share one limit through a real
+//! rate limit service (Limitador with Redis storage behind `envoy.service.ratelimit.v3`, on
+//! loopback, with a `redis-server` started here); the service down (refusing, silent, or no
+//! cluster) with `failure_mode` allow and deny; the `local_first` pre-check; headers from the
+//! service's answer in both header modes.
+
+// Test-only code: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use ratelimit_service::Service;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use wasmgate_e2e::{Client, Envoy, Response};
+
+/// A `redis-server` on a free loopback port, without persistence; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install Debian's redis-server (make redis)")
+            });
+        let redis = Self { child, port };
+        // Poll until it answers PING.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut reply = [0u8; 7];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream.read_exact(&mut reply).is_ok()
+                    && &reply == b"+PONG\r\n"
+                {
+                    return redis;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::yield_now();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Limitador limits: `max_value` per minute per client address in namespace `domain`.
+fn per_minute(domain: &str, max_value: u64) -> String {
+    json!([{
+        "namespace": domain,
+        "max_value": max_value,
+        "seconds": 60,
+        "name": "per_minute",
+        "conditions": [],
+        "variables": ["descriptors[0].remote_address"],
+    }])
+    .to_string()
+}
+
+fn start_envoy(config: &Value, rls_port: u16) -> Envoy {
+    let text = config.to_string();
+    assert!(!text.contains('\''), "the template quotes the config with ''");
+    Envoy::start(
+        "rate-limit-global.yaml",
+        &[("CONFIG", text), ("RLS_PORT", rls_port.to_string())],
+    )
+}
+
+fn global_rule(prefix: &str, domain: &str, timeout: &str, failure_mode: &str) -> Value {
+    json!({
+        "match": {"path_prefix": prefix},
+        "mode": "global",
+        "global": {"cluster": "ratelimit", "domain": domain, "timeout": timeout,
+                   "failure_mode": failure_mode},
+    })
+}
+
+/// Sends `total` GETs of `path`, spread over `envoys` from `threads` threads (each with its own
+/// connections); returns the responses.
+fn hammer(envoys: &[&Envoy], path: &str, total: usize, threads: usize) -> Vec<Response> {
+    let next = AtomicUsize::new(0);
+    let responses = Mutex::new(Vec::with_capacity(total));
+    let bases: Vec<String> = envoys
+        .iter()
+        .map(|e| e.client().base().to_string())
+        .collect();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let base = bases[t % bases.len()].clone();
+            let (next, responses) = (&next, &responses);
+            scope.spawn(move || {
+                let client = Client::new(base);
+                while next.fetch_add(1, Ordering::SeqCst) < total {
+                    let response = client.get(path);
+                    responses.lock().unwrap().push(response);
+                }
+            });
+        }
+    });
+    responses.into_inner().unwrap()
+}
+
+fn count(responses: &[Response], status: u16) -> usize {
+    responses.iter().filter(|r| r.status == status).count()
+}
+
+#[test]
+fn two_envoys_share_one_global_limit_exactly() {
+    let redis = Redis::start();
+    let service = Service::start(&redis.url(), &per_minute("edge", 100)).unwrap();
+    // A generous timeout and failure_mode deny: a slow answer shows as a 503, never as a pass.
+    let config = json!({"rules": [global_rule("/", "edge", "5s", "deny")]});
+    let a = start_envoy(&config, service.port);
+    let b = start_envoy(&config, service.port);
+
+    let responses = hammer(&[&a, &b], "/api", 1000, 8);
+    assert_eq!(responses.len(), 1000);
+    assert_eq!(count(&responses, 503), 0, "the service answered every call");
+    assert_eq!(count(&responses, 200), 100, "exactly the shared limit");
+    assert_eq!(count(&responses, 429), 900);
+    assert_eq!(service.calls(), 1000, "one ShouldRateLimit per request");
+    for envoy in [&a, &b] {
+        assert!(envoy.stat("wasmgate_rate_limit_allowed") > 0, "both Envoys admitted some");
+    }
+    let stat = |name: &str| a.stat(name) + b.stat(name);
+    assert_eq!(stat("wasmgate_rate_limit_global_calls"), 1000);
+    assert_eq!(stat("wasmgate_rate_limit_allowed"), 100);
+    assert_eq!(stat("wasmgate_rate_limit_limited"), 900);
+    assert_eq!(stat("wasmgate_rate_limit_global_failures"), 0);
+
+    // Headers come from the service's answer: its limit, remaining and reset.
+    let allowed = responses.iter().find(|r| r.status == 200).unwrap();
+    assert_eq!(
+        allowed.header("ratelimit-policy"),
+        Some("\"per_minute\";q=100;w=60")
+    );
+    let limited = a.client().get("/api");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"], "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        limited.header("ratelimit"),
+        Some(format!("\"per_minute\";r=0;t={retry_after}").as_str())
+    );
+}
+
+#[test]
+fn headers_modes_and_local_first_pre_check() {
+    let redis = Redis::start();
+    let limits = json!([
+        {"namespace": "xr", "max_value": 3, "seconds": 60, "name": "three",
+         "conditions": [], "variables": ["descriptors[0].remote_address"]},
+        {"namespace": "lf", "max_value": 100, "seconds": 60, "name": "hundred",
+         "conditions": [], "variables": ["descriptors[0].remote_address"]},
+    ]);
+    let service = Service::start(&redis.url(), &limits.to_string()).unwrap();
+    let mut xr = global_rule("/xr/", "xr", "5s", "deny");
+    xr["response_headers"] = json!("x-ratelimit");
+    let mut lf = global_rule("/lf/", "lf", "5s", "deny");
+    lf["local_first"] = json!(true);
+    lf["limits"] = json!([{"name": "local", "requests": 5, "window": "1m"}]);
+    let envoy = start_envoy(&json!({"rules": [xr, lf]}), service.port);
+    let client = envoy.client();
+
+    // x-ratelimit mode, from the service's answer.
+    for remaining in ["2", "1", "0"] {
+        let response = client.get("/xr/a");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-ratelimit-limit"), Some("3, 3;w=60;name=\"three\""));
+        assert_eq!(response.header("x-ratelimit-remaining"), Some(remaining));
+        assert!(response.header("ratelimit").is_none());
+    }
+    let limited = client.get("/xr/a");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        limited.header("x-ratelimit-reset"),
+        limited.header("retry-after")
+    );
+    assert_eq!(service.calls(), 4);
+
+    // local_first: a local limit of 5 in front of the global 100 sheds the rest locally.
+    let responses: Vec<u16> = (0..20).map(|_| client.get("/lf/b").status).collect();
+    assert_eq!(responses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(responses.iter().filter(|s| **s == 429).count(), 15);
+    assert_eq!(service.calls(), 4 + 5, "only what passed the local pre-check asked");
+    assert_eq!(envoy.stat("wasmgate_rate_limit_global_calls"), 9);
+    let passed = client.get("/xr/a");
+    assert_eq!(passed.status, 429, "the xr limit still holds");
+}
+
+/// Accepts connections and never answers: a hung rate limit service.
+fn black_hole() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            if held.len() > 64 {
+                break;
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn service_down_follows_failure_mode_within_the_timeout() {
+    let config = json!({"rules": [
+        global_rule("/allow/", "edge", "200ms", "allow"),
+        global_rule("/deny/", "edge", "200ms", "deny"),
+        {"match": {"path_prefix": "/nocluster/"}, "mode": "global",
+         "global": {"cluster": "no_such_cluster", "domain": "edge", "failure_mode": "deny"}},
+    ]});
+    // A silent service (the timeout fires) and a refusing one (nothing listens on the port).
+    let (silent_port, _hole) = black_hole();
+    let refused_port = free_port();
+    for (what, port) in [("silent", silent_port), ("refusing", refused_port)] {
+        let envoy = start_envoy(&config, port);
+        let client = envoy.client();
+        for _ in 0..3 {
+            let start = Instant::now();
+            let allowed = client.get("/allow/x");
+            let allow_elapsed = start.elapsed();
+            assert_eq!(allowed.status, 200, "{what}: failure_mode allow passes");
+            assert!(allowed.header("ratelimit").is_none());
+
+            let start = Instant::now();
+            let denied = client.get("/deny/x");
+            let deny_elapsed = start.elapsed();
+            assert_eq!(denied.status, 503, "{what}: failure_mode deny");
+            assert_eq!(denied.json()["error"], "rate_limit_unavailable");
+            // The 200 ms timeout bounds the wait; the silent service would hold forever (the
+            // client gives up after 30 s). The bound leaves room for a loaded CI machine.
+            for elapsed in [allow_elapsed, deny_elapsed] {
+                assert!(elapsed < Duration::from_secs(5), "{what}: held {elapsed:?}");
+            }
+        }
+        let denied = client.get("/nocluster/x");
+        assert_eq!(denied.status, 503, "an unknown cluster fails like a down service");
+        assert_eq!(envoy.stat("wasmgate_rate_limit_global_failures"), 7, "{what}");
+        assert_eq!(envoy.stat("wasmgate_rate_limit_unavailable"), 4, "{what}");
+        assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), 0, "{what}");
+    }
+}
