@@ -151,8 +151,10 @@ impl Worker {
                     .get(&index)
                     .cloned()
                     .unwrap_or_default();
-                // Keys not here yet: look at the shared value before deciding.
-                let view = if known.jwks.is_none() {
+                // Keys not here yet, or another worker fetched new ones: reload before deciding.
+                let changed = shared_generation(&remote.shared_key)
+                    .is_some_and(|generation| generation != known.generation);
+                let view = if known.jwks.is_none() || changed {
                     self.sync_remote(index, remote)
                 } else {
                     known
@@ -319,6 +321,17 @@ fn wait_deadline(config: &Config, evaluation: &decide::Evaluation, now: u64) -> 
     deadline
 }
 
+/// The shared-data key holding just the generation of a provider's key set.
+fn generation_key(shared_key: &str) -> String {
+    format!("{shared_key}.generation")
+}
+
+/// The generation of a provider's shared key set (a cheap read on every request).
+fn shared_generation(shared_key: &str) -> Option<u64> {
+    let (bytes, _) = hostcalls::get_shared_data(&generation_key(shared_key)).ok()?;
+    std::str::from_utf8(&bytes?).ok()?.parse().ok()
+}
+
 /// Creates a remote provider's shared value if it does not exist yet; true when it existed.
 fn ensure_shared(key: &str) -> bool {
     match hostcalls::get_shared_data(key) {
@@ -437,14 +450,22 @@ impl JwtRoot {
             }
         }
         drop(metrics);
-        let _ = wasmgate_core::shared::update(&ProxyHost, &remote.shared_key, |bytes| {
+        let generation = wasmgate_core::shared::update(&ProxyHost, &remote.shared_key, |bytes| {
             let mut shared = SharedJwks::decode(bytes);
             match &result {
                 Ok(text) => shared.succeeded(now, text.clone()),
                 Err(_) => shared.failed(now),
             }
-            (Some(shared.encode()), ())
+            (Some(shared.encode()), shared.generation)
         });
+        if let Ok(generation) = generation {
+            // Every worker compares this small value on each request and reloads on a change.
+            let _ = hostcalls::set_shared_data(
+                &generation_key(&remote.shared_key),
+                Some(generation.to_string().as_bytes()),
+                None,
+            );
+        }
         self.worker.sync_remote(index, remote);
     }
 
