@@ -2,7 +2,7 @@
 //! rate limit service (Limitador with Redis storage behind `envoy.service.ratelimit.v3`, on
 //! loopback, with a `redis-server` started here); the service down (refusing, silent, or no
 //! cluster) with `failure_mode` allow and deny; the `local_first` pre-check; headers from the
-//! service's answer in both header modes.
+//! service's answer in both header modes; the docker compose example's Envoy config validates.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use wasmgate_e2e::{Client, Envoy, Response};
+use wasmgate_e2e::{repo_root, validate, wasm_dir, Client, Envoy, Response};
 
 /// A `redis-server` on a free loopback port, without persistence; killed on drop.
 struct Redis {
@@ -28,12 +28,21 @@ impl Redis {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): install Debian's redis-server (make redis)")
+                panic!(
+                    "cannot start redis-server ({e}): install Debian's redis-server (make redis)"
+                )
             });
         let redis = Self { child, port };
         // Poll until it answers PING.
@@ -88,7 +97,10 @@ fn per_minute(domain: &str, max_value: u64) -> String {
 
 fn start_envoy(config: &Value, rls_port: u16) -> Envoy {
     let text = config.to_string();
-    assert!(!text.contains('\''), "the template quotes the config with ''");
+    assert!(
+        !text.contains('\''),
+        "the template quotes the config with ''"
+    );
     Envoy::start(
         "rate-limit-global.yaml",
         &[("CONFIG", text), ("RLS_PORT", rls_port.to_string())],
@@ -149,7 +161,10 @@ fn two_envoys_share_one_global_limit_exactly() {
     assert_eq!(count(&responses, 429), 900);
     assert_eq!(service.calls(), 1000, "one ShouldRateLimit per request");
     for envoy in [&a, &b] {
-        assert!(envoy.stat("wasmgate_rate_limit_allowed") > 0, "both Envoys admitted some");
+        assert!(
+            envoy.stat("wasmgate_rate_limit_allowed") > 0,
+            "both Envoys admitted some"
+        );
     }
     let stat = |name: &str| a.stat(name) + b.stat(name);
     assert_eq!(stat("wasmgate_rate_limit_global_calls"), 1000);
@@ -196,7 +211,10 @@ fn headers_modes_and_local_first_pre_check() {
     for remaining in ["2", "1", "0"] {
         let response = client.get("/xr/a");
         assert_eq!(response.status, 200);
-        assert_eq!(response.header("x-ratelimit-limit"), Some("3, 3;w=60;name=\"three\""));
+        assert_eq!(
+            response.header("x-ratelimit-limit"),
+            Some("3, 3;w=60;name=\"three\"")
+        );
         assert_eq!(response.header("x-ratelimit-remaining"), Some(remaining));
         assert!(response.header("ratelimit").is_none());
     }
@@ -213,7 +231,11 @@ fn headers_modes_and_local_first_pre_check() {
     let responses: Vec<u16> = (0..20).map(|_| client.get("/lf/b").status).collect();
     assert_eq!(responses.iter().filter(|s| **s == 200).count(), 5);
     assert_eq!(responses.iter().filter(|s| **s == 429).count(), 15);
-    assert_eq!(service.calls(), 4 + 5, "only what passed the local pre-check asked");
+    assert_eq!(
+        service.calls(),
+        4 + 5,
+        "only what passed the local pre-check asked"
+    );
     assert_eq!(envoy.stat("wasmgate_rate_limit_global_calls"), 9);
     let passed = client.get("/xr/a");
     assert_eq!(passed.status, 429, "the xr limit still holds");
@@ -268,9 +290,39 @@ fn service_down_follows_failure_mode_within_the_timeout() {
             }
         }
         let denied = client.get("/nocluster/x");
-        assert_eq!(denied.status, 503, "an unknown cluster fails like a down service");
-        assert_eq!(envoy.stat("wasmgate_rate_limit_global_failures"), 7, "{what}");
+        assert_eq!(
+            denied.status, 503,
+            "an unknown cluster fails like a down service"
+        );
+        assert_eq!(
+            envoy.stat("wasmgate_rate_limit_global_failures"),
+            7,
+            "{what}"
+        );
         assert_eq!(envoy.stat("wasmgate_rate_limit_unavailable"), 4, "{what}");
         assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), 0, "{what}");
+    }
+}
+
+/// examples/global-rate-limit/envoy.yaml (mounted into the Envoy container) validates, with the
+/// container's module path pointed at the built module.
+#[test]
+fn compose_example_envoy_config_validates() {
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/global-rate-limit/envoy.yaml")).unwrap();
+    let module = wasm_dir().join("rate_limit.wasm");
+    let text = text.replace(
+        "/etc/wasmgate/rate_limit.wasm",
+        &module.display().to_string(),
+    );
+    let path = std::env::temp_dir().join(format!(
+        "wasmgate-e2e-global-example-{}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let result = validate(&path);
+    let _ = std::fs::remove_file(&path);
+    if let Err(output) = result {
+        panic!("the example does not validate:\n{output}");
     }
 }

@@ -605,6 +605,88 @@ mod tests {
         assert_eq!(e.path, "rules[0].limits");
     }
 
+    #[test]
+    fn global_rules() {
+        let config = parse(
+            br#"{"rules": [
+                {"mode": "global", "global": {"cluster": "ratelimit", "domain": "edge"}},
+                {"mode": "global", "local_first": true,
+                 "global": {"cluster": "rl", "domain": "d", "timeout": "250ms", "failure_mode": "deny"},
+                 "limits": [{"name": "a", "requests": 5, "window": "1s"}]},
+                {"mode": "local", "limits": [{"name": "a", "requests": 5, "window": "1s"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.rules[0].global,
+            Some(Global {
+                cluster: "ratelimit".into(),
+                domain: "edge".into(),
+                timeout_ms: DEFAULT_GLOBAL_TIMEOUT_MS,
+                failure_mode: FailureMode::Allow,
+                local_first: false,
+            })
+        );
+        assert!(config.rules[0].limits.is_empty());
+        let second = config.rules[1].global.as_ref().unwrap();
+        assert_eq!(
+            (second.timeout_ms, second.failure_mode, second.local_first),
+            (250, FailureMode::Deny, true)
+        );
+        assert_eq!(config.rules[1].limits.len(), 1);
+        assert_eq!(config.rules[2].global, None);
+    }
+
+    #[test]
+    fn invalid_global_rules_name_their_path() {
+        let g = r#""global": {"cluster": "rl", "domain": "edge"}"#;
+        let lim = r#""limits": [{"name": "a", "requests": 1, "window": "1s"}]"#;
+        let cases: Vec<(String, &str, &str)> = vec![
+            (r#"{"rules": [{"mode": "global"}]}"#.into(), "rules[0].global", "needs a \"global\" block"),
+            (format!(r#"{{"rules": [{{{g}, {lim}}}]}}"#), "rules[0].global", "only a rule with"),
+            (format!(r#"{{"rules": [{{{lim}, "local_first": true}}]}}"#), "rules[0].local_first", "only a rule with"),
+            (format!(r#"{{"rules": [{{"mode": "global", {g}, {lim}}}]}}"#), "rules[0].limits", "local_first"),
+            (format!(r#"{{"rules": [{{"mode": "global", {g}, "local_first": true}}]}}"#), "rules[0].limits", "at least one local limit"),
+            (r#"{"rules": [{"mode": "remote"}]}"#.into(), "rules[0].mode", "unknown variant"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "", "domain": "e"}}]}"#.into(), "rules[0].global.cluster", "must name"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c", "domain": ""}}]}"#.into(), "rules[0].global.domain", "not be empty"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c"}}]}"#.into(), "rules[0].global.domain", "missing field"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c", "domain": "e", "timeout": "0ms"}}]}"#.into(), "rules[0].global.timeout", "between"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c", "domain": "e", "timeout": "2m"}}]}"#.into(), "rules[0].global.timeout", "between"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c", "domain": "e", "failure_mode": "open"}}]}"#.into(), "rules[0].global.failure_mode", "unknown variant"),
+            (r#"{"rules": [{"mode": "global", "global": {"cluster": "c", "domain": "e", "port": 1}}]}"#.into(), "rules[0].global.port", "unknown field"),
+        ];
+        for (json, path, reason) in cases {
+            let e = err(&json);
+            assert_eq!(e.path, path, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+    }
+
+    /// The filter configuration (`value: |` JSON block) of a shipped Envoy config.
+    fn envoy_filter_config(relative: &str) -> Config {
+        let path = format!("{}/../../{relative}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("value: |").unwrap() + "value: |".len();
+        let mut stream =
+            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+        let value = stream.next().unwrap().unwrap();
+        parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn shipped_global_configs_are_valid() {
+        for file in [
+            "envoy/rate-limit-global.yaml",
+            "examples/global-rate-limit/envoy.yaml",
+        ] {
+            let config = envoy_filter_config(file);
+            assert!(
+                config.rules.iter().any(|r| r.global.is_some()),
+                "{file} has a global rule"
+            );
+        }
+    }
+
     /// The Istio manifest's pluginConfig is JSON inside YAML; it must be a valid config.
     #[test]
     fn istio_manifest_plugin_config_is_valid() {
