@@ -350,6 +350,92 @@ mod tests {
         assert_eq!(bytes, expected);
     }
 
+    /// rls.proto fields the filter does not declare (response_headers_to_add, raw_body, a
+    /// status's quota), which a decoder must skip.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FullResponse {
+        #[prost(int32, tag = "1")]
+        overall_code: i32,
+        #[prost(message, repeated, tag = "2")]
+        statuses: Vec<FullStatus>,
+        #[prost(message, repeated, tag = "3")]
+        response_headers_to_add: Vec<Entry>,
+        #[prost(bytes = "vec", tag = "5")]
+        raw_body: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FullStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(message, optional, tag = "2")]
+        current_limit: Option<RateLimit>,
+        #[prost(uint32, tag = "3")]
+        limit_remaining: u32,
+        #[prost(message, optional, tag = "4")]
+        duration_until_reset: Option<ProtoDuration>,
+        #[prost(message, optional, tag = "5")]
+        quota: Option<Entry>,
+    }
+
+    #[test]
+    fn answers_with_undeclared_fields_and_truncated_answers() {
+        let status = status(CODE_OVER_LIMIT, "per_minute", 100, 2, 0, 12);
+        let full = FullResponse {
+            overall_code: CODE_OVER_LIMIT,
+            statuses: vec![FullStatus {
+                code: status.code,
+                current_limit: status.current_limit.clone(),
+                limit_remaining: status.limit_remaining,
+                duration_until_reset: status.duration_until_reset,
+                quota: Some(Entry {
+                    key: "q".into(),
+                    value: "7".into(),
+                }),
+            }],
+            response_headers_to_add: vec![Entry {
+                key: "x-extra".into(),
+                value: "1".into(),
+            }],
+            raw_body: b"ignored".to_vec(),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            RateLimitResponse::decode(full.as_slice()).unwrap(),
+            RateLimitResponse {
+                overall_code: CODE_OVER_LIMIT,
+                statuses: vec![status],
+            }
+        );
+        // Truncated anywhere: a failure (failure_mode), never a panic.
+        let (rule, global) = rule(RULE);
+        for len in 0..full.len() {
+            let _ = verdict(&rule, &global, Ok(&full[..len]));
+        }
+        let truncated = verdict(&rule, &global, Ok(&full[..full.len() - 1]));
+        assert_eq!(truncated.count, Some(Count::Unavailable));
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let entries = vec![
+            ("remote_address".to_string(), "10.0.0.1".to_string()),
+            ("x-api-key".to_string(), "v".repeat(300)),
+            ("generic_key".to_string(), "é".to_string()),
+            ("path".to_string(), String::new()),
+        ];
+        let decoded =
+            RateLimitRequest::decode(encode_request("edge", entries.clone()).as_slice()).unwrap();
+        assert_eq!(decoded.domain, "edge");
+        assert_eq!(decoded.hits_addend, 1);
+        let sent: Vec<(String, String)> = decoded.descriptors[0]
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(sent, entries);
+    }
+
     #[test]
     fn ok_answer_passes_with_headers_from_the_answer() {
         let (rule, global) = rule(RULE);
