@@ -40,15 +40,20 @@ build: toolchain
 	@for m in $(MODULES); do cp $(WASM_OUT)/$$m dist/$$m; done
 	@ls -l dist
 
+# redis-server for the global rate limit tests (tests/tests/rate-limit-global.rs), from Debian's package.
+redis:
+	@command -v redis-server >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq redis-server; }
+
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
-test: build envoy
+test: build envoy redis
 	cargo test --workspace
 	$(MAKE) --no-print-directory bench-smoke
 
 unit: toolchain
 	cargo test --workspace --lib --bins
 
-e2e: build envoy
+e2e: build envoy redis
 	cargo test -p wasmgate-e2e
 
 ## run: the demo: every filter in front of the echo upstream, with curl commands to try
