@@ -687,19 +687,21 @@ mod tests {
         }
     }
 
-    /// The Istio manifest's pluginConfig is JSON inside YAML; it must be a valid config.
+    /// The Istio manifests' pluginConfig is JSON inside YAML; it must be a valid config.
     #[test]
     fn istio_manifest_plugin_config_is_valid() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/istio/rate-limit.yaml"
-        );
-        let text = std::fs::read_to_string(path).unwrap();
-        let start = text.find("pluginConfig:").unwrap() + "pluginConfig:".len();
-        let mut stream =
-            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
-        let plugin_config = stream.next().unwrap().unwrap();
-        let config = parse(plugin_config.to_string().as_bytes()).unwrap();
-        assert!(!config.rules.is_empty());
+        for file in [
+            "examples/istio/rate-limit.yaml",
+            "examples/global-rate-limit/istio.yaml",
+        ] {
+            let path = format!("{}/../../{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(path).unwrap();
+            let start = text.find("pluginConfig:").unwrap() + "pluginConfig:".len();
+            let mut stream =
+                serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+            let plugin_config = stream.next().unwrap().unwrap();
+            let config = parse(plugin_config.to_string().as_bytes()).unwrap();
+            assert!(!config.rules.is_empty(), "{file}");
+        }
     }
 }
