@@ -10,9 +10,14 @@ MODULES       := $(foreach f,$(FILTERS),$(subst -,_,$(f)).wasm)
 VENV_ENVOY     = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(VENV)/bin/envoy)
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
 
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+TAG           ?= $(VERSION)
+TLS_VERIFY    ?= true
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy build test unit e2e run bench bench-smoke lint fmt clean
+.PHONY: setup toolchain envoy oci-tools build oci push test unit e2e run bench bench-smoke lint fmt clean
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -40,20 +45,37 @@ build: toolchain
 	@for m in $(MODULES); do cp $(WASM_OUT)/$$m dist/$$m; done
 	@ls -l dist
 
+## oci: every module as an OCI image layout (Wasm "compat" variant) under dist/oci/<filter>/
+oci: build
+	python3 scripts/oci.py $(VERSION) $(WASMGATE_GIT_COMMIT)
+
+## push: push every image with skopeo: make push REGISTRY=host/org [TAG=x] [TLS_VERIFY=false]
+push: oci oci-tools
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host/org [TAG=$(VERSION)] [TLS_VERIFY=false]"; exit 2; }
+	@for d in dist/oci/*/; do n=$$(basename $$d); \
+	  echo "$(REGISTRY)/$$n:$(TAG)"; \
+	  skopeo copy --dest-tls-verify=$(TLS_VERIFY) oci:$$d:$(VERSION) docker://$(REGISTRY)/$$n:$(TAG) || exit 1; \
+	done
+
+# skopeo (push/pull) and docker-registry (the test registry on loopback), from Debian's packages.
+oci-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry; }
+
 # redis-server for the global rate limit tests (tests/tests/rate-limit-global.rs), from Debian's package.
 redis:
 	@command -v redis-server >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq redis-server; }
 
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
-test: build envoy redis
+test: build envoy oci oci-tools redis
 	cargo test --workspace
 	$(MAKE) --no-print-directory bench-smoke
 
 unit: toolchain
 	cargo test --workspace --lib --bins
 
-e2e: build envoy redis
+e2e: build envoy oci oci-tools redis
 	cargo test -p wasmgate-e2e
 
 ## run: the demo: every filter in front of the echo upstream, with curl commands to try
