@@ -69,11 +69,11 @@ redis:
 
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
 test: build envoy oci oci-tools redis
-	cargo test --workspace
+	cargo test --workspace --exclude limitador
 	$(MAKE) --no-print-directory bench-smoke
 
 unit: toolchain
-	cargo test --workspace --lib --bins
+	cargo test --workspace --exclude limitador --lib --bins
 
 e2e: build envoy oci oci-tools redis
 	cargo test -p wasmgate-e2e
@@ -96,7 +96,7 @@ bench-smoke: build envoy
 ## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
 lint: toolchain
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --exclude limitador --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p passthrough -- -D warnings
 
 fmt:

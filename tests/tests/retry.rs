@@ -78,7 +78,10 @@ fn router_mode_503_503_200_for_an_external_client() {
     assert_eq!(response.header(ATTEMPTS), Some("3"));
     assert_eq!(envoy.stat("wasmgate_retry_retries"), 2);
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
-    assert!(prometheus.contains("wasmgate_retry_retries"), "{prometheus}");
+    assert!(
+        prometheus.contains("wasmgate_retry_retries"),
+        "{prometheus}"
+    );
     // The headers reached the router (and were consumed there, not sent upstream).
     let echo = &upstream.received()[2];
     assert_eq!(echo["headers"]["x-envoy-attempt-count"], Value::Null);
