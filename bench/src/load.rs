@@ -125,20 +125,21 @@ pub fn closed_loop(
         .map(|c| {
             let requests = Arc::clone(requests);
             std::thread::spawn(move || {
-                let mut unexpected = 0;
+                // Connection c sends requests c, c + connections, ...: exactly `total` in all.
+                let mine: Vec<usize> = (c..total).step_by(connections).collect();
                 let Ok(mut conn) = Conn::open(port) else {
-                    return per_conn;
+                    return mine.len();
                 };
-                for i in 0..per_conn {
-                    let request = &requests[(c * per_conn + i) % requests.len()];
-                    match conn.roundtrip(request) {
+                let mut unexpected = 0;
+                for (sent, index) in mine.iter().enumerate() {
+                    match conn.roundtrip(&requests[index % requests.len()]) {
                         Ok(status) if status == expect => {}
                         Ok(_) => unexpected += 1,
                         Err(_) => {
                             unexpected += 1;
                             match Conn::open(port) {
                                 Ok(fresh) => conn = fresh,
-                                Err(_) => return unexpected + per_conn - i - 1,
+                                Err(_) => return unexpected + mine.len() - sent - 1,
                             }
                         }
                     }
@@ -158,10 +159,12 @@ pub fn closed_loop(
 }
 
 /// Sends at a fixed total rate (open loop) and returns each request's latency measured from its
-/// scheduled send time, so a slow response cannot hide the queueing it causes.
+/// scheduled send time, so a slow response cannot hide the queueing it causes. Requests are
+/// taken from index `first` on, so runs that need unique requests do not reuse the closed loop's.
 pub fn open_loop(
     port: u16,
     requests: &Requests,
+    first: usize,
     rate: u32,
     duration: Duration,
     connections: usize,
@@ -185,7 +188,7 @@ pub fn open_loop(
                     if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let request = &requests[(c * count + i) % requests.len()];
+                    let request = &requests[(first + c * count + i) % requests.len()];
                     if conn.roundtrip(request).is_ok() {
                         latencies.push(scheduled.elapsed());
                     }

@@ -27,6 +27,13 @@ struct Plan {
 }
 
 impl Plan {
+    /// Distinct requests a variant needing unique ones must supply per round: the closed loop's,
+    /// the open loop's, and one spare for the status check.
+    fn requests_per_round(&self) -> usize {
+        let open_loop = (f64::from(self.latency_rate) * self.latency_duration.as_secs_f64()).ceil();
+        self.cpu_requests + open_loop as usize + 1
+    }
+
     fn new(smoke: bool) -> Self {
         if smoke {
             Self {
@@ -79,7 +86,7 @@ fn main() {
         .iter()
         .map(|v| {
             (0..plan.rounds)
-                .map(|r| Arc::new((v.requests)(r, plan.cpu_requests)))
+                .map(|r| Arc::new((v.requests)(r, plan.requests_per_round())))
                 .collect()
         })
         .collect();
@@ -148,7 +155,14 @@ fn measure(envoy: &Envoy, variant: &Variant, requests: &Requests, plan: &Plan) -
     let before = cpu_seconds(envoy.pid());
     let run = closed_loop(port, requests, plan.cpu_requests, plan.connections, 200);
     let cpu_seconds = cpu_seconds(envoy.pid()) - before;
-    let latencies = open_loop(port, requests, plan.latency_rate, plan.latency_duration, 4);
+    let latencies = open_loop(
+        port,
+        requests,
+        plan.cpu_requests,
+        plan.latency_rate,
+        plan.latency_duration,
+        4,
+    );
     Sample {
         cpu_us: cpu_seconds * 1e6 / plan.cpu_requests as f64,
         rps: plan.cpu_requests as f64 / run.elapsed.as_secs_f64(),
@@ -162,7 +176,9 @@ fn measure(envoy: &Envoy, variant: &Variant, requests: &Requests, plan: &Plan) -
 fn check_statuses(envoy: &Envoy, variants: &[Variant], requests: &[Vec<Requests>]) {
     for (variant, requests) in variants.iter().zip(requests) {
         let mut conn = load::Conn::open(envoy.port(&variant.name)).expect("connect");
-        let status = conn.roundtrip(&requests[0][0]).expect("response");
+        // The last request of a round is spare, for this check (unique requests stay unique).
+        let spare = requests[0].last().expect("at least one request");
+        let status = conn.roundtrip(spare).expect("response");
         if status != 200 {
             panic!(
                 "variant {} answered {status}, expected 200\n{}",

@@ -86,7 +86,7 @@ impl Report {
 
     /// The table printed to the terminal (and pasted into the README).
     pub fn table(&self) -> String {
-        let mut out = String::from("| variant | Envoy CPU us/req | own cost us/req (minus) | vs peer | p50 us | p99 us | saturated rps |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        let mut out = String::from("| variant | Envoy CPU us/req | own cost us/req (minus) | vs peer | p50 us | p99 us | saturated rps | bad statuses |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
             let own = self
                 .own_cost(row)
@@ -97,8 +97,8 @@ impl Report {
             };
             let m = row.median;
             out.push_str(&format!(
-                "| {} | {:.1} | {own} | {ratio} | {:.0} | {:.0} | {:.0} |\n",
-                row.name, m.cpu_us, m.p50_us, m.p99_us, m.rps
+                "| {} | {:.1} | {own} | {ratio} | {:.0} | {:.0} | {:.0} | {} |\n",
+                row.name, m.cpu_us, m.p50_us, m.p99_us, m.rps, m.errors
             ));
         }
         for row in self.rows.iter().filter(|r| r.body_bytes > 0) {
@@ -118,7 +118,7 @@ impl Report {
         for (name, raw, opt) in &self.modules {
             out.push_str(&format!(
                 "| {name} | {raw} | {} |\n",
-                opt.map_or("binaryen not installed".into(), |o| o.to_string())
+                opt.map_or("wasm-opt not available".into(), |o| o.to_string())
             ));
         }
         let m = &self.meta;
@@ -165,8 +165,9 @@ fn module_sizes() -> Vec<(String, u64, Option<u64>)> {
             let raw = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             let out =
                 std::env::temp_dir().join(format!("wasmgate-bench-{}.wasm", std::process::id()));
+            // --all-features: binaryen must accept what rustc emits (sign-ext, bulk memory...).
             let optimized = std::process::Command::new("wasm-opt")
-                .arg("-O")
+                .args(["-O", "--all-features"])
                 .arg(&p)
                 .arg("-o")
                 .arg(&out)
