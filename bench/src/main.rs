@@ -100,8 +100,8 @@ fn main() {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     for round in 0..plan.rounds {
         eprintln!("round {}/{}", round + 1, plan.rounds);
-        for (i, variant) in variants.iter().enumerate() {
-            samples[i].push(measure(&envoy, variant, &requests[i][round], &plan));
+        for ((variant, rounds), samples) in variants.iter().zip(&requests).zip(&mut samples) {
+            samples.push(measure(&envoy, variant, &rounds[round], &plan));
         }
     }
     let rss_all = rss_kib(envoy.pid());

@@ -14,10 +14,13 @@ pub const ISSUER: &str = "https://bench.wasmgate.local";
 /// The HMAC secret of the github-scheme variants.
 pub const WEBHOOK_SECRET: &str = "bench-webhook-secret";
 
+/// Signs a JWS signing input.
+type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// A signing key and the public JWKS that verifies it.
 pub struct JwtKey {
     alg: &'static str,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: SignFn,
     /// `{"keys": [public JWK]}` as a string.
     pub jwks: String,
 }
