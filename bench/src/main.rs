@@ -190,10 +190,15 @@ fn check_statuses(envoy: &Envoy, variants: &[Variant], requests: &[Vec<Requests>
 }
 
 fn config(variants: &[Variant], upstream_port: u16) -> Value {
+    // The upstream reads each request body before its direct response: answering early would
+    // reset connections that are still sending large bodies.
+    let read_whole_body = json!({"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 1_048_576}});
     let upstream = json!({
         "name": "upstream",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}},
-        "filter_chains": [{"filters": [hcm("upstream", json!({"prefix": "/"}), json!({"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}), vec![])]}]
+        "filter_chains": [{"filters": [hcm("upstream", json!({"prefix": "/"}), json!({"direct_response": {"status": 200, "body": {"inline_string": "ok"}}}), vec![read_whole_body])]}]
     });
     let mut listeners = vec![upstream];
     for v in variants {
