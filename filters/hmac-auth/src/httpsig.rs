@@ -121,13 +121,7 @@ pub fn prepare(
                 ))
             }
         }
-        let mut base = String::new();
-        for name in &covered {
-            let value = component(req, name)?;
-            base.push_str(&format!("\"{name}\": {value}\n"));
-        }
-        base.push_str("\"@signature-params\": ");
-        base.push_str(&sf::serialize_inner_list(items, params));
+        let base = signature_base(req, &covered, &sf::serialize_inner_list(items, params))?;
         let digests = if covered.iter().any(|c| c == "content-digest") {
             Some(content_digests(req)?)
         } else {
@@ -151,6 +145,20 @@ pub fn prepare(
         ));
     }
     Ok(Prepared { candidates })
+}
+
+/// The RFC 9421 signature base: one line per covered component, then `"@signature-params"`
+/// with `params` (the serialized inner list of the `Signature-Input` member). Used by the filter
+/// and by the `wasmgate sign` CLI, so both build exactly the same base.
+pub fn signature_base(req: &Request, covered: &[String], params: &str) -> Result<String, Reject> {
+    let mut base = String::new();
+    for name in covered {
+        let value = component(req, name)?;
+        base.push_str(&format!("\"{name}\": {value}\n"));
+    }
+    base.push_str("\"@signature-params\": ");
+    base.push_str(params);
+    Ok(base)
 }
 
 fn component(req: &Request, name: &str) -> Result<String, Reject> {

@@ -23,10 +23,19 @@ use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::rules::Rule;
 use wasmgate_core::LocalReply;
 
+// The module entry point is exported only in the Wasm build: natively (unit tests, the
+// `wasmgate` CLI linking every filter) several `_initialize` symbols would collide.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
+    init();
+}}
+
+/// Registers the root context (called from `_initialize`).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn init() {
     proxy_wasm::set_log_level(LogLevel::Debug);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(HmacAuthRoot::default()) });
-}}
+}
 
 const REJECT_CODES: [&str; 5] = [
     "missing_signature",

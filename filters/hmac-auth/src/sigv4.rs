@@ -12,7 +12,6 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub struct Prepared {
     key_index: usize,
     amz_date: String,
-    scope: String,
     date: String,
     region: String,
     service: String,
@@ -97,7 +96,6 @@ pub fn prepare(keys: &[Key], req: &Request, now: u64, tolerance: u64) -> Result<
     Ok(Prepared {
         key_index,
         amz_date: amz_date.to_string(),
-        scope: format!("{date}/{region}/{service}/aws4_request"),
         date: (*date).to_string(),
         region: (*region).to_string(),
         service: (*service).to_string(),
@@ -126,25 +124,13 @@ pub fn verify(
     }
     let key = keys.get(prepared.key_index).ok_or_else(no_match)?;
     let canonical = canonical_request(req, &prepared.service, &prepared.signed_headers, &body_hash);
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{}\n{}\n{}",
-        prepared.amz_date,
-        prepared.scope,
-        hex::encode(crypto::sha256(canonical.as_bytes()))
-    );
-    let mut signing_key = [b"AWS4".as_slice(), &key.bytes].concat();
-    for part in [
-        prepared.date.as_str(),
+    let mac = signature(
+        &key.bytes,
+        &prepared.amz_date,
+        &prepared.date,
         &prepared.region,
         &prepared.service,
-        "aws4_request",
-    ] {
-        signing_key = crypto::mac(Algorithm::Sha256, &signing_key, &[part.as_bytes()]);
-    }
-    let mac = crypto::mac(
-        Algorithm::Sha256,
-        &signing_key,
-        &[string_to_sign.as_bytes()],
+        &canonical,
     );
     if crypto::matches_any(&mac, std::slice::from_ref(&prepared.signature)) {
         Ok(Verified {
@@ -154,6 +140,32 @@ pub fn verify(
     } else {
         Err(no_match())
     }
+}
+
+/// The SigV4 signature of a canonical request: string to sign over `amz_date` and the scope
+/// `date/region/service/aws4_request`, under the key derived from `secret`. Used by the filter
+/// and by the `wasmgate sign` CLI.
+pub fn signature(
+    secret: &[u8],
+    amz_date: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    canonical: &str,
+) -> Vec<u8> {
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
+        hex::encode(crypto::sha256(canonical.as_bytes()))
+    );
+    let mut signing_key = [b"AWS4".as_slice(), secret].concat();
+    for part in [date, region, service, "aws4_request"] {
+        signing_key = crypto::mac(Algorithm::Sha256, &signing_key, &[part.as_bytes()]);
+    }
+    crypto::mac(
+        Algorithm::Sha256,
+        &signing_key,
+        &[string_to_sign.as_bytes()],
+    )
 }
 
 /// The SigV4 canonical request.

@@ -40,10 +40,19 @@ const TICK: Duration = Duration::from_millis(100);
 /// When nothing waits and the keys are there, shared data is read this often.
 const IDLE_SYNC_MS: u64 = 1_000;
 
+// The module entry point is exported only in the Wasm build: natively (unit tests, the
+// `wasmgate` CLI linking every filter) several `_initialize` symbols would collide.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
+    init();
+}}
+
+/// Registers the root context (called from `_initialize`).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn init() {
     proxy_wasm::set_log_level(LogLevel::Debug);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(JwtRoot::default()) });
-}}
+}
 
 #[derive(Default)]
 struct Metrics {

@@ -18,10 +18,19 @@ use std::time::Duration;
 use wasmgate_core::host::{Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 
+// The module entry point is exported only in the Wasm build: natively (unit tests, the
+// `wasmgate` CLI linking every filter) several `_initialize` symbols would collide.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
+    init();
+}}
+
+/// Registers the root context (called from `_initialize`).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn init() {
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot::default()) });
-}}
+}
 
 /// The filter's counters (`wasmgate_rate_limit_<what>`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,10 +28,19 @@ use wasmgate_core::LocalReply;
 
 const FILTER: &str = "retry";
 
+// The module entry point is exported only in the Wasm build: natively (unit tests, the
+// `wasmgate` CLI linking every filter) several `_initialize` symbols would collide.
+#[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
+    init();
+}}
+
+/// Registers the root context (called from `_initialize`).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn init() {
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RetryRoot::default()) });
-}}
+}
 
 struct Metrics {
     retries: Counter,
