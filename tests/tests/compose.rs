@@ -43,6 +43,42 @@ fn strings(value: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The service's `environment` (list of `NAME=value` or map) as the container gets it, with
+/// compose's `${NAME:-default}` resolved to its default (Wasm filters read secrets from it).
+fn environment(value: &Value) -> Vec<(String, String)> {
+    let pairs: Vec<(String, String)> = match value {
+        Value::Sequence(_) => strings(value)
+            .iter()
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+        Value::Mapping(map) => map
+            .iter()
+            .filter_map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).ok()?.trim().to_string(),
+                };
+                Some((k.as_str()?.to_string(), v))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .and_then(|inner| inner.split_once(":-"))
+                .map_or(v.clone(), |(_, default)| default.to_string());
+            (k, v)
+        })
+        .collect()
+}
+
 /// Lays the service's volumes out under `root` as the container sees them and validates the
 /// config named by `-c`.
 fn validate_service(compose: &Path, service: &Value, root: &Path) -> Result<(), String> {
@@ -101,6 +137,7 @@ fn validate_service(compose: &Path, service: &Value, root: &Path) -> Result<(), 
         ])
         .arg(&rendered)
         .current_dir(&workdir)
+        .envs(environment(&service["environment"]))
         .output()
         .map_err(|e| e.to_string())?;
     if output.status.success() {
