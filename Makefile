@@ -76,11 +76,12 @@ unit: toolchain
 	cargo test --workspace --exclude limitador --lib --bins
 
 e2e: build envoy oci oci-tools redis
-	cargo test -p wasmgate-e2e
+	cargo test -p wasmgate-e2e -p wasmgate-cli
 
-## run: the demo: every filter in front of the echo upstream, with curl commands to try
+## run: the demo: every filter in front of the echo upstream, with curl commands to try (signed by the wasmgate CLI)
 run: build envoy
 	cargo build --release -p wasmgate-e2e --bin demo-upstream
+	cargo build --release -p wasmgate-cli
 	ENVOY_BIN="$(ENVOY_BIN)" bash scripts/run-demo.sh
 
 ## bench: every filter against Envoy's native filters and Lua in one Envoy; writes bench/results.json

@@ -96,6 +96,19 @@ pub fn run_token(args: &TokenArgs) -> Result<ExitCode, String> {
         None => default_alg(&jwk)?.to_string(),
     };
     let parsed = Alg::parse(&alg).ok_or_else(|| format!("unknown algorithm {alg:?}"))?;
+    let min = match parsed {
+        Alg::HS256 => 32,
+        Alg::HS384 => 48,
+        Alg::HS512 => 64,
+        _ => 0,
+    };
+    if let Some(secret) = &args.secret {
+        if secret.len() < min {
+            return Err(format!(
+                "jwt-auth refuses {alg} keys shorter than {min} bytes: use a longer --secret"
+            ));
+        }
+    }
     if !matches!(parsed, Alg::HS256 | Alg::HS384 | Alg::HS512) && jwk.get("d").is_none() {
         return Err("the key has no private part (\"d\"): give the private key".into());
     }

@@ -16,7 +16,8 @@ const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.htt
     A plain configuration needs the filter name. In an Envoy config, a wasm filter is a wasmgate \
     filter when its module file name (hmac_auth.wasm), its config name or its root id names one; \
     in an Istio manifest, its image url or plugin name. {\"env\": NAME} secrets are read from \
-    this environment (and from the Envoy config's environment_variables.key_values), as the VM would.")]
+    --env, this environment, the Envoy config's environment_variables.key_values and the \
+    manifest's INLINE vmConfig env values, as the VM would read them.")]
 pub struct Args {
     /// The filter (hmac-auth, jwt-auth, rate-limit, retry, transform), or the file when it is an
     /// Envoy config or Istio manifest (then every embedded wasmgate configuration is checked).
@@ -25,6 +26,9 @@ pub struct Args {
     /// The configuration file (.json or .yaml), Istio WasmPlugin manifest or Envoy config.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
+    /// A VM environment variable for {"env": NAME} secrets, NAME=VALUE; repeat for several.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
 }
 
 /// One configuration found in a file.
@@ -41,6 +45,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         Some(path) => (Some(filters::by_name(&args.first)?), path.clone()),
         None => (None, PathBuf::from(&args.first)),
     };
+    for pair in &args.env {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--env {pair:?}: expected NAME=VALUE"))?;
+        std::env::set_var(name, value);
+    }
     let bytes = crate::read(&path)?;
     let found = collect(filter, &bytes)?;
     if found.is_empty() {
@@ -135,6 +145,16 @@ fn embedded(only: Option<&'static Filter>, docs: &[Value]) -> Option<Vec<Found>>
                 .filter_map(|v| v.as_str())
                 .find_map(filters::find);
             if let Some(filter) = filter.filter(|f| only.is_none_or(|o| o.name == f.name)) {
+                // vmConfig env entries with inline values are set as Istio sets them in the VM.
+                for var in spec["vmConfig"]["env"].as_array().into_iter().flatten() {
+                    if let (Some(name), Some(value), "INLINE") = (
+                        var["name"].as_str(),
+                        var["value"].as_str(),
+                        var["valueFrom"].as_str().unwrap_or("INLINE"),
+                    ) {
+                        std::env::set_var(name, value);
+                    }
+                }
                 let json = match &spec["pluginConfig"] {
                     Value::Null => Vec::new(),
                     config => serde_json::to_vec(config).unwrap_or_default(),

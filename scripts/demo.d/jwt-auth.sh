@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
 # Prints the jwt-auth demo: /jwt/ requires an HS256 token from the demo issuer (demo secret
 # "wasmgate-demo-secret-not-for-production", the oct key in envoy/demo.yaml); /jwt/admin also
-# requires the scope "admin". Tokens are signed here with openssl, valid for one hour.
+# requires the scope "admin". Tokens are minted here by the wasmgate CLI (`make run` builds it,
+# jwt-auth's own signing code), valid for one hour.
 LISTENER=${LISTENER:-http://127.0.0.1:10000}
+WASMGATE=${WASMGATE:-target/release/wasmgate}
 SECRET=wasmgate-demo-secret-not-for-production
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-jwt() { # $1 = claims JSON
-  local head body sig
-  head=$(printf '%s' '{"alg":"HS256","typ":"JWT","kid":"demo"}' | b64url)
-  body=$(printf '%s' "$1" | b64url)
-  sig=$(printf '%s' "$head.$body" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)
-  printf '%s.%s.%s' "$head" "$body" "$sig"
+jwt() { # extra arguments: claims and --exp
+  "$WASMGATE" token --secret "$SECRET" --kid demo --iss https://demo.wasmgate.dev --aud demo "$@"
 }
-now=$(date +%s)
-USER_TOKEN=$(jwt "{\"iss\":\"https://demo.wasmgate.dev\",\"aud\":\"demo\",\"sub\":\"alice\",\"scope\":\"read\",\"exp\":$((now + 3600))}")
-ADMIN_TOKEN=$(jwt "{\"iss\":\"https://demo.wasmgate.dev\",\"aud\":\"demo\",\"sub\":\"root\",\"scope\":\"read admin\",\"exp\":$((now + 3600))}")
-EXPIRED_TOKEN=$(jwt "{\"iss\":\"https://demo.wasmgate.dev\",\"aud\":\"demo\",\"sub\":\"alice\",\"exp\":$((now - 3600))}")
+USER_TOKEN=$(jwt --claim sub=alice --claim scope=read)
+ADMIN_TOKEN=$(jwt --claim sub=root --claim "scope=read admin")
+EXPIRED_TOKEN=$(jwt --claim sub=alice --exp -1h)
 cat <<TXT
 
   # jwt-auth: /jwt/ needs a Bearer token from the demo issuer (HS256, tokens valid for 1 h)
@@ -30,4 +26,5 @@ cat <<TXT
   # /jwt/admin also needs scope "admin": 403 insufficient_scope for alice, 200 for root
   curl -s -i $LISTENER/jwt/admin -H 'Authorization: Bearer $USER_TOKEN'
   curl -s $LISTENER/jwt/admin -H 'Authorization: Bearer $ADMIN_TOKEN'
+  # mint your own: $WASMGATE token --secret $SECRET --kid demo --iss https://demo.wasmgate.dev --aud demo --claim sub=you
 TXT
