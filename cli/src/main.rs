@@ -1,6 +1,6 @@
 //! `wasmgate`: validate filter configurations with each filter's own parser, mint test JWTs and
 //! key pairs with jwt-auth's signing code, and sign test requests for every hmac-auth scheme with
-//! hmac-auth's own canonicalisation.
+//! hmac-auth's own canonicalisation; print JSON Schemas generated from the filters' config types.
 
 mod filters;
 mod sign;
@@ -23,6 +23,8 @@ enum Command {
     /// Validate a filter configuration (JSON or YAML), an Istio WasmPlugin manifest or an Envoy
     /// config with the filter's own parser; prints the filter's exact log line and exits 1 on error.
     Validate(validate::Args),
+    /// Print the JSON Schema of a filter's configuration (generated from the filter's own types).
+    Schema(SchemaArgs),
     /// Mint a JWT (RS*, PS*, ES256, ES384, EdDSA with a PEM or JWK key; HS* with a secret).
     Token(token::TokenArgs),
     /// Make a key pair and its JWKS (the public JWKS goes into a jwt-auth provider).
@@ -31,10 +33,30 @@ enum Command {
     Sign(sign::Args),
 }
 
+/// Arguments of `wasmgate schema`.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example: wasmgate schema jwt-auth > jwt-auth.schema.json\n\n\
+    The schema checks structure (fields, types, enumerations); the filter checks more (value \
+    ranges, regexes, key material): wasmgate validate is the authority."
+)]
+struct SchemaArgs {
+    /// hmac-auth, jwt-auth, rate-limit, retry or transform.
+    filter: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Schema(args) => filters::by_name(&args.filter).map(|f| {
+            let schema = f.schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }),
         Command::Token(args) => token::run_token(&args),
         Command::Keys(args) => token::run_keys(&args),
         Command::Sign(args) => sign::run(&args),

@@ -26,6 +26,10 @@ pub struct Args {
     /// The configuration file (.json or .yaml), Istio WasmPlugin manifest or Envoy config.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
+    /// Do not validate: print each configuration found, one JSON object per line
+    /// ({"filter", "location", "config"}), e.g. to check it with another tool.
+    #[arg(long)]
+    extract: bool,
     /// A VM environment variable for {"env": NAME} secrets, NAME=VALUE; repeat for several.
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
@@ -63,6 +67,20 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 path.display()
             ),
         });
+    }
+    if args.extract {
+        for f in &found {
+            let json = if f.json.iter().all(u8::is_ascii_whitespace) {
+                b"{}".as_slice()
+            } else {
+                &f.json
+            };
+            let config: serde_json::Value = serde_json::from_slice(json)
+                .map_err(|e| format!("{}: not JSON: {e}", f.location))?;
+            let line = serde_json::json!({"filter": f.filter.name, "location": f.location, "config": config});
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let mut failed = false;
     for f in &found {

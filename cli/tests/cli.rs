@@ -62,7 +62,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn every_subcommand_has_help() {
     let top = ok(&["--help"]);
-    for sub in ["validate", "token", "keys", "sign"] {
+    for sub in ["validate", "schema", "token", "keys", "sign"] {
         assert!(top.contains(sub), "{top}");
         let help = ok(&[sub, "--help"]);
         assert!(
@@ -95,8 +95,8 @@ fn errors_are_one_line_and_non_zero() {
     assert!(line.contains("--config"), "{line}");
 }
 
-#[test]
-fn every_shipped_example_validates() {
+/// The shipped Envoy configs and Istio manifests that hold wasmgate filters.
+fn shipped_files() -> Vec<PathBuf> {
     let root = repo_root();
     let mut files = Vec::new();
     for dir in ["envoy", "examples/istio"] {
@@ -111,6 +111,13 @@ fn every_shipped_example_validates() {
             }
         }
     }
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_example_validates() {
+    let files = shipped_files();
     assert!(files.len() >= 10, "{files:?}");
     for file in files {
         let env = [
@@ -130,6 +137,46 @@ fn every_shipped_example_validates() {
     let out = ok(&["validate", "retry", "envoy/demo.yaml"]);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("(retry)"), "{out}");
+}
+
+/// Every configuration shipped in envoy/ and examples/istio/ conforms to its filter's schema.
+#[test]
+fn shipped_configs_conform_to_the_schemas() {
+    let mut validators = std::collections::BTreeMap::new();
+    for filter in ["hmac-auth", "jwt-auth", "rate-limit", "retry", "transform"] {
+        let schema: Value = serde_json::from_str(&ok(&["schema", filter])).unwrap();
+        assert_eq!(schema["title"], format!("wasmgate {filter} configuration"));
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        validators.insert(filter.to_string(), validator);
+    }
+    let mut checked = std::collections::BTreeSet::new();
+    for file in shipped_files() {
+        let out = ok(&["validate", "--extract", file.to_str().unwrap()]);
+        for line in out.lines() {
+            let found: Value = serde_json::from_str(line).unwrap();
+            let filter = found["filter"].as_str().unwrap();
+            let errors: Vec<String> = validators[filter]
+                .iter_errors(&found["config"])
+                .map(|e| format!("{} at {}", e, e.instance_path))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{} {}: {errors:?}",
+                file.display(),
+                found["location"]
+            );
+            checked.insert(filter.to_string());
+        }
+    }
+    assert_eq!(
+        checked.len(),
+        5,
+        "every filter has a shipped config: {checked:?}"
+    );
+    // And the schema refuses what the filter refuses structurally.
+    let bad =
+        json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "tolerance": "5m"});
+    assert!(!validators["hmac-auth"].is_valid(&bad));
 }
 
 #[test]

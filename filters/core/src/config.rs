@@ -193,6 +193,46 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// JSON Schemas of the shared value types (feature `schema`, for the wasmgate CLI).
+#[cfg(feature = "schema")]
+mod schema {
+    use super::{Duration, Secret};
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use std::borrow::Cow;
+
+    impl JsonSchema for Duration {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "pattern": "^[0-9]+(ms|s|m|h)$",
+                "description": "An integer followed by ms, s, m or h, as in \"250ms\" or \"30s\"."
+            })
+        }
+    }
+
+    impl JsonSchema for Secret {
+        fn schema_name() -> Cow<'static, str> {
+            "Secret".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A secret: {\"value\": \"...\"} or {\"env\": \"NAME\"} (the VM's environment).",
+                "oneOf": [
+                    {"type": "object", "properties": {"value": {"type": "string", "minLength": 1}},
+                     "required": ["value"], "additionalProperties": false},
+                    {"type": "object", "properties": {"env": {"type": "string", "minLength": 1}},
+                     "required": ["env"], "additionalProperties": false}
+                ]
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

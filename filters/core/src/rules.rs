@@ -235,6 +235,38 @@ impl<'de> Deserialize<'de> for HeaderMatch {
     }
 }
 
+/// JSON Schema of a rule's `match` block (feature `schema`, for the wasmgate CLI).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Match {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Match".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let strings = serde_json::json!({"type": "array", "items": {"type": "string"}});
+        let path = serde_json::json!({"type": "string", "pattern": "^/"});
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "routes": strings,
+                "hosts": strings,
+                "path_prefix": path,
+                "path_exact": path,
+                "methods": strings,
+                "headers": {
+                    "type": "object",
+                    "additionalProperties": {"oneOf": [
+                        {"type": "string"},
+                        {"type": "object", "properties": {"present": {"type": "boolean"}},
+                         "required": ["present"], "additionalProperties": false}
+                    ]}
+                }
+            }
+        })
+    }
+}
+
 /// A filter's rule type: how core finds its match and whether it switches the filter off.
 pub trait Rule {
     /// The rule's `match` block.

@@ -18,6 +18,7 @@ const MAX_REPLAY_ENTRIES: u64 = 10_000_000;
 
 /// Which signature scheme a policy verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SchemeName {
     /// `X-Hub-Signature-256: sha256=<hex>` over the body.
@@ -56,6 +57,7 @@ impl SchemeName {
 
 /// How a secret's text becomes HMAC key bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KeyEncoding {
     /// The UTF-8 bytes of the text, verbatim.
@@ -68,6 +70,7 @@ pub enum KeyEncoding {
 
 /// A secret entry: `{"id": "...", "value": "..."}` or `{"id": "...", "env": "NAME"}`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
     id: String,
@@ -78,6 +81,7 @@ pub struct RawSecret {
 
 /// `replay` block.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawReplay {
     enabled: Option<bool>,
@@ -87,6 +91,7 @@ pub struct RawReplay {
 
 /// `http_signature` settings.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpSignature {
     required_components: Option<Vec<String>>,
@@ -94,6 +99,7 @@ pub struct RawHttpSignature {
 
 /// `custom` settings.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawCustom {
     signature_header: String,
@@ -107,6 +113,7 @@ pub struct RawCustom {
 
 /// `custom.algorithm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AlgorithmName {
     /// HMAC-SHA1.
@@ -119,6 +126,7 @@ pub enum AlgorithmName {
 
 /// `custom.encoding`: how the signature is written in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Hexadecimal (either case).
@@ -129,6 +137,7 @@ pub enum SignatureEncoding {
 
 /// The whole configuration as written.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     scheme: SchemeName,
@@ -144,6 +153,7 @@ pub struct RawConfig {
 
 /// One per-route rule as written.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     #[serde(rename = "match")]
@@ -666,6 +676,13 @@ pub fn compile_template(template: &str) -> Result<Vec<Part>, String> {
         return Err("the template must contain {body}".into());
     }
     Ok(parts)
+}
+
+/// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
+/// `wasmgate` CLI; never built into the module).
+#[cfg(feature = "schema")]
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
 }
 
 #[cfg(test)]

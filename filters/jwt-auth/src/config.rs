@@ -17,6 +17,7 @@ pub const DEFAULT_MAX_JWKS_BYTES: usize = 64 * 1024;
 pub const DEFAULT_CACHE_DURATION_MS: u64 = 5 * 60 * 1000;
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     providers: BTreeMap<String, RawProvider>,
@@ -30,6 +31,7 @@ pub(crate) struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     issuer: Option<String>,
@@ -49,6 +51,7 @@ struct RawProvider {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawLocalJwks {
     inline_string: Option<String>,
@@ -56,6 +59,7 @@ struct RawLocalJwks {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRemoteJwks {
     http_uri: RawHttpUri,
@@ -64,6 +68,7 @@ struct RawRemoteJwks {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawHttpUri {
     uri: String,
@@ -72,6 +77,7 @@ struct RawHttpUri {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawHeader {
     name: String,
@@ -80,6 +86,7 @@ struct RawHeader {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawClaimToHeader {
     header_name: String,
@@ -87,6 +94,7 @@ struct RawClaimToHeader {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRequirement {
     provider_name: Option<String>,
@@ -97,16 +105,19 @@ struct RawRequirement {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRequirementList {
     requirements: Vec<RawRequirement>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum ClaimValue {
     One(String),
@@ -114,6 +125,7 @@ enum ClaimValue {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     #[serde(rename = "match")]
@@ -604,6 +616,13 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         cache_entries: raw.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
         use_host_crypto: raw.use_host_crypto.unwrap_or(true),
     })
+}
+
+/// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
+/// `wasmgate` CLI; never built into the module).
+#[cfg(feature = "schema")]
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub const MAX_LIMITS_PER_RULE: usize = 8;
 
 /// Which rate-limit headers responses of a limited route carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseHeaders {
     /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10).
@@ -33,6 +34,7 @@ pub enum ResponseHeaders {
 
 /// Where a rule's counters live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// In this Envoy's shared data (exact across its workers).
@@ -44,6 +46,7 @@ pub enum Mode {
 
 /// What a global rule does when the rate limit service fails or does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Pass the request (without rate-limit headers).
@@ -75,6 +78,7 @@ pub struct Global {
 
 /// What to do with a request that lacks a part of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissingKey {
     /// 400 `missing_rate_limit_key`.
@@ -87,6 +91,7 @@ pub enum OnMissingKey {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -101,6 +106,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawClientIp {
     #[serde(default)]
@@ -108,6 +114,7 @@ struct RawClientIp {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     #[serde(rename = "match", default)]
@@ -126,6 +133,7 @@ struct RawRule {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawGlobal {
     cluster: String,
@@ -136,6 +144,7 @@ struct RawGlobal {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 enum RawKeyPart {
     Name(String),
@@ -143,6 +152,7 @@ enum RawKeyPart {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawKeyObject {
     header: Option<String>,
@@ -151,6 +161,7 @@ struct RawKeyObject {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawLimit {
     name: String,
@@ -162,6 +173,7 @@ struct RawLimit {
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 enum RawAlgorithm {
     TokenBucket,
@@ -459,6 +471,13 @@ fn fingerprint(index: usize, key: &[KeyPart], limits: &[Limit]) -> String {
         ));
     }
     format!("{index}.{:016x}", crate::store::fnv1a(text.as_bytes()))
+}
+
+/// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
+/// `wasmgate` CLI; never built into the module).
+#[cfg(feature = "schema")]
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
 }
 
 #[cfg(test)]

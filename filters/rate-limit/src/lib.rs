@@ -29,7 +29,9 @@ proxy_wasm::main! {{
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn init() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RateLimitRoot::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(RateLimitRoot::default())
+    });
 }
 
 /// The filter's counters (`wasmgate_rate_limit_<what>`).

@@ -13,6 +13,7 @@ pub const MAX_RETRIES_LIMIT: u32 = 10;
 
 /// How retries are carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Envoy's router retries, driven by the `x-envoy-*` request headers the filter sets.
@@ -24,6 +25,7 @@ pub enum Mode {
 
 /// What to do with requests whose method is not idempotent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NonIdempotent {
     /// Never retried.
@@ -173,6 +175,7 @@ impl Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawBackoff {
     base: Duration,
@@ -180,6 +183,7 @@ struct RawBackoff {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawBudget {
     ratio: f64,
@@ -188,6 +192,7 @@ struct RawBudget {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     #[serde(default = "default_failure_threshold")]
@@ -214,6 +219,7 @@ fn default_failure_codes() -> Vec<u16> {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawFilterMode {
     cluster: String,
@@ -232,6 +238,7 @@ fn default_max_body() -> usize {
 
 /// The policy fields, shared by the top level and rules (absent: inherited).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     max_retries: Option<u32>,
@@ -246,6 +253,7 @@ struct RawPolicy {
 
 /// The raw top-level document.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -267,6 +275,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     #[serde(rename = "match")]
@@ -547,6 +556,13 @@ fn apply(
         });
     }
     Ok(policy)
+}
+
+/// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
+/// `wasmgate` CLI; never built into the module).
+#[cfg(feature = "schema")]
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The top-level JSON configuration.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -32,6 +33,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
     #[serde(default)]
@@ -45,6 +47,7 @@ struct RawRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawResponse {
     #[serde(default)]
@@ -54,6 +57,7 @@ struct RawResponse {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawOps {
     #[serde(default)]
@@ -69,6 +73,7 @@ struct RawOps {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawPath {
     #[serde(default)]
@@ -80,6 +85,7 @@ struct RawPath {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawPrefix {
     from: String,
@@ -87,6 +93,7 @@ struct RawPrefix {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawBody {
     #[serde(default)]
@@ -96,6 +103,7 @@ struct RawBody {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawJson {
     #[serde(default)]
@@ -107,6 +115,7 @@ struct RawJson {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     #[serde(rename = "match")]
@@ -505,6 +514,13 @@ fn compile_body(raw: Option<RawBody>, at: &str) -> Result<Option<BodyPolicy>, Co
         edits,
         max_body_bytes,
     }))
+}
+
+/// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
+/// `wasmgate` CLI; never built into the module).
+#[cfg(feature = "schema")]
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ proxy_wasm::main! {{
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn init() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TransformRoot::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(TransformRoot::default())
+    });
 }
 
 /// The filter's counters, defined once per VM.
