@@ -41,9 +41,10 @@ pub const FILTERS: [Filter; 5] = [
 
 impl Filter {
     /// Parses and compiles `json` as the filter does when Envoy configures it (an empty
-    /// configuration is `{}`); the error is the exact line the filter logs.
+    /// configuration is `{}`, as in `wasmgate_core::config::load`); the error is the exact line
+    /// the filter logs.
     pub fn check(&self, json: &[u8]) -> Result<(), String> {
-        let json = if json.iter().all(u8::is_ascii_whitespace) {
+        let json = if json.is_empty() {
             b"{}".as_slice()
         } else {
             json

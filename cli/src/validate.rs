@@ -70,7 +70,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     if args.extract {
         for f in &found {
-            let json = if f.json.iter().all(u8::is_ascii_whitespace) {
+            let json = if f.json.is_empty() {
                 b"{}".as_slice()
             } else {
                 &f.json
