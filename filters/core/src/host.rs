@@ -42,13 +42,7 @@ pub trait Host: SharedStore + Clock {
 /// What rule matching needs, read from the host once per request.
 pub fn request_info<H: Host + ?Sized>(host: &H) -> RequestInfo {
     let headers = host.request_headers();
-    let pseudo = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let pseudo = |name: &str| crate::rules::header_or_empty(&headers, name);
     let (authority, path, method) = (pseudo(":authority"), pseudo(":path"), pseudo(":method"));
     // Current Envoy exposes the route name as `xds.route_name`; `route_name` is the older
     // attribute (empty in current Envoy), kept as a fallback for older hosts.

@@ -50,6 +50,16 @@ impl RequestInfo {
     }
 }
 
+/// The first value of an exactly named header (such as a pseudo-header `:path`) in a host header
+/// list, or an empty string when it is absent.
+pub fn header_or_empty(headers: &[(String, String)], name: &str) -> String {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 fn strip_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop ":port" after them.

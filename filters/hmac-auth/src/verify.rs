@@ -25,13 +25,7 @@ pub struct Request {
 impl Request {
     /// Builds a request from a host header list (pseudo-headers included).
     pub fn from_headers(headers: Vec<(String, String)>) -> Self {
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let pseudo = |name: &str| wasmgate_core::rules::header_or_empty(&headers, name);
         let scheme = pseudo(":scheme");
         Self {
             method: pseudo(":method"),

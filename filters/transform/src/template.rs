@@ -148,13 +148,7 @@ impl RequestVars {
         source_address: Option<&str>,
         route: Option<String>,
     ) -> Self {
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let pseudo = |name: &str| wasmgate_core::rules::header_or_empty(headers, name);
         let full_path = pseudo(":path");
         let (path, query) = match full_path.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
