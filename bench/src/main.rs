@@ -1,6 +1,8 @@
 //! `make bench`: every wasmgate filter against Envoy's native filters and Lua, side by side in
 //! one Envoy (`--concurrency 1`), one listener per variant, the upstream answered by Envoy
-//! itself. Rounds are interleaved and medians reported. `--smoke` runs one short round.
+//! itself. Rounds are interleaved and medians reported. `--smoke` runs one short round;
+//! `--only word,word` runs the matching variants (and the rows they are compared with) without
+//! writing `bench/results.json`.
 
 // A benchmark tool: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -46,7 +48,7 @@ impl Plan {
         } else {
             Self {
                 rounds: 5,
-                cpu_requests: 4000,
+                cpu_requests: 10_000,
                 connections: 8,
                 latency_rate: 200,
                 latency_duration: Duration::from_millis(1500),
@@ -78,6 +80,9 @@ fn main() {
         build: wasm_dir(),
     };
     let (variants, skipped) = variants::all(&modules);
+    let selection = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let partial = selection.is_some();
+    let variants = only(variants, selection);
     for s in &skipped {
         eprintln!("skipped: {s}");
     }
@@ -95,6 +100,7 @@ fn main() {
     let started = Instant::now();
     let envoy = Envoy::start_config(&config(&variants, upstream_port).to_string(), options());
     let ready_all = started.elapsed();
+    let pinned = pin_apart(envoy.pid());
     check_statuses(&envoy, &variants, &requests);
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
@@ -123,6 +129,7 @@ fn main() {
         json!({
             "rounds": plan.rounds, "cpu_requests": plan.cpu_requests, "connections": plan.connections,
             "latency_rate_rps": plan.latency_rate, "latency_seconds": plan.latency_duration.as_secs_f64(),
+            "pinned": pinned,
             "ready_ms_all_filters": ready_all.as_secs_f64() * 1e3, "ready_ms_no_filter": ready_none.as_secs_f64() * 1e3,
             "rss_kib_all_filters": rss_all, "rss_kib_no_filter": rss_none,
             "native_sha256_mb_per_s": report::native_sha256_mb_per_s(),
@@ -131,7 +138,7 @@ fn main() {
         }),
     );
     println!("{}", report.table());
-    if !smoke {
+    if !smoke && !partial {
         let path = repo_root().join("bench/results.json");
         std::fs::write(&path, serde_json::to_string_pretty(&report.json()).unwrap()).unwrap();
         eprintln!("wrote {}", path.display());
@@ -148,6 +155,53 @@ fn main() {
     if report.errors() * 100 > sent {
         std::process::exit(1);
     }
+}
+
+/// `--only a,b`: the variants whose names contain one of the words, plus the rows they are
+/// compared with; for iterating on one filter.
+fn only(variants: Vec<Variant>, words: Option<String>) -> Vec<Variant> {
+    let Some(words) = words else {
+        return variants;
+    };
+    let wanted: Vec<&str> = words.split(',').collect();
+    let mut keep: Vec<String> = variants
+        .iter()
+        .filter(|v| wanted.iter().any(|w| v.name.contains(w)))
+        .flat_map(|v| {
+            [
+                Some(v.name.clone()),
+                Some(v.floor_of.to_string()),
+                v.peer.clone(),
+            ]
+        })
+        .flatten()
+        .collect();
+    // The rows kept as floors and peers need their own floors (floor -> baseline).
+    for v in &variants {
+        if keep.contains(&v.name) {
+            keep.push(v.floor_of.to_string());
+        }
+    }
+    variants
+        .into_iter()
+        .filter(|v| keep.contains(&v.name))
+        .collect()
+}
+
+/// Envoy on CPU 0, this process (the load generator) on CPU 1, every thread of each, with
+/// util-linux `taskset`: on a small machine the client would otherwise steal Envoy's core and
+/// inflate its CPU per request. Returns whether both were pinned (never on a single CPU).
+fn pin_apart(envoy: u32) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    cpus >= 2 && pin(envoy, 0) && pin(std::process::id(), 1)
+}
+
+fn pin(pid: u32, cpu: usize) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn options() -> EnvoyOptions {
@@ -210,14 +264,19 @@ fn config(variants: &[Variant], upstream_port: u16) -> Value {
     });
     let mut listeners = vec![upstream];
     for v in variants {
-        let mut route = json!({"cluster": "self_upstream"});
-        if let (Some(route), Some(extra)) = (route.as_object_mut(), v.route_extra.as_object()) {
-            route.extend(extra.clone());
-        }
+        let action = if v.proxied {
+            let mut route = json!({"cluster": "self_upstream"});
+            if let (Some(route), Some(extra)) = (route.as_object_mut(), v.route_extra.as_object()) {
+                route.extend(extra.clone());
+            }
+            json!({"route": route})
+        } else {
+            json!({"direct_response": {"status": 200, "body": {"inline_string": "ok"}}})
+        };
         listeners.push(json!({
             "name": v.name,
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [{"filters": [hcm(&v.name, json!({"prefix": "/"}), json!({"route": route}), v.filters.clone())]}]
+            "filter_chains": [{"filters": [hcm(&v.name, json!({"prefix": "/"}), action, v.filters.clone())]}]
         }));
     }
     json!({

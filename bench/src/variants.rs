@@ -17,6 +17,10 @@ pub struct Variant {
     pub filters: Vec<Value>,
     /// Extra fields of the route (`retry_policy`).
     pub route_extra: Value,
+    /// The route proxies to a second listener of the same Envoy that answers with a direct
+    /// response (bodies, retries); otherwise the variant's own route answers with a direct
+    /// response after the filters (one Envoy hop, the header-only variants).
+    pub proxied: bool,
     /// Requests for round `r` (each round gets fresh ones where uniqueness matters).
     pub requests: Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>>,
     /// Bytes of request body, for throughput figures.
@@ -55,9 +59,15 @@ fn variant(name: &str, peer: Option<&str>, floor_of: &'static str, filters: Vec<
         floor_of,
         filters,
         route_extra: json!({}),
+        proxied: false,
         requests: simple("GET", vec![], vec![]),
         body_bytes: 0,
     }
+}
+
+fn proxied(mut v: Variant) -> Variant {
+    v.proxied = true;
+    v
 }
 
 /// Where the modules are: `dist/` for filters, the build dir for the pass-through floor.
@@ -146,6 +156,26 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             "baseline",
             vec![wasm("passthrough", module("passthrough"), json!({}))],
         ),
+        "passthrough",
+    );
+
+    // The same two, proxied through a second hop: the floors of the body and retry variants.
+    variants_push(
+        &mut wasm_variant,
+        proxied(variant(
+            "baseline_proxied",
+            None,
+            "baseline_proxied",
+            vec![],
+        )),
+    );
+    wasm_variant(
+        proxied(variant(
+            "floor_proxied",
+            Some("baseline_proxied"),
+            "baseline_proxied",
+            vec![wasm("passthrough", module("passthrough"), json!({}))],
+        )),
         "passthrough",
     );
 
@@ -304,7 +334,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
     transform.requests = header_requests();
     wasm_variant(transform, "transform");
     let json_body = json_body_1k();
-    let mut json_edit = variant(
+    let mut json_edit = proxied(variant(
         "transform_json_1k",
         Some("baseline_1k_json"),
         "baseline_1k_json",
@@ -313,7 +343,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             module("transform"),
             json!({"request": {"body": {"json": {"set": {"/meta/source": "gateway"}, "remove": ["/password"]}, "max_body_bytes": 65536}}}),
         )],
-    );
+    ));
     json_edit.requests = simple(
         "POST",
         vec![("content-type".into(), "application/json".into())],
@@ -321,7 +351,12 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
     );
     json_edit.body_bytes = json_body.len();
     wasm_variant(json_edit, "transform");
-    let mut json_baseline = variant("baseline_1k_json", None, "baseline", vec![]);
+    let mut json_baseline = proxied(variant(
+        "baseline_1k_json",
+        None,
+        "baseline_proxied",
+        vec![],
+    ));
     json_baseline.requests = simple(
         "POST",
         vec![("content-type".into(), "application/json".into())],
@@ -336,7 +371,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
     for (label, size) in [("1k", 1024usize), ("64k", 64 * 1024)] {
         let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
         let baseline_name = format!("baseline_{label}_body");
-        let mut baseline = variant(&baseline_name, None, "baseline", vec![]);
+        let mut baseline = proxied(variant(&baseline_name, None, "baseline_proxied", vec![]));
         baseline.requests = simple("POST", vec![], body.clone());
         variants_push(&mut wasm_variant, baseline);
         let unique = size == 1024;
@@ -347,12 +382,12 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         } else {
             "baseline_64k_body"
         };
-        let mut ours = variant(
+        let mut ours = proxied(variant(
             &format!("hmac_github_{label}"),
             Some(&baseline_name),
             floor,
             vec![wasm("hmac-auth", module("hmac_auth"), config)],
-        );
+        ));
         ours.requests = if unique {
             Box::new(move |round, count| {
                 (round * count..(round + 1) * count)
@@ -382,20 +417,25 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
     }
 
     // Retry: the router's retry_policy vs the retry filter in router mode, no failures.
-    let mut native_retry = variant("native_retry_policy", None, "baseline", vec![]);
+    let mut native_retry = proxied(variant(
+        "native_retry_policy",
+        None,
+        "baseline_proxied",
+        vec![],
+    ));
     native_retry.route_extra = json!({"retry_policy": {"retry_on": "5xx", "num_retries": 2}});
     variants_push(&mut wasm_variant, native_retry);
     wasm_variant(
-        variant(
+        proxied(variant(
             "retry_router",
             Some("native_retry_policy"),
-            "floor",
+            "floor_proxied",
             vec![wasm(
                 "retry",
                 module("retry"),
                 json!({"mode": "router", "max_retries": 2, "retry_on": ["5xx"]}),
             )],
-        ),
+        )),
         "retry",
     );
 

@@ -15,8 +15,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where the release `.wasm` modules are built (`make build` builds them); follows
-/// `CARGO_TARGET_DIR` when it is set.
+/// Where `make build` leaves the optimised `.wasm` modules (`target/modules`: the same files as
+/// `dist/`, plus the pass-through module); follows `CARGO_TARGET_DIR` when it is set.
 pub fn wasm_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -26,7 +26,7 @@ pub fn wasm_dir() -> PathBuf {
     } else {
         repo_root().join(target)
     };
-    target.join("wasm32-wasip1/release")
+    target.join("modules")
 }
 
 /// The Envoy binary: `ENVOY_BIN`, else the one the Makefile installs into `.venv`.
