@@ -47,7 +47,7 @@ impl Plan {
             }
         } else {
             Self {
-                rounds: 5,
+                rounds: 7,
                 cpu_requests: 10_000,
                 connections: 8,
                 latency_rate: 200,

@@ -13,6 +13,8 @@ struct Row {
     floor_of: String,
     body_bytes: usize,
     median: Sample,
+    /// Envoy CPU per request of each round, in round order.
+    cpu_rounds: Vec<f64>,
 }
 
 /// Everything one run measured.
@@ -51,6 +53,7 @@ impl Report {
                     p99_us: median(s.iter().map(|x| x.p99_us).collect()),
                     errors: s.iter().map(|x| x.errors).sum(),
                 },
+                cpu_rounds: s.iter().map(|x| x.cpu_us).collect(),
             })
             .collect();
         Self {
@@ -61,22 +64,43 @@ impl Report {
         }
     }
 
-    fn cpu_of(&self, name: &str) -> Option<f64> {
-        self.rows
+    fn row(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    /// The median over rounds of `f(row's CPU, other's CPU)` in the same round: comparing within
+    /// a round cancels the machine's slow drifts, which move whole rounds up or down.
+    fn paired(&self, row: &Row, other: &str, f: impl Fn(f64, f64) -> Option<f64>) -> Option<f64> {
+        let other = self.row(other)?;
+        let values: Vec<f64> = row
+            .cpu_rounds
             .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.median.cpu_us)
+            .zip(&other.cpu_rounds)
+            .filter_map(|(a, b)| f(*a, *b))
+            .collect();
+        (!values.is_empty()).then(|| median(values))
     }
 
     fn own_cost(&self, row: &Row) -> Option<f64> {
-        (row.name != row.floor_of)
-            .then(|| self.cpu_of(&row.floor_of).map(|f| row.median.cpu_us - f))
-            .flatten()
+        if row.name == row.floor_of {
+            return None;
+        }
+        self.paired(row, &row.floor_of, |a, b| Some(a - b))
     }
 
     fn ratio(&self, row: &Row) -> Option<f64> {
-        let peer = self.cpu_of(row.peer.as_deref()?)?;
-        (peer > 0.0).then(|| row.median.cpu_us / peer)
+        self.paired(row, row.peer.as_deref()?, |a, b| (b > 0.0).then(|| a / b))
+    }
+
+    /// The spread of a row's CPU per request over rounds, (max - min) / median, in percent.
+    fn spread(row: &Row) -> f64 {
+        let min = row.cpu_rounds.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = row.cpu_rounds.iter().copied().fold(0.0, f64::max);
+        if row.median.cpu_us > 0.0 {
+            (max - min) / row.median.cpu_us * 100.0
+        } else {
+            0.0
+        }
     }
 
     /// Responses with an unexpected status across the run.
@@ -86,7 +110,7 @@ impl Report {
 
     /// The table printed to the terminal (and pasted into the README).
     pub fn table(&self) -> String {
-        let mut out = String::from("| variant | Envoy CPU us/req | own cost us/req (minus) | vs peer | p50 us | p99 us | saturated rps | bad statuses |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        let mut out = String::from("| variant | Envoy CPU us/req | spread | own cost us/req (minus) | vs peer | p50 us | p99 us | saturated rps | bad statuses |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
             let own = self
                 .own_cost(row)
@@ -97,8 +121,14 @@ impl Report {
             };
             let m = row.median;
             out.push_str(&format!(
-                "| {} | {:.1} | {own} | {ratio} | {:.0} | {:.0} | {:.0} | {} |\n",
-                row.name, m.cpu_us, m.p50_us, m.p99_us, m.rps, m.errors
+                "| {} | {:.1} | {:.0}% | {own} | {ratio} | {:.0} | {:.0} | {:.0} | {} |\n",
+                row.name,
+                m.cpu_us,
+                Self::spread(row),
+                m.p50_us,
+                m.p99_us,
+                m.rps,
+                m.errors
             ));
         }
         for row in self.rows.iter().filter(|r| r.body_bytes > 0) {
@@ -144,6 +174,7 @@ impl Report {
     pub fn json(&self) -> Value {
         let rows: Vec<Value> = self.rows.iter().map(|r| json!({
             "variant": r.name, "peer": r.peer, "cpu_us_per_request": r.median.cpu_us,
+            "cpu_us_per_request_by_round": r.cpu_rounds, "spread_percent": Self::spread(r),
             "own_cost_us": self.own_cost(r), "own_cost_minus": r.floor_of, "ratio_to_peer": self.ratio(r),
             "p50_us": r.median.p50_us, "p99_us": r.median.p99_us, "saturated_rps": r.median.rps,
             "unexpected_statuses": r.median.errors,

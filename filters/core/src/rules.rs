@@ -161,6 +161,12 @@ impl Match {
                 .all(|(name, m)| m.matches(req.header(name)))
     }
 
+    /// True when the match names routes: only then does a request need its route name, an
+    /// Envoy property read that costs several microseconds.
+    pub fn uses_route(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     fn routes_match(&self, req: &RequestInfo) -> bool {
         self.routes.is_empty()
             || req
@@ -287,6 +293,11 @@ pub trait Rule {
     }
 }
 
+/// True when some rule matches on route names (so [`crate::host::request_info`] must read it).
+pub fn needs_route<R: Rule>(rules: &[R]) -> bool {
+    rules.iter().any(|rule| rule.matcher().uses_route())
+}
+
 /// The first rule whose match holds: per-route policy selection as a pure function.
 pub fn first_match<'a, R: Rule>(rules: &'a [R], req: &RequestInfo) -> Option<&'a R> {
     rules.iter().find(|rule| rule.matcher().matches(req))
@@ -341,6 +352,8 @@ mod tests {
         let mut r = req();
         r.route = None;
         assert!(!m(r#"{"routes": ["api_route"]}"#).matches(&r));
+        assert!(m(r#"{"routes": ["api_route"]}"#).uses_route());
+        assert!(!m(r#"{"path_prefix": "/"}"#).uses_route());
     }
 
     #[test]

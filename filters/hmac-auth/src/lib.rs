@@ -245,7 +245,7 @@ impl Context for HmacAuth {}
 impl HttpContext for HmacAuth {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let host = ProxyHost;
-        let info = request_info(&host);
+        let info = request_info(&host, wasmgate_core::rules::needs_route(&self.config.rules));
         let request = Request::from_headers(info.headers.clone());
         self.rule = self
             .config

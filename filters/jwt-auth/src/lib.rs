@@ -209,7 +209,7 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
         ));
         return Step::Replied;
     };
-    let info = request_info(&host);
+    let info = request_info(&host, wasmgate_core::rules::needs_route(&config.rules));
     let policy = match first_match(&config.rules, &info) {
         Some(rule) if !rule.enabled() => return Step::Continue,
         Some(rule) => &rule.policy,

@@ -2,6 +2,7 @@
 //! import: it runs against [`wasmgate_core::host::Host`], so it is unit-tested with `FakeHost`.
 
 use crate::config::{Config, OnMissingKey};
+use crate::key::KeyPart;
 use crate::{headers, key, store};
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::LocalReply;
@@ -49,9 +50,15 @@ pub struct Verdict {
     pub call: Option<Call>,
 }
 
+/// True when a rule matches on route names or keys on the route: only then is it read.
+fn needs_route(config: &Config) -> bool {
+    wasmgate_core::rules::needs_route(&config.rules)
+        || config.rules.iter().any(|r| r.key.contains(&KeyPart::Route))
+}
+
 /// Decides one request: `prefix` names this plugin's slot table in shared data.
 pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdict {
-    let info = request_info(host);
+    let info = request_info(host, needs_route(config));
     let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
         return Verdict::default();
     };
@@ -63,8 +70,13 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
     if !rule.enabled {
         return Verdict::default();
     }
-    let raw_path = host.request_header(":path").unwrap_or_default();
-    let source = host.property_string(&["source", "address"]);
+    let raw_path = wasmgate_core::rules::header_or_empty(&info.headers, ":path");
+    // A property read costs microseconds: the source address only for a client_ip key.
+    let source = rule
+        .key
+        .contains(&KeyPart::ClientIp)
+        .then(|| host.property_string(&["source", "address"]))
+        .flatten();
     let input = key::KeyInput {
         info: &info,
         raw_path: &raw_path,

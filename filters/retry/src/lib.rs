@@ -243,7 +243,10 @@ impl HttpContext for RetryHttp {
             return Action::Continue;
         };
         let host = ProxyHost;
-        let info = request_info(&host);
+        let info = request_info(
+            &host,
+            wasmgate_core::rules::needs_route(&shared.config.rules),
+        );
         let policy = shared.config.policy_for(&info).clone();
         if !policy.enabled {
             self.stage = Stage::Passthrough;

@@ -2,7 +2,7 @@
 
 use crate::ops::Outcome;
 use crate::pointer::{self, Pointer, Renamed};
-use crate::template::{RequestVars, Template};
+use crate::template::{HostFacts, RequestVars, Template};
 use serde_json::Value;
 
 /// A value `set` writes: a fixed JSON value, or a template rendered to a JSON string.
@@ -33,6 +33,14 @@ pub enum BodyError {
 }
 
 impl JsonEdits {
+    /// The host facts the templates of these edits read.
+    pub fn host_facts(&self) -> HostFacts {
+        HostFacts::of(self.set.iter().filter_map(|(_, value)| match value {
+            SetValue::Template(template) => Some(template),
+            SetValue::Json(_) => None,
+        }))
+    }
+
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty()

@@ -4,7 +4,7 @@
 use crate::body::{JsonEdits, SetValue};
 use crate::ops::{parse_substitution, valid_header_value, Ops, PathRewrite, RequestHeaderOps};
 use crate::pointer::Pointer;
-use crate::template::{is_token_byte, Template};
+use crate::template::{is_token_byte, HostFacts, Template};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -165,6 +165,20 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The host facts the policy's templates read, in both directions.
+    pub fn host_facts(&self) -> HostFacts {
+        let body =
+            |b: &Option<BodyPolicy>| b.as_ref().map(|b| b.edits.host_facts()).unwrap_or_default();
+        self.request
+            .ops
+            .headers
+            .host_facts()
+            .union(self.request.ops.query.host_facts())
+            .union(body(&self.request.body))
+            .union(self.response.headers.host_facts())
+            .union(body(&self.response.body))
+    }
+
     /// True when the policy changes nothing in either direction.
     pub fn is_empty(&self) -> bool {
         self.request.ops.is_empty()
@@ -203,6 +217,8 @@ pub struct Config {
     /// Hold the headers while a body is buffered (needs Envoy's
     /// `allow_on_headers_stop_iteration: true`), so Content-Length can be set exactly.
     pub hold_headers: bool,
+    /// The host facts some policy or rule needs: the others are never read.
+    pub host_facts: HostFacts,
 }
 
 impl Config {
@@ -227,7 +243,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         request: Rc::new(compile_request(raw.request, "request")?),
         response: Rc::new(compile_response(raw.response, "response")?),
     };
-    let rules = raw
+    let rules: Vec<Rule> = raw
         .rules
         .into_iter()
         .enumerate()
@@ -248,10 +264,19 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             })
         })
         .collect::<Result<_, ConfigError>>()?;
+    let host_facts = rules
+        .iter()
+        .map(|r| r.policy.host_facts())
+        .fold(default.host_facts(), HostFacts::union)
+        .union(HostFacts {
+            client_ip: false,
+            route: rules::needs_route(&rules),
+        });
     Ok(Config {
         default,
         rules,
         hold_headers: raw.hold_headers,
+        host_facts,
     })
 }
 
@@ -526,6 +551,23 @@ pub fn schema() -> schemars::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_facts_only_where_used() {
+        let facts = |json: &str| parse(json.as_bytes()).unwrap().host_facts;
+        let none = HostFacts::default();
+        assert_eq!(facts(r#"{"request": {"headers": {"set": {"x-a": "{{path}}"}}}}"#), none);
+        let client_ip = facts(r#"{"request": {"headers": {"set": {"x-ip": "{{ client_ip }}"}}}}"#);
+        assert!(client_ip.client_ip && !client_ip.route);
+        let response_route = facts(r#"{"response": {"headers": {"add": {"x-r": "{{route}}"}}}}"#);
+        assert!(response_route.route && !response_route.client_ip);
+        let body = facts(
+            r#"{"rules": [{"match": {}, "request": {"body": {"json": {"set": {"/ip": "{{client_ip}}"}}}}}]}"#,
+        );
+        assert!(body.client_ip);
+        let matched = facts(r#"{"rules": [{"match": {"routes": ["api"]}, "enabled": false}]}"#);
+        assert!(matched.route && !matched.client_ip);
+    }
 
     const ISSUE_EXAMPLE: &str = r#"{
       "request": {

@@ -177,12 +177,6 @@ impl Transform {
         self.policy.as_ref()?.response.body.as_ref()
     }
 
-    fn clear_route_cache(&self) {
-        if ProxyHost.call_foreign("clear_route_cache", &[]).is_none() {
-            log::debug!("wasmgate transform: the host has no clear_route_cache function");
-        }
-    }
-
     /// Edits the buffered request body once it is complete.
     fn finish_request_body(&mut self) -> Action {
         self.request.buffering = false;
@@ -278,7 +272,8 @@ fn write_headers(
 
 impl HttpContext for Transform {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let info = request_info(&ProxyHost);
+        let facts = self.config.host_facts;
+        let info = request_info(&ProxyHost, facts.route);
         let Some(policy) = self.config.select(&info).cloned() else {
             log::debug!("wasmgate transform: disabled by a rule for {}", info.path);
             self.metrics.skipped.inc();
@@ -288,7 +283,10 @@ impl HttpContext for Transform {
             return Action::Continue;
         }
         let headers = info.headers;
-        let source = ProxyHost.property_string(&["source", "address"]);
+        let source = facts
+            .client_ip
+            .then(|| ProxyHost.property_string(&["source", "address"]))
+            .flatten();
         self.vars = RequestVars::new(&headers, source.as_deref(), info.route);
         let (new_headers, outcome) = policy.request.ops.apply(&headers, &self.vars);
         self.metrics
@@ -300,8 +298,8 @@ impl HttpContext for Transform {
                 |name, value| self.set_http_request_header(name, value),
                 |name, value| self.add_http_request_header(name, value),
             );
-            // The path or a header used in routing may have changed: route again.
-            self.clear_route_cache();
+            // Envoy clears its route cache on every request header a Wasm filter writes, so the
+            // request is routed again with the new path and headers (README, "Re-routing").
             self.request.changed = true;
         }
         if let Some(body) = policy.request.body.as_ref().filter(|_| !end_of_stream) {

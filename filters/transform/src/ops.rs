@@ -5,7 +5,7 @@
 //! operation never sees the effect of another.
 
 use crate::query::{self, Pair};
-use crate::template::{RequestVars, Template};
+use crate::template::{HostFacts, RequestVars, Template};
 use regex_lite::Regex;
 
 /// The operations on one list of named values (headers, or query parameters).
@@ -41,6 +41,17 @@ impl Outcome {
 }
 
 impl Ops {
+    /// The host facts the templates of these operations read.
+    pub fn host_facts(&self) -> HostFacts {
+        HostFacts::of(
+            self.set
+                .iter()
+                .chain(&self.add)
+                .chain(&self.append)
+                .map(|(_, template)| template),
+        )
+    }
+
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty()

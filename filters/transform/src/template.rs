@@ -23,7 +23,42 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
+/// The host facts templates read. Each is an Envoy property read (several microseconds per
+/// request), so the filter reads only those some template of its configuration uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `{{client_ip}}`: the `source.address` property.
+    pub client_ip: bool,
+    /// `{{route}}` (or a rule matching on routes): the route name property.
+    pub route: bool,
+}
+
+impl HostFacts {
+    /// Both sets together.
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            client_ip: self.client_ip || other.client_ip,
+            route: self.route || other.route,
+        }
+    }
+
+    /// The facts any of `templates` reads.
+    pub fn of<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Self {
+        templates
+            .into_iter()
+            .fold(Self::default(), |facts, t| facts.union(t.host_facts()))
+    }
+}
+
 impl Template {
+    /// The host facts this template reads.
+    pub fn host_facts(&self) -> HostFacts {
+        HostFacts {
+            client_ip: self.parts.contains(&Part::ClientIp),
+            route: self.parts.contains(&Part::Route),
+        }
+    }
+
     /// Compiles `text`; placeholders are `{{name}}` (spaces inside the braces are allowed).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
