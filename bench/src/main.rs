@@ -22,6 +22,8 @@ use wasmgate_e2e::{repo_root, wasm_dir, Envoy, EnvoyOptions};
 /// Sizes of one run.
 struct Plan {
     rounds: usize,
+    /// Rounds (the first ones) that also measure open-loop latency.
+    latency_rounds: usize,
     cpu_requests: usize,
     connections: usize,
     latency_rate: u32,
@@ -40,15 +42,19 @@ impl Plan {
         if smoke {
             Self {
                 rounds: 1,
+                latency_rounds: 1,
                 cpu_requests: 200,
                 connections: 4,
                 latency_rate: 200,
                 latency_duration: Duration::from_millis(200),
             }
         } else {
+            // Many short CPU samples: on a shared VM the noise comes in bursts of a second or
+            // so, and the median of many paired samples is what stays put between runs.
             Self {
-                rounds: 7,
-                cpu_requests: 10_000,
+                rounds: 12,
+                latency_rounds: 3,
+                cpu_requests: 6_000,
                 connections: 8,
                 latency_rate: 200,
                 latency_duration: Duration::from_millis(1500),
@@ -87,6 +93,7 @@ fn main() {
         eprintln!("skipped: {s}");
     }
     eprintln!("preparing requests for {} variants...", variants.len());
+    let preparing = Instant::now();
     let requests: Vec<Vec<Requests>> = variants
         .iter()
         .map(|v| {
@@ -95,6 +102,7 @@ fn main() {
                 .collect()
         })
         .collect();
+    eprintln!("prepared in {:.0?}", preparing.elapsed());
 
     let upstream_port = free_port();
     let started = Instant::now();
@@ -107,7 +115,8 @@ fn main() {
     for round in 0..plan.rounds {
         eprintln!("round {}/{}", round + 1, plan.rounds);
         for ((variant, rounds), samples) in variants.iter().zip(&requests).zip(&mut samples) {
-            samples.push(measure(&envoy, variant, &rounds[round], &plan));
+            let latency = round < plan.latency_rounds;
+            samples.push(measure(&envoy, variant, &rounds[round], &plan, latency));
         }
     }
     let rss_all = rss_kib(envoy.pid());
@@ -127,7 +136,7 @@ fn main() {
         &samples,
         skipped,
         json!({
-            "rounds": plan.rounds, "cpu_requests": plan.cpu_requests, "connections": plan.connections,
+            "rounds": plan.rounds, "latency_rounds": plan.latency_rounds, "cpu_requests": plan.cpu_requests, "connections": plan.connections,
             "latency_rate_rps": plan.latency_rate, "latency_seconds": plan.latency_duration.as_secs_f64(),
             "pinned": pinned,
             "ready_ms_all_filters": ready_all.as_secs_f64() * 1e3, "ready_ms_no_filter": ready_none.as_secs_f64() * 1e3,
@@ -212,24 +221,43 @@ fn options() -> EnvoyOptions {
     }
 }
 
-fn measure(envoy: &Envoy, variant: &Variant, requests: &Requests, plan: &Plan) -> Sample {
+/// One variant in one round: CPU per request and saturated rate (closed loop), then, when
+/// `latency` is set, p50/p99 at a fixed rate (open loop; `NaN` otherwise).
+fn measure(
+    envoy: &Envoy,
+    variant: &Variant,
+    requests: &Requests,
+    plan: &Plan,
+    latency: bool,
+) -> Sample {
     let port = envoy.port(&variant.name);
     let before = cpu_seconds(envoy.pid());
     let run = closed_loop(port, requests, plan.cpu_requests, plan.connections, 200);
     let cpu_seconds = cpu_seconds(envoy.pid()) - before;
-    let latencies = open_loop(
-        port,
-        requests,
-        plan.cpu_requests,
-        plan.latency_rate,
-        plan.latency_duration,
-        4,
-    );
+    let latencies = if latency {
+        open_loop(
+            port,
+            requests,
+            plan.cpu_requests,
+            plan.latency_rate,
+            plan.latency_duration,
+            4,
+        )
+    } else {
+        Vec::new()
+    };
+    let quantile_us = |q| {
+        if latency {
+            quantile(&latencies, q).as_secs_f64() * 1e6
+        } else {
+            f64::NAN
+        }
+    };
     Sample {
         cpu_us: cpu_seconds * 1e6 / plan.cpu_requests as f64,
         rps: plan.cpu_requests as f64 / run.elapsed.as_secs_f64(),
-        p50_us: quantile(&latencies, 0.5).as_secs_f64() * 1e6,
-        p99_us: quantile(&latencies, 0.99).as_secs_f64() * 1e6,
+        p50_us: quantile_us(0.5),
+        p99_us: quantile_us(0.99),
         errors: run.unexpected,
     }
 }

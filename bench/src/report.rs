@@ -25,7 +25,9 @@ pub struct Report {
     modules: Vec<(String, u64, Option<u64>)>,
 }
 
+/// The median of the finite values (rounds without a latency run hold `NaN`).
 fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

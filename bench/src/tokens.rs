@@ -15,7 +15,7 @@ pub const ISSUER: &str = "https://bench.wasmgate.local";
 pub const WEBHOOK_SECRET: &str = "bench-webhook-secret";
 
 /// Signs a JWS signing input.
-type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 /// A signing key and the public JWKS that verifies it.
 pub struct JwtKey {

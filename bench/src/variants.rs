@@ -3,7 +3,11 @@
 use crate::load::render_request;
 use crate::tokens::{github_signature, JwtKey, ISSUER, WEBHOOK_SECRET};
 use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// One listener of the benchmark Envoy.
 pub struct Variant {
@@ -115,23 +119,56 @@ fn jwt_native(key: &JwtKey, cache: bool) -> Value {
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}})
 }
 
-fn jwt_requests(key: JwtKey, unique: bool) -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+/// Unique-token requests by (round, count), shared by the native and wasmgate variants of one
+/// algorithm: RS256 signing is most of the benchmark's preparation time.
+type SignedRequests = Rc<RefCell<HashMap<(usize, usize), Vec<Vec<u8>>>>>;
+
+/// Requests carrying JWTs: one repeated token (`unique` is `None`), or a unique token per
+/// request, signed once per round on every core and kept in `unique` for the other variant.
+fn jwt_requests(
+    key: Arc<JwtKey>,
+    unique: Option<SignedRequests>,
+) -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    let Some(signed) = unique else {
+        return Box::new(move |_, _| vec![jwt_request(&key, 0)]);
+    };
     Box::new(move |round, count| {
-        let tokens: Vec<usize> = if unique {
-            (round * count..(round + 1) * count).collect()
-        } else {
-            vec![0]
-        };
-        tokens
-            .into_iter()
-            .map(|i| {
-                render_request(
-                    "GET",
-                    "/bench",
-                    &[("authorization".into(), format!("Bearer {}", key.token(i)))],
-                    b"",
-                )
+        signed
+            .borrow_mut()
+            .entry((round, count))
+            .or_insert_with(|| sign_in_parallel(&key, round * count, count))
+            .clone()
+    })
+}
+
+fn jwt_request(key: &JwtKey, jti: usize) -> Vec<u8> {
+    render_request(
+        "GET",
+        "/bench",
+        &[("authorization".into(), format!("Bearer {}", key.token(jti)))],
+        b"",
+    )
+}
+
+fn sign_in_parallel(key: &Arc<JwtKey>, first: usize, count: usize) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let key = Arc::clone(key);
+                let start = first + t * per_thread;
+                let end = (start + per_thread).min(first + count);
+                scope.spawn(move || {
+                    (start..end)
+                        .map(|i| jwt_request(&key, i))
+                        .collect::<Vec<_>>()
+                })
             })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
             .collect()
     })
 }
@@ -181,32 +218,33 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
 
     // JWT: native jwt_authn with and without its cache vs jwt-auth with repeated and unique tokens.
     for alg in ["RS256", "ES256"] {
-        let key = || {
-            if alg == "RS256" {
-                JwtKey::rs256()
-            } else {
-                JwtKey::es256()
-            }
+        let k = if alg == "RS256" {
+            JwtKey::rs256()
+        } else {
+            JwtKey::es256()
         };
         let lower = alg.to_ascii_lowercase();
-        let k = key();
         let ours = json!({"providers": {"bench": {"issuer": ISSUER, "audiences": ["bench"],
             "local_jwks": {"inline_string": k.jwks}}}, "requires": {"provider_name": "bench"}});
+        let native_config = |cache| jwt_native(&k, cache);
+        let (native_plain, native_cache) = (native_config(false), native_config(true));
+        let shared_key = Arc::new(k);
+        let signed = SignedRequests::default();
         let mut native = variant(
             &format!("native_jwt_{lower}"),
             None,
             "baseline",
-            vec![jwt_native(&k, false)],
+            vec![native_plain],
         );
-        native.requests = jwt_requests(key(), true);
+        native.requests = jwt_requests(Arc::clone(&shared_key), Some(Rc::clone(&signed)));
         variants_push(&mut wasm_variant, native);
         let mut native_cached = variant(
             &format!("native_jwt_{lower}_cache"),
             None,
             "baseline",
-            vec![jwt_native(&k, true)],
+            vec![native_cache],
         );
-        native_cached.requests = jwt_requests(key(), false);
+        native_cached.requests = jwt_requests(Arc::clone(&shared_key), None);
         variants_push(&mut wasm_variant, native_cached);
         let mut unique = variant(
             &format!("jwt_{lower}_unique"),
@@ -214,7 +252,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             "floor",
             vec![wasm("jwt-auth", module("jwt_auth"), ours.clone())],
         );
-        unique.requests = jwt_requests(key(), true);
+        unique.requests = jwt_requests(Arc::clone(&shared_key), Some(Rc::clone(&signed)));
         wasm_variant(unique, "jwt_auth");
         let mut repeated = variant(
             &format!("jwt_{lower}_repeated"),
@@ -222,7 +260,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             "floor",
             vec![wasm("jwt-auth", module("jwt_auth"), ours)],
         );
-        repeated.requests = jwt_requests(key(), false);
+        repeated.requests = jwt_requests(Arc::clone(&shared_key), None);
         wasm_variant(repeated, "jwt_auth");
     }
 

@@ -183,6 +183,16 @@ impl Ctx<'_> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Failure::TooLarge);
         }
+        let keys = (self.keys)(index);
+        // A token that passed every check before: no parsing, no signature (see `cache`).
+        let cache_key = match &keys {
+            Keys::Ready { generation, .. } => Some(TokenCache::key(index, *generation, token)),
+            _ => None,
+        };
+        if let Some(hit) = cache_key.and_then(|k| self.cache.get(&k, self.request.now)) {
+            self.cache_hits += 1;
+            return Ok(hit.as_ref().clone());
+        }
         let jws = jws::parse(token)?;
         let claims = Claims::parse(&jws.payload)?;
         if let Some(issuer) = &provider.issuer {
@@ -192,7 +202,7 @@ impl Ctx<'_> {
         }
         claims.check_time(self.request.now, provider.clock_skew)?;
         claims.check_audience(&provider.audiences)?;
-        let (jwks, generation) = match (self.keys)(index) {
+        let (jwks, generation) = match keys {
             Keys::Ready { jwks, generation } => (jwks, generation),
             Keys::Pending => {
                 self.pending.push(index);
@@ -200,29 +210,31 @@ impl Ctx<'_> {
             }
             Keys::Unavailable => return Err(Failure::JwksUnavailable),
         };
-        let cache_key = TokenCache::key(index, generation, token);
-        if self.cache.contains(&cache_key, self.request.now) {
-            self.cache_hits += 1;
-        } else {
-            match jws::verify_with(&jws, &jwks, self.verifier) {
-                Ok(()) => {}
-                Err(Failure::UnknownKey) => {
-                    if matches!(provider.keys, KeySource::Remote(_))
-                        && jws.kid.as_deref().is_some_and(|kid| !jwks.has_kid(kid))
-                    {
-                        self.kid_miss.push(index);
-                    }
-                    return Err(Failure::UnknownKey);
+        match jws::verify_with(&jws, &jwks, self.verifier) {
+            Ok(()) => {}
+            Err(Failure::UnknownKey) => {
+                if matches!(provider.keys, KeySource::Remote(_))
+                    && jws.kid.as_deref().is_some_and(|kid| !jwks.has_kid(kid))
+                {
+                    self.kid_miss.push(index);
                 }
-                Err(other) => return Err(other),
+                return Err(Failure::UnknownKey);
             }
-            let until = claims
-                .exp
-                .map(|exp| exp.saturating_add(provider.clock_skew))
-                .unwrap_or(self.request.now.saturating_add(TokenCache::NO_EXP_TTL));
-            self.cache.insert(cache_key, until, self.request.now);
+            Err(other) => return Err(other),
         }
-        Ok((claims, jws.payload_b64.to_string()))
+        let until = claims
+            .exp
+            .map(|exp| exp.saturating_add(provider.clock_skew))
+            .unwrap_or(self.request.now.saturating_add(TokenCache::NO_EXP_TTL));
+        let verified = (claims, jws.payload_b64.to_string());
+        let cache_key = TokenCache::key(index, generation, token);
+        self.cache.insert(
+            cache_key,
+            until,
+            self.request.now,
+            Rc::new(verified.clone()),
+        );
+        Ok(verified)
     }
 
     fn requirement(&mut self, requirement: &Requirement) -> Outcome {

@@ -7,7 +7,7 @@
 //! raw `r || s`; they are range-checked and converted to DER first. RSA-PSS, HMAC and Ed25519
 //! always use the pure-Rust path (the host function has no PSS padding option).
 
-use crate::jwks::KeyMaterial;
+use crate::jwks::{Jwk, KeyMaterial};
 use crate::jws::{key_fits, Alg, SignatureVerifier};
 use std::cell::Cell;
 use wasmgate_core::host::Host;
@@ -82,45 +82,40 @@ pub fn decode_result(bytes: &[u8]) -> Option<bool> {
     Some(result)
 }
 
-/// The host arguments for a signature, or `None` when the host cannot check this algorithm.
-pub fn host_args(alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
+/// The SubjectPublicKeyInfo DER the host takes, for the key types it can check.
+pub fn public_key_der(key: &KeyMaterial) -> Option<Vec<u8>> {
     use p256::pkcs8::EncodePublicKey;
-    if !key_fits(alg, key) {
+    let der = match key {
+        KeyMaterial::Rsa(k) => k.to_public_key_der(),
+        KeyMaterial::P256(k) => k.to_public_key_der(),
+        KeyMaterial::P384(k) => k.to_public_key_der(),
+        _ => return None,
+    };
+    der.ok().map(|d| d.into_vec())
+}
+
+/// The host arguments for a signature, or `None` when the host cannot check this algorithm.
+pub fn host_args(alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> Option<Vec<u8>> {
+    if !key_fits(alg, &key.key) {
         return None;
     }
-    let (hash, der, sig) = match (alg, key) {
-        (Alg::RS256 | Alg::RS384 | Alg::RS512, KeyMaterial::Rsa(k)) => {
-            let hash = match alg {
-                Alg::RS256 => "sha256",
-                Alg::RS384 => "sha384",
-                _ => "sha512",
-            };
-            (
-                hash,
-                k.to_public_key_der().ok()?.into_vec(),
-                signature.to_vec(),
-            )
-        }
-        (Alg::ES256, KeyMaterial::P256(k)) => {
+    let der = key.public_der.as_deref()?;
+    let (hash, sig) = match (alg, &key.key) {
+        (Alg::RS256, KeyMaterial::Rsa(_)) => ("sha256", signature.to_vec()),
+        (Alg::RS384, KeyMaterial::Rsa(_)) => ("sha384", signature.to_vec()),
+        (Alg::RS512, KeyMaterial::Rsa(_)) => ("sha512", signature.to_vec()),
+        (Alg::ES256, KeyMaterial::P256(_)) => {
             // from_slice rejects a wrong length and r, s outside [1, n-1], as the pure path does.
             let sig = p256::ecdsa::Signature::from_slice(signature).ok()?;
-            (
-                "sha256",
-                k.to_public_key_der().ok()?.into_vec(),
-                sig.to_der().as_bytes().to_vec(),
-            )
+            ("sha256", sig.to_der().as_bytes().to_vec())
         }
-        (Alg::ES384, KeyMaterial::P384(k)) => {
+        (Alg::ES384, KeyMaterial::P384(_)) => {
             let sig = p384::ecdsa::Signature::from_slice(signature).ok()?;
-            (
-                "sha384",
-                k.to_public_key_der().ok()?.into_vec(),
-                sig.to_der().as_bytes().to_vec(),
-            )
+            ("sha384", sig.to_der().as_bytes().to_vec())
         }
         _ => return None,
     };
-    Some(encode_args(hash, &der, &sig, input))
+    Some(encode_args(hash, der, &sig, input))
 }
 
 /// Asks the host first for RS*/ES256/ES384; falls back to pure Rust when the host has no such
@@ -155,7 +150,7 @@ impl<'a, H: Host + ?Sized> HostVerifier<'a, H> {
 }
 
 impl<H: Host + ?Sized> SignatureVerifier for HostVerifier<'_, H> {
-    fn verify(&self, alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> bool {
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> bool {
         if self.enabled {
             let ecdsa = matches!(alg, Alg::ES256 | Alg::ES384);
             match host_args(alg, key, input, signature) {
@@ -171,11 +166,11 @@ impl<H: Host + ?Sized> SignatureVerifier for HostVerifier<'_, H> {
                     self.failed.set(self.failed.get() + 1);
                 }
                 // An ECDSA signature that is not 2 x field size or has r/s out of range.
-                None if ecdsa && key_fits(alg, key) => return false,
+                None if ecdsa && key_fits(alg, &key.key) => return false,
                 None => {}
             }
         }
-        crate::crypto::verify(alg, key, input, signature)
+        crate::crypto::verify(alg, &key.key, input, signature)
     }
 }
 
@@ -204,7 +199,7 @@ mod tests {
         assert_eq!(long, vec![0xac, 0x02]);
     }
 
-    fn p256_key() -> KeyMaterial {
+    fn p256_key() -> Jwk {
         let doc: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -218,7 +213,6 @@ mod tests {
             .unwrap()
             .keys
             .remove(0)
-            .key
     }
 
     #[test]
@@ -253,7 +247,7 @@ mod tests {
 
     #[test]
     fn falls_back_without_the_host_function() {
-        let key = KeyMaterial::Oct(vec![7; 32]);
+        let key = Jwk::new(None, None, KeyMaterial::Oct(vec![7; 32]));
         let host = FakeHost::default();
         let verifier = HostVerifier::new(&host, true);
         assert!(!verifier.verify(Alg::HS256, &key, b"x", &[0; 32]));

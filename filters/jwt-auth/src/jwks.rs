@@ -54,6 +54,22 @@ pub struct Jwk {
     pub alg: Option<String>,
     /// The key itself.
     pub key: KeyMaterial,
+    /// SubjectPublicKeyInfo DER of an RSA or EC key, encoded once when the key set loads, for
+    /// the host's `verify_signature` (encoding it per request cost more than the call).
+    pub public_der: Option<Vec<u8>>,
+}
+
+impl Jwk {
+    /// A key with its public DER encoded.
+    pub fn new(kid: Option<String>, alg: Option<String>, key: KeyMaterial) -> Self {
+        let public_der = crate::foreign::public_key_der(&key);
+        Self {
+            kid,
+            alg,
+            key,
+            public_der,
+        }
+    }
 }
 
 /// A key set.
@@ -186,7 +202,7 @@ fn parse_key(raw: &Map<String, Value>) -> Result<Option<Jwk>, String> {
         }
         _ => return Ok(None),
     };
-    Ok(Some(Jwk { kid, alg, key }))
+    Ok(Some(Jwk::new(kid, alg, key)))
 }
 
 #[cfg(test)]

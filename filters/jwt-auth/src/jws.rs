@@ -5,7 +5,7 @@
 //! no `crit` header (this verifier understands no extensions, so RFC 7515 4.1.11 says reject).
 
 use crate::failure::Failure;
-use crate::jwks::{Jwks, KeyMaterial};
+use crate::jwks::{Jwk, Jwks, KeyMaterial};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -178,7 +178,7 @@ pub fn key_fits(alg: Alg, key: &KeyMaterial) -> bool {
 /// A pluggable signature check: the pure-Rust one, or one that asks the host first.
 pub trait SignatureVerifier {
     /// True when `signature` is a valid `alg` signature of `input` under `key`.
-    fn verify(&self, alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> bool;
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> bool;
 }
 
 /// RustCrypto verification inside the VM.
@@ -186,8 +186,8 @@ pub trait SignatureVerifier {
 pub struct PureRust;
 
 impl SignatureVerifier for PureRust {
-    fn verify(&self, alg: Alg, key: &KeyMaterial, input: &[u8], signature: &[u8]) -> bool {
-        crate::crypto::verify(alg, key, input, signature)
+    fn verify(&self, alg: Alg, key: &Jwk, input: &[u8], signature: &[u8]) -> bool {
+        crate::crypto::verify(alg, &key.key, input, signature)
     }
 }
 
@@ -215,12 +215,7 @@ pub fn verify_with(
             continue;
         }
         candidates += 1;
-        if verifier.verify(
-            jws.alg,
-            &jwk.key,
-            jws.signing_input.as_bytes(),
-            &jws.signature,
-        ) {
+        if verifier.verify(jws.alg, jwk, jws.signing_input.as_bytes(), &jws.signature) {
             return Ok(());
         }
     }

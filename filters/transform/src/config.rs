@@ -556,7 +556,10 @@ mod tests {
     fn host_facts_only_where_used() {
         let facts = |json: &str| parse(json.as_bytes()).unwrap().host_facts;
         let none = HostFacts::default();
-        assert_eq!(facts(r#"{"request": {"headers": {"set": {"x-a": "{{path}}"}}}}"#), none);
+        assert_eq!(
+            facts(r#"{"request": {"headers": {"set": {"x-a": "{{path}}"}}}}"#),
+            none
+        );
         let client_ip = facts(r#"{"request": {"headers": {"set": {"x-ip": "{{ client_ip }}"}}}}"#);
         assert!(client_ip.client_ip && !client_ip.route);
         let response_route = facts(r#"{"response": {"headers": {"add": {"x-r": "{{route}}"}}}}"#);
