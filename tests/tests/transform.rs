@@ -463,3 +463,36 @@ fn held_headers_get_an_exact_content_length() {
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
     assert_eq!(upstream.attempts(), 1);
 }
+
+/// Sends raw request bytes and returns the status line's code.
+fn raw_status(envoy: &Envoy, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", envoy.port("main"))).expect("connect");
+    stream.write_all(request).expect("write request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+#[test]
+fn header_values_that_are_not_utf8_are_handled_and_the_vm_lives_on() {
+    // HTTP allows obs-text bytes (0x80-0xFF) in header values and Envoy passes them on; the
+    // SDK's text getters would panic on them and take every stream of the worker down. The value
+    // is one the configuration removes (the test upstream itself refuses such bytes).
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let request = b"GET /api/latin1 HTTP/1.1\r\nHost: localhost\r\nX-Internal: caf\xe9\r\n\
+                    Connection: close\r\n\r\n";
+    assert_eq!(raw_status(&envoy, request), 200, "{}", envoy.log());
+    let seen = upstream.received();
+    let headers = &seen.last().expect("the request reached the upstream")["headers"];
+    assert!(headers.get("x-internal").is_none(), "removed: {headers}");
+    assert_eq!(headers["x-source"], "gateway", "transformed: {headers}");
+    let after = envoy.client().get("/api/after");
+    assert_eq!(after.status, 200, "the VM still serves: {}", envoy.log());
+    assert!(!envoy.log().contains("panicked"), "{}", envoy.log());
+}

@@ -58,6 +58,35 @@ pub fn route_name<H: Host + ?Sized>(host: &H) -> Option<String> {
         .or_else(|| host.property_string(&["route_name"]))
 }
 
+/// Every header of one map (request or response headers, trailers, an HTTP call's answer) as
+/// text. HTTP allows header values that are not UTF-8 (obs-text bytes such as Latin-1), and the
+/// SDK's text getters panic on them, which would fail every stream on the worker; so bytes are
+/// read and invalid sequences replaced with U+FFFD.
+pub fn header_map(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .map(|pairs| pairs.into_iter().map(|(n, v)| (n, lossy(v))).collect())
+        .unwrap_or_default()
+}
+
+/// The first value of one header of a map as text (see [`header_map`] for why not the SDK's).
+pub fn header_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(lossy)
+}
+
+/// True when a value read by [`header_map`] or [`header_value`] had bytes that are not UTF-8: it
+/// must not be written back, since it no longer holds the bytes the client sent.
+pub fn was_lossy(value: &str) -> bool {
+    value.contains(char::REPLACEMENT_CHARACTER)
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
 /// The real host: proxy-wasm host calls on the current context.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProxyHost;
@@ -84,13 +113,11 @@ impl Clock for ProxyHost {
 
 impl Host for ProxyHost {
     fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+        header_map(MapType::HttpRequestHeaders)
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        header_value(MapType::HttpRequestHeaders, name)
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -236,6 +263,14 @@ mod tests {
             Some("r2"),
             "xds.route_name first"
         );
+    }
+
+    #[test]
+    fn header_bytes_that_are_not_utf8_become_replacement_characters() {
+        assert_eq!(lossy(b"caf\xe9".to_vec()), "caf\u{fffd}");
+        assert_eq!(lossy(b"plain".to_vec()), "plain");
+        assert!(was_lossy(&lossy(vec![0xff])));
+        assert!(!was_lossy("plain"));
     }
 
     #[test]

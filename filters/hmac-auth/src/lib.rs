@@ -12,13 +12,13 @@ pub mod verify;
 
 use config::{Config, Policy, FILTER};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use replay::{Claim, Fingerprint, Table};
 use std::collections::HashMap;
 use std::rc::Rc;
 use verify::{Pending, Reject, Request};
 use wasmgate_core::clock::Clock;
-use wasmgate_core::host::{request_info, Host, ProxyHost};
+use wasmgate_core::host::{header_value, request_info, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::rules::Rule;
 use wasmgate_core::LocalReply;
@@ -311,8 +311,7 @@ impl HttpContext for HmacAuth {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if self.claimed.is_some() {
-            let success = self
-                .get_http_response_header(":status")
+            let success = header_value(MapType::HttpResponseHeaders, ":status")
                 .and_then(|s| s.parse::<u32>().ok())
                 .is_some_and(|s| (200..300).contains(&s));
             self.settle(success);

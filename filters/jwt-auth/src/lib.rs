@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::clock::{unix_nanos, Clock};
-use wasmgate_core::host::{request_info, Host, ProxyHost};
+use wasmgate_core::host::{header_value, request_info, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::rules::{first_match, Rule};
 
@@ -230,7 +230,11 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
         .filter(|(n, _)| !outputs.contains(n))
         .cloned()
         .collect();
-    for name in outputs {
+    // Only the ones the client sent: a host call per configured name would cost every request.
+    for name in outputs
+        .iter()
+        .filter(|o| info.headers.iter().any(|(n, _)| n == *o))
+    {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
     }
     let request = RequestView {
@@ -518,7 +522,7 @@ impl Context for JwtRoot {
         else {
             return;
         };
-        let status = self.get_http_call_response_header(":status");
+        let status = header_value(MapType::HttpCallResponseHeaders, ":status");
         let result = if body_size > remote.max_bytes {
             Err(format!("body over {} bytes", remote.max_bytes))
         } else {

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::clock::{unix_nanos, Clock};
-use wasmgate_core::host::{request_info, Host, ProxyHost};
+use wasmgate_core::host::{header_map, header_value, request_info, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::LocalReply;
 
@@ -382,7 +382,7 @@ impl HttpContext for RetryHttp {
 
     fn on_http_request_trailers(&mut self, _: usize) -> Action {
         if self.stage == Stage::Streaming {
-            self.trailers = self.get_http_request_trailers();
+            self.trailers = header_map(MapType::HttpRequestTrailers);
             self.body_complete = true;
         }
         Action::Continue
@@ -398,8 +398,7 @@ impl HttpContext for RetryHttp {
         let (Some(shared), Some(policy)) = (self.shared.clone(), self.policy.clone()) else {
             return Action::Continue;
         };
-        let status = self
-            .get_http_response_header(":status")
+        let status = header_value(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| s.parse::<u16>().ok());
         shared.record_result(&policy, status, self.probe);
         if shared.config.mode == Mode::Router {
@@ -438,7 +437,7 @@ impl RetryHttp {
                 return Some(n);
             }
         }
-        self.get_http_response_header("x-envoy-attempt-count")
+        header_value(MapType::HttpResponseHeaders, "x-envoy-attempt-count")
             .and_then(|v| v.parse().ok())
     }
 
@@ -457,7 +456,7 @@ impl RetryHttp {
             self.stage = Stage::Forwarded;
             return self.on_http_response_headers(0, false);
         }
-        let headers = self.get_http_response_headers();
+        let headers = header_map(MapType::HttpResponseHeaders);
         let status = headers
             .iter()
             .find(|(n, _)| n == ":status")
@@ -608,7 +607,7 @@ fn on_attempt_response(token: u32, num_headers: usize, body_size: usize) {
     let response = if num_headers == 0 {
         None
     } else {
-        let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let headers = header_map(MapType::HttpCallResponseHeaders);
         let body = if body_size == 0 {
             Vec::new()
         } else {

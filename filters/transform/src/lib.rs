@@ -14,10 +14,11 @@ use crate::body::{should_buffer, BodyError, TooLarge};
 use crate::config::{BodyPolicy, Config, Policy, FILTER};
 use crate::ops::diff;
 use crate::template::RequestVars;
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::rc::Rc;
-use wasmgate_core::host::{request_info, Host, ProxyHost};
+use wasmgate_core::host::{header_map, request_info, was_lossy, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::LocalReply;
 
@@ -250,24 +251,53 @@ impl Transform {
     }
 }
 
-/// Writes header edits: each name whose values changed gets exactly its new values.
-fn write_headers(
-    edits: Vec<(String, Vec<String>)>,
-    set: impl Fn(&str, Option<&str>),
-    add: impl Fn(&str, &str),
-) {
+/// Replaces the headers of `map` (as read: `old`) with `new`. Every host call costs more than
+/// the rest of a header edit, so when the changed names would take more than one call the whole
+/// map is written in one; a value that was not UTF-8 when read (see `header_map`) is never
+/// written back, so then only the changed names are.
+fn write_headers(map: MapType, old: &[(String, String)], new: &[(String, String)]) {
+    let edits = diff(old, new);
+    if calls_per_name(&edits) > 1 && !new.iter().any(|(_, v)| was_lossy(v)) {
+        let pairs = new.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if hostcalls::set_map(map, pairs).is_ok() {
+            return;
+        }
+    }
     for (name, values) in edits {
         match values.as_slice() {
-            [] => set(&name, None),
-            [one] => set(&name, Some(one)),
+            [] => set_header(map, &name, None),
+            [one] => set_header(map, &name, Some(one)),
             many => {
-                set(&name, None);
+                set_header(map, &name, None);
                 for value in many {
-                    add(&name, value);
+                    if let Err(status) = hostcalls::add_map_value(map, &name, value) {
+                        log::warn!("wasmgate transform: could not add header {name}: {status:?}");
+                    }
                 }
             }
         }
     }
+}
+
+fn set_header(map: MapType, name: &str, value: Option<&str>) {
+    if let Err(status) = hostcalls::set_map_value(map, name, value) {
+        log::warn!("wasmgate transform: could not write header {name}: {status:?}");
+    }
+}
+
+/// Host calls the per-name writes of `edits` take: a set or remove each, plus an add per value
+/// for a name with several.
+fn calls_per_name(edits: &[(String, Vec<String>)]) -> usize {
+    edits
+        .iter()
+        .map(|(_, values)| {
+            if values.len() > 1 {
+                1 + values.len()
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 impl HttpContext for Transform {
@@ -293,11 +323,7 @@ impl HttpContext for Transform {
             .operations_skipped
             .add(i64::from(outcome.skipped));
         if outcome.changed {
-            write_headers(
-                diff(&headers, &new_headers),
-                |name, value| self.set_http_request_header(name, value),
-                |name, value| self.add_http_request_header(name, value),
-            );
+            write_headers(MapType::HttpRequestHeaders, &headers, &new_headers);
             // Envoy clears its route cache on every request header a Wasm filter writes, so the
             // request is routed again with the new path and headers (README, "Re-routing").
             self.request.changed = true;
@@ -363,7 +389,7 @@ impl HttpContext for Transform {
         if response.headers.is_empty() && response.body.is_none() {
             return Action::Continue;
         }
-        let headers = self.get_http_response_headers();
+        let headers = header_map(MapType::HttpResponseHeaders);
         let (mut new_headers, mut regular): (Vec<_>, Vec<_>) = headers
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
@@ -374,11 +400,7 @@ impl HttpContext for Transform {
             .add(i64::from(outcome.skipped));
         new_headers.extend(regular);
         if outcome.changed {
-            write_headers(
-                diff(&headers, &new_headers),
-                |name, value| self.set_http_response_header(name, value),
-                |name, value| self.add_http_response_header(name, value),
-            );
+            write_headers(MapType::HttpResponseHeaders, &headers, &new_headers);
             self.response.changed = true;
         }
         if let Some(body) = response.body.as_ref().filter(|_| !end_of_stream) {
