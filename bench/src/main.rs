@@ -97,7 +97,8 @@ fn main() {
     let requests: Vec<Vec<Requests>> = variants
         .iter()
         .map(|v| {
-            (0..plan.rounds)
+            // One set more than rounds: the last warms the variant up, unrecorded.
+            (0..=plan.rounds)
                 .map(|r| Arc::new((v.requests)(r, plan.requests_per_round())))
                 .collect()
         })
@@ -111,6 +112,7 @@ fn main() {
     let pinned = pin_apart(envoy.pid());
     check_statuses(&envoy, &variants, &requests);
 
+    warm_up(&envoy, &variants, &requests, &plan);
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     for round in 0..plan.rounds {
         eprintln!("round {}/{}", round + 1, plan.rounds);
@@ -263,6 +265,22 @@ fn measure(
 }
 
 /// One request per variant before measuring: a misconfigured variant fails loudly, not slowly.
+/// One unrecorded closed loop per variant: V8 compiles Wasm with its baseline compiler first and
+/// optimises hot functions later, so the first requests through a module cost more than the rest.
+fn warm_up(envoy: &Envoy, variants: &[Variant], requests: &[Vec<Requests>], plan: &Plan) {
+    eprintln!("warming up");
+    for (variant, requests) in variants.iter().zip(requests) {
+        let port = envoy.port(&variant.name);
+        closed_loop(
+            port,
+            &requests[plan.rounds],
+            plan.cpu_requests,
+            plan.connections,
+            200,
+        );
+    }
+}
+
 fn check_statuses(envoy: &Envoy, variants: &[Variant], requests: &[Vec<Requests>]) {
     for (variant, requests) in variants.iter().zip(requests) {
         let mut conn = load::Conn::open(envoy.port(&variant.name)).expect("connect");
