@@ -196,6 +196,31 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         "passthrough",
     );
 
+    // What the filters are made of: the pass-through module doing one host call (or 100 small
+    // allocations) per request, each in a VM of its own; own cost is the price of that operation.
+    for probe in [
+        "get_map",
+        "get_header",
+        "set_headers",
+        "metric",
+        "time",
+        "allocations",
+    ] {
+        wasm_variant(
+            variant(
+                &format!("probe_{probe}"),
+                Some("floor"),
+                "floor",
+                vec![wasm(
+                    &format!("probe_{probe}"),
+                    module("passthrough"),
+                    json!(probe),
+                )],
+            ),
+            "passthrough",
+        );
+    }
+
     // The same two, proxied through a second hop: the floors of the body and retry variants.
     variants_push(
         &mut wasm_variant,

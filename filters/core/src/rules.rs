@@ -167,6 +167,23 @@ impl Match {
         !self.routes.is_empty()
     }
 
+    /// The request headers this match reads, pseudo-headers included, names lowercase (see
+    /// [`crate::host::HeaderNeeds`]).
+    pub fn headers_read(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if !self.hosts.is_empty() {
+            names.push(":authority".to_string());
+        }
+        if self.path_prefix.is_some() || self.path_exact.is_some() {
+            names.push(":path".to_string());
+        }
+        if !self.methods.is_empty() {
+            names.push(":method".to_string());
+        }
+        names.extend(self.headers.iter().map(|(n, _)| n.to_ascii_lowercase()));
+        names
+    }
+
     fn routes_match(&self, req: &RequestInfo) -> bool {
         self.routes.is_empty()
             || req

@@ -209,7 +209,7 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
         ));
         return Step::Replied;
     };
-    let info = request_info(&host, wasmgate_core::rules::needs_route(&config.rules));
+    let mut info = request_info(&host, wasmgate_core::rules::needs_route(&config.rules));
     let policy = match first_match(&config.rules, &info) {
         Some(rule) if !rule.enabled() => return Step::Continue,
         Some(rule) => &rule.policy,
@@ -224,12 +224,6 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
     let now = now_ms(&host);
     // Clients must never be able to forge the headers this filter sets.
     let outputs = &config.output_headers;
-    let headers: Vec<(String, String)> = info
-        .headers
-        .iter()
-        .filter(|(n, _)| !outputs.contains(n))
-        .cloned()
-        .collect();
     // Only the ones the client sent: a host call per configured name would cost every request.
     for name in outputs
         .iter()
@@ -237,6 +231,8 @@ fn process(worker: &Worker, may_wait: bool) -> Step {
     {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
     }
+    let mut headers = std::mem::take(&mut info.headers);
+    headers.retain(|(n, _)| !outputs.contains(n));
     let request = RequestView {
         headers: &headers,
         path: &path,

@@ -3,6 +3,7 @@
 use crate::algorithm::{Algorithm, Limit};
 use crate::key::KeyPart;
 use serde::Deserialize;
+use wasmgate_core::host::HeaderNeeds;
 use wasmgate_core::rules::Rule as CoreRule;
 use wasmgate_core::{ConfigError, Duration, Match};
 
@@ -191,6 +192,28 @@ pub struct Config {
     pub xff_num_trusted_hops: u32,
     /// Size of the slot table in shared data.
     pub max_keys: u64,
+    /// The request headers the rules and keys read.
+    pub header_needs: HeaderNeeds,
+}
+
+/// The request headers `rules` read to match and build keys. Every X-Forwarded-For line counts
+/// for a client address behind trusted proxies, and a single read gives only the first line, so
+/// that case reads them all.
+fn header_needs(rules: &[Rule], xff_num_trusted_hops: u32) -> HeaderNeeds {
+    let mut names = Vec::new();
+    for rule in rules {
+        names.extend(rule.matcher.headers_read());
+        for part in &rule.key {
+            match part {
+                KeyPart::ClientIp if xff_num_trusted_hops > 0 => return HeaderNeeds::All,
+                KeyPart::Header(name) => names.push(name.clone()),
+                KeyPart::Query(_) | KeyPart::Path => names.push(":path".to_string()),
+                KeyPart::Method => names.push(":method".to_string()),
+                KeyPart::ClientIp | KeyPart::Route | KeyPart::Constant(_) => {}
+            }
+        }
+    }
+    HeaderNeeds::only(names)
 }
 
 /// One compiled rule.
@@ -245,15 +268,17 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             format!("must be between 1 and {MAX_KEYS_LIMIT}"),
         ));
     }
-    let rules = raw
+    let rules: Vec<Rule> = raw
         .rules
         .into_iter()
         .enumerate()
         .map(|(i, rule)| compile_rule(i, rule, raw.response_headers, raw.on_missing_key))
         .collect::<Result<_, _>>()?;
+    let xff_num_trusted_hops = raw.client_ip.xff_num_trusted_hops;
     Ok(Config {
+        header_needs: header_needs(&rules, xff_num_trusted_hops),
         rules,
-        xff_num_trusted_hops: raw.client_ip.xff_num_trusted_hops,
+        xff_num_trusted_hops,
         max_keys,
     })
 }
@@ -502,6 +527,36 @@ mod tests {
 
     fn err(json: &str) -> ConfigError {
         parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn reads_only_the_headers_its_rules_and_keys_use() {
+        let needs = |json: &str| parse(json.as_bytes()).unwrap().header_needs;
+        let limits = r#""limits": [{"name": "l", "requests": 1, "window": "1s"}]"#;
+        assert_eq!(
+            needs(&format!(
+                r#"{{"rules": [{{"key": [{{"constant": "all"}}], {limits}}}]}}"#
+            )),
+            HeaderNeeds::Only(vec![])
+        );
+        assert_eq!(
+            needs(ISSUE_EXAMPLE),
+            HeaderNeeds::Only(vec![":path".into(), "x-api-key".into()])
+        );
+        assert_eq!(
+            needs(&format!(
+                r#"{{"rules": [{{"key": ["client_ip"], {limits}}}], "client_ip": {{"xff_num_trusted_hops": 1}}}}"#
+            )),
+            HeaderNeeds::All,
+            "every X-Forwarded-For line"
+        );
+        assert_eq!(
+            needs(&format!(
+                r#"{{"rules": [{{"match": {{"hosts": ["a"], "methods": ["GET"]}}, "key": ["path"], {limits}}}]}}"#
+            )),
+            HeaderNeeds::All,
+            "more than a couple of names"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::{Config, OnMissingKey};
 use crate::key::KeyPart;
 use crate::{headers, key, store};
-use wasmgate_core::host::{request_info, Host};
+use wasmgate_core::host::{request_info_reading, Host};
 use wasmgate_core::LocalReply;
 
 /// Which counter a request adds to.
@@ -58,7 +58,7 @@ fn needs_route(config: &Config) -> bool {
 
 /// Decides one request: `prefix` names this plugin's slot table in shared data.
 pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdict {
-    let info = request_info(host, needs_route(config));
+    let info = request_info_reading(host, needs_route(config), &config.header_needs);
     let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
         return Verdict::default();
     };

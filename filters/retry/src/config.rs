@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use wasmgate_core::config::ConfigError;
+use wasmgate_core::host::HeaderNeeds;
 use wasmgate_core::rules::{self, Match, RequestInfo};
 use wasmgate_core::Duration;
 
@@ -163,9 +164,25 @@ pub struct Config {
     pub budget: Option<BudgetConfig>,
     /// Filter-mode settings (present when `mode` is `filter`).
     pub filter_mode: Option<FilterMode>,
+    /// The request headers a request's decision reads.
+    pub header_needs: HeaderNeeds,
 }
 
 impl Config {
+    /// Router mode reads the method, the idempotency key and what the rules match on; filter
+    /// mode keeps every header to replay the request.
+    fn header_needs(&self) -> HeaderNeeds {
+        if self.mode == Mode::Filter {
+            return HeaderNeeds::All;
+        }
+        let names = [":method".to_string(), self.idempotency_key_header.clone()];
+        let rules = self
+            .rules
+            .iter()
+            .flat_map(|r| rules::Rule::matcher(r).headers_read());
+        HeaderNeeds::only(names.into_iter().chain(rules))
+    }
+
     /// The policy for a request: the first matching rule's, else the defaults.
     pub fn policy_for(&self, req: &RequestInfo) -> &Policy {
         rules::first_match(&self.rules, req)
@@ -406,7 +423,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "mode \"filter\" needs filter_mode with at least a cluster",
         ));
     }
-    Ok(Config {
+    let mut config = Config {
         mode: raw.mode,
         default,
         rules,
@@ -414,7 +431,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         attempts_header,
         budget,
         filter_mode,
-    })
+        header_needs: HeaderNeeds::All,
+    };
+    config.header_needs = config.header_needs();
+    Ok(config)
 }
 
 fn header_name(value: Option<&str>, default: &str, path: &str) -> Result<String, ConfigError> {
@@ -568,6 +588,25 @@ pub fn schema() -> schemars::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn router_mode_reads_only_the_method_and_idempotency_key() {
+        let needs = |json: &str| parse(json.as_bytes()).unwrap().header_needs;
+        assert_eq!(
+            needs(r#"{"mode": "router"}"#),
+            HeaderNeeds::Only(vec![":method".into(), "idempotency-key".into()])
+        );
+        assert_eq!(
+            needs(r#"{"mode": "router", "rules": [{"match": {"path_prefix": "/a"}}]}"#),
+            HeaderNeeds::All,
+            "a rule on the path makes three names"
+        );
+        assert_eq!(
+            needs(r#"{"mode": "filter", "filter_mode": {"cluster": "c"}}"#),
+            HeaderNeeds::All,
+            "filter mode replays every header"
+        );
+    }
 
     const ISSUE_EXAMPLE: &str = r#"{
       "mode": "router",

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::clock::{unix_nanos, Clock};
-use wasmgate_core::host::{header_map, header_value, request_info, Host, ProxyHost};
+use wasmgate_core::host::{header_map, header_value, request_info_reading, Host, ProxyHost};
 use wasmgate_core::metrics::{metric_name, Counter};
 use wasmgate_core::LocalReply;
 
@@ -243,9 +243,10 @@ impl HttpContext for RetryHttp {
             return Action::Continue;
         };
         let host = ProxyHost;
-        let info = request_info(
+        let info = request_info_reading(
             &host,
             wasmgate_core::rules::needs_route(&shared.config.rules),
+            &shared.config.header_needs,
         );
         let policy = shared.config.policy_for(&info).clone();
         if !policy.enabled {

@@ -251,19 +251,18 @@ impl Transform {
     }
 }
 
-/// Replaces the headers of `map` (as read: `old`) with `new`. Every host call costs more than
-/// the rest of a header edit, so when the changed names would take more than one call the whole
-/// map is written in one; a value that was not UTF-8 when read (see `header_map`) is never
-/// written back, so then only the changed names are.
+/// Replaces the headers of `map` (as read: `old`) with `new`. A host call costs more than the
+/// rest of a header edit (`make bench`, probe rows), so the whole map is written in one call; a
+/// value that was not UTF-8 when read (see `header_map`) is never written back, so then only the
+/// changed names are, one call each.
 fn write_headers(map: MapType, old: &[(String, String)], new: &[(String, String)]) {
-    let edits = diff(old, new);
-    if calls_per_name(&edits) > 1 && !new.iter().any(|(_, v)| was_lossy(v)) {
+    if !new.iter().any(|(_, v)| was_lossy(v)) {
         let pairs = new.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         if hostcalls::set_map(map, pairs).is_ok() {
             return;
         }
     }
-    for (name, values) in edits {
+    for (name, values) in diff(old, new) {
         match values.as_slice() {
             [] => set_header(map, &name, None),
             [one] => set_header(map, &name, Some(one)),
@@ -283,21 +282,6 @@ fn set_header(map: MapType, name: &str, value: Option<&str>) {
     if let Err(status) = hostcalls::set_map_value(map, name, value) {
         log::warn!("wasmgate transform: could not write header {name}: {status:?}");
     }
-}
-
-/// Host calls the per-name writes of `edits` take: a set or remove each, plus an add per value
-/// for a name with several.
-fn calls_per_name(edits: &[(String, Vec<String>)]) -> usize {
-    edits
-        .iter()
-        .map(|(_, values)| {
-            if values.len() > 1 {
-                1 + values.len()
-            } else {
-                1
-            }
-        })
-        .sum()
 }
 
 impl HttpContext for Transform {
