@@ -23,7 +23,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools build oci push test unit e2e run bench bench-smoke lint fmt clean
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt clean
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -107,10 +107,23 @@ bench: build envoy
 	cargo build --release -p wasmgate-bench
 	target/release/wasmgate-bench $(if $(ONLY),--only $(ONLY))
 
-## bench-smoke: one short round of the benchmark, so it cannot rot (part of make test)
-bench-smoke: build envoy
+## bench-instructions: the same variants under valgrind, instructions Envoy executes per request
+## (repeatable on a noisy machine); writes bench/instructions.json (ONLY=... as for bench)
+bench-instructions: build envoy valgrind
+	cargo build --release -p wasmgate-bench
+	target/release/wasmgate-bench --instructions $(if $(ONLY),--only $(ONLY))
+
+# valgrind (callgrind and callgrind_control), from Debian's package.
+valgrind:
+	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind; }
+
+## bench-smoke: one short round of the benchmark and an instruction count of the floor rows, so
+## neither can rot (part of make test)
+bench-smoke: build envoy valgrind
 	cargo build --release -p wasmgate-bench
 	target/release/wasmgate-bench --smoke
+	target/release/wasmgate-bench --instructions --only floor
 
 ## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
 lint: toolchain

@@ -2,11 +2,13 @@
 //! one Envoy (`--concurrency 1`), one listener per variant, the upstream answered by Envoy
 //! itself. Rounds are interleaved and medians reported. `--smoke` runs one short round;
 //! `--only word,word` runs the matching variants (and the rows they are compared with) without
-//! writing `bench/results.json`.
+//! writing `bench/results.json`. `--instructions` counts instructions per request under
+//! valgrind instead (`bench/instructions.rs`), into `bench/instructions.json`.
 
 // A benchmark tool: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+mod instructions;
 mod load;
 mod report;
 mod tokens;
@@ -38,8 +40,18 @@ impl Plan {
         self.cpu_requests + open_loop as usize + 1
     }
 
-    fn new(smoke: bool) -> Self {
-        if smoke {
+    fn new(smoke: bool, instructions: bool) -> Self {
+        if instructions {
+            // One counted set and one warm-up set per variant, over one connection.
+            Self {
+                rounds: 1,
+                latency_rounds: 0,
+                cpu_requests: instructions::REQUESTS.max(instructions::WARM_UP),
+                connections: 1,
+                latency_rate: 0,
+                latency_duration: Duration::ZERO,
+            }
+        } else if smoke {
             Self {
                 rounds: 1,
                 latency_rounds: 1,
@@ -80,7 +92,8 @@ pub struct Sample {
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
-    let plan = Plan::new(smoke);
+    let counting = std::env::args().any(|a| a == "--instructions");
+    let plan = Plan::new(smoke, counting);
     let modules = Modules {
         dist: repo_root().join("dist"),
         build: wasm_dir(),
@@ -106,6 +119,19 @@ fn main() {
     eprintln!("prepared in {:.0?}", preparing.elapsed());
 
     let upstream_port = free_port();
+    if counting {
+        let counts = instructions::count(&variants, &requests, |batch| {
+            config(batch, upstream_port).to_string()
+        });
+        let (table, doc) = instructions::report(&variants, &counts);
+        println!("{table}");
+        if !partial {
+            let path = repo_root().join("bench/instructions.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+            eprintln!("wrote {}", path.display());
+        }
+        return;
+    }
     let started = Instant::now();
     let envoy = Envoy::start_config(&config(&variants, upstream_port).to_string(), options());
     let ready_all = started.elapsed();

@@ -32,6 +32,12 @@ pub struct Variant {
 }
 
 fn wasm(filter: &str, module: PathBuf, config: Value) -> Value {
+    wasm_in_vm(filter, filter, module, config)
+}
+
+/// A Wasm filter whose plugin `filter` runs in the VM `vm_id`, shared with the other plugins of
+/// that id (every VM reserves gigabytes of address space for its memory's guard regions).
+fn wasm_in_vm(filter: &str, vm_id: &str, module: PathBuf, config: Value) -> Value {
     json!({
         "name": format!("wasmgate.{filter}"),
         "typed_config": {
@@ -39,7 +45,7 @@ fn wasm(filter: &str, module: PathBuf, config: Value) -> Value {
             "config": {
                 "name": filter,
                 "root_id": filter,
-                "vm_config": {"vm_id": filter, "runtime": "envoy.wasm.runtime.v8",
+                "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
                               "code": {"local": {"filename": module.display().to_string()}}},
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                   "value": config.to_string()}
@@ -211,8 +217,9 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
                 &format!("probe_{probe}"),
                 Some("floor"),
                 "floor",
-                vec![wasm(
+                vec![wasm_in_vm(
                     &format!("probe_{probe}"),
+                    "passthrough",
                     module("passthrough"),
                     json!(probe),
                 )],

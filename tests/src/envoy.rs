@@ -84,6 +84,10 @@ pub struct EnvoyOptions {
     pub env: Vec<(String, String)>,
     /// Log level (`-l`).
     pub log_level: String,
+    /// A command Envoy runs under, such as valgrind (`make bench-instructions`); empty: none.
+    pub wrapper: Vec<String>,
+    /// How long Envoy may take to be ready.
+    pub ready_within: Duration,
 }
 
 impl Default for EnvoyOptions {
@@ -92,6 +96,8 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             env: Vec::new(),
             log_level: "info".into(),
+            wrapper: Vec::new(),
+            ready_within: Duration::from_secs(60),
         }
     }
 }
@@ -129,7 +135,15 @@ impl Envoy {
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.join("envoy.log")).expect("log file");
-        let child = Command::new(envoy_bin())
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(envoy_bin());
+                command
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(["--use-dynamic-base-id", "--admin-address-path"])
@@ -154,12 +168,12 @@ impl Envoy {
             admin: String::new(),
             listeners: BTreeMap::new(),
         };
-        envoy.wait_ready();
+        envoy.wait_ready(options.ready_within);
         envoy
     }
 
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -180,7 +194,11 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("Envoy was not ready within 60 s:\n{}", self.log());
+        panic!(
+            "Envoy was not ready within {} s:\n{}",
+            within.as_secs(),
+            self.log()
+        );
     }
 
     fn try_ready(&self) -> bool {
