@@ -75,8 +75,8 @@ pub struct Evaluation {
 #[derive(Debug, Clone)]
 struct Verified {
     location: Location,
-    claims: Claims,
-    payload_b64: String,
+    /// The claims and the payload as sent, shared with the token cache (cloning it is free).
+    token: crate::cache::Verified,
 }
 
 #[derive(Debug, Clone)]
@@ -166,11 +166,7 @@ impl Ctx<'_> {
         let mut verified = Vec::with_capacity(found.len());
         for Found { location, token } in found {
             match self.verify_token(index, &token) {
-                Ok((claims, payload_b64)) => verified.push(Verified {
-                    location,
-                    claims,
-                    payload_b64,
-                }),
+                Ok(token) => verified.push(Verified { location, token }),
                 Err(failure) => return ProviderResult::Failed(failure),
             }
         }
@@ -178,7 +174,11 @@ impl Ctx<'_> {
     }
 
     /// jwt_authn's order: format, issuer, time, audience, then keys and signature.
-    fn verify_token(&mut self, index: usize, token: &str) -> Result<(Claims, String), Failure> {
+    fn verify_token(
+        &mut self,
+        index: usize,
+        token: &str,
+    ) -> Result<crate::cache::Verified, Failure> {
         let provider = &self.config.providers[index];
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Failure::TooLarge);
@@ -191,7 +191,7 @@ impl Ctx<'_> {
         };
         if let Some(hit) = cache_key.and_then(|k| self.cache.get(&k, self.request.now)) {
             self.cache_hits += 1;
-            return Ok(hit.as_ref().clone());
+            return Ok(hit);
         }
         let jws = jws::parse(token)?;
         let claims = Claims::parse(&jws.payload)?;
@@ -226,14 +226,10 @@ impl Ctx<'_> {
             .exp
             .map(|exp| exp.saturating_add(provider.clock_skew))
             .unwrap_or(self.request.now.saturating_add(TokenCache::NO_EXP_TTL));
-        let verified = (claims, jws.payload_b64.to_string());
+        let verified = Rc::new((claims, jws.payload_b64.to_string()));
         let cache_key = TokenCache::key(index, generation, token);
-        self.cache.insert(
-            cache_key,
-            until,
-            self.request.now,
-            Rc::new(verified.clone()),
-        );
+        self.cache
+            .insert(cache_key, until, self.request.now, Rc::clone(&verified));
         Ok(verified)
     }
 
@@ -331,7 +327,7 @@ impl Ctx<'_> {
             }
             let holds = verified
                 .iter()
-                .any(|(_, t)| policy.claims.iter().all(|rule| rule.holds(&t.claims)));
+                .any(|(_, t)| policy.claims.iter().all(|rule| rule.holds(&t.token.0)));
             if !holds {
                 return Decision::Deny(Failure::ClaimsUnmet);
             }
@@ -367,11 +363,10 @@ impl Ctx<'_> {
                 }
             }
             if let Some(header) = &provider.forward_payload_header {
-                m.set_headers
-                    .push((header.clone(), token.payload_b64.clone()));
+                m.set_headers.push((header.clone(), token.token.1.clone()));
             }
             for (header, claim) in &provider.claim_to_headers {
-                if let Some(text) = token.claims.get(claim).and_then(scalar_text) {
+                if let Some(text) = token.token.0.get(claim).and_then(scalar_text) {
                     if text
                         .bytes()
                         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)

@@ -269,8 +269,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         .map(|r| r.policy.host_facts())
         .fold(default.host_facts(), HostFacts::union)
         .union(HostFacts {
-            client_ip: false,
             route: rules::needs_route(&rules),
+            ..HostFacts::default()
         });
     Ok(Config {
         default,
@@ -557,9 +557,11 @@ mod tests {
         let facts = |json: &str| parse(json.as_bytes()).unwrap().host_facts;
         let none = HostFacts::default();
         assert_eq!(
-            facts(r#"{"request": {"headers": {"set": {"x-a": "{{path}}"}}}}"#),
+            facts(r#"{"request": {"headers": {"set": {"x-a": "fixed"}}}}"#),
             none
         );
+        let path = facts(r#"{"request": {"headers": {"set": {"x-a": "{{path}}"}}}}"#);
+        assert!(path.request && !path.client_ip && !path.route);
         let client_ip = facts(r#"{"request": {"headers": {"set": {"x-ip": "{{ client_ip }}"}}}}"#);
         assert!(client_ip.client_ip && !client_ip.route);
         let response_route = facts(r#"{"response": {"headers": {"add": {"x-r": "{{route}}"}}}}"#);

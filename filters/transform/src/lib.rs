@@ -301,7 +301,9 @@ impl HttpContext for Transform {
             .client_ip
             .then(|| ProxyHost.property_string(&["source", "address"]))
             .flatten();
-        self.vars = RequestVars::new(&headers, source.as_deref(), info.route);
+        // Templates that read nothing of the request leave it uncopied.
+        let read: &[(String, String)] = if facts.request { &headers } else { &[] };
+        self.vars = RequestVars::new(read, source.as_deref(), info.route);
         let (new_headers, outcome) = policy.request.ops.apply(&headers, &self.vars);
         self.metrics
             .operations_skipped

@@ -31,6 +31,10 @@ pub struct HostFacts {
     pub client_ip: bool,
     /// `{{route}}` (or a rule matching on routes): the route name property.
     pub route: bool,
+    /// Some template reads the request itself (a header, the query, path, method, host or
+    /// request id): only then is the request copied into [`RequestVars`] (each copied string is
+    /// an allocation inside the VM).
+    pub request: bool,
 }
 
 impl HostFacts {
@@ -39,6 +43,7 @@ impl HostFacts {
         Self {
             client_ip: self.client_ip || other.client_ip,
             route: self.route || other.route,
+            request: self.request || other.request,
         }
     }
 
@@ -56,6 +61,10 @@ impl Template {
         HostFacts {
             client_ip: self.parts.contains(&Part::ClientIp),
             route: self.parts.contains(&Part::Route),
+            request: self
+                .parts
+                .iter()
+                .any(|p| !matches!(p, Part::Literal(_) | Part::ClientIp | Part::Route)),
         }
     }
 
