@@ -111,9 +111,9 @@ fn count_batch(envoy_config: &str, variants: &[Variant], requests: &[Vec<Request
                 run.unexpected,
                 envoy.log()
             );
-            control(&envoy, &["-d"]);
-            dumps += 1;
-            let per_request = read_total(&out, dumps) / REQUESTS as f64;
+            // A resent command may have made an extra dump: count on from the newest file.
+            dumps = newest_dump(&out).max(dumps) + 1;
+            let per_request = dump_total(&envoy, &out, dumps) / REQUESTS as f64;
             eprintln!(
                 "{}: {per_request:.0} instructions per request",
                 variant.name
@@ -138,23 +138,48 @@ fn control(envoy: &Envoy, args: &[&str]) {
     assert!(status.success(), "callgrind_control {args:?} failed");
 }
 
-/// The `totals:` line of dump number `n` (`<out>.<n>`), waiting for valgrind to write it.
-fn read_total(out: &Path, n: usize) -> f64 {
+/// Dumps the counters and returns the total of dump number `n` (`<out>.<n>`). valgrind acts on
+/// the command at its next chance, which on a loaded machine can take a while, so the command
+/// is sent again every 20 s; a dump taken late only adds Envoy's idle work (timers) to it.
+fn dump_total(envoy: &Envoy, out: &Path, n: usize) -> f64 {
     let path = PathBuf::from(format!("{}.{n}", out.display()));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Some(total) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("totals:"))
-                .and_then(|t| t.trim().parse::<f64>().ok())
-            {
+        control(envoy, &["-d"]);
+        let resend = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < resend {
+            if let Some(total) = read_total(&path) {
                 return total;
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no callgrind dump at {}", path.display());
+    panic!("no callgrind dump at {}\n{}", path.display(), envoy.log());
+}
+
+/// The number of the newest dump file (0: none yet).
+fn newest_dump(out: &Path) -> usize {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else {
+        return 0;
+    };
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            file.strip_prefix(name)?.strip_prefix('.')?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The `totals:` line of a complete dump file.
+fn read_total(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .and_then(|t| t.trim().parse::<f64>().ok())
 }
 
 /// The terminal table and the JSON of an instruction count run.
