@@ -113,3 +113,23 @@ impl Client {
         }
     }
 }
+
+/// Sends raw request bytes on a new connection to `port` and returns the response's status code
+/// (0 when the answer has no status line): for what a well-behaved client cannot send, such as
+/// header values that are not UTF-8.
+pub fn raw_status(port: u16, request: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    if stream.write_all(request).is_err() {
+        return 0;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}

@@ -11,6 +11,6 @@ mod client;
 mod envoy;
 mod upstream;
 
-pub use client::{Client, Response};
+pub use client::{raw_status, Client, Response};
 pub use envoy::{envoy_bin, repo_root, validate, wasm_dir, Envoy, EnvoyOptions};
 pub use upstream::{Scripted, Upstream};

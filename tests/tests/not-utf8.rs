@@ -11,24 +11,14 @@
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use wasmgate_e2e::{Envoy, EnvoyOptions, Upstream};
 
-/// Sends one raw HTTP/1.1 request to the main listener; returns the response status.
+/// Sends one HTTP/1.1 request with `extra` header lines to the main listener; returns its status.
 fn raw_status(envoy: &Envoy, method: &str, path: &str, extra: &[u8]) -> u16 {
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n").into_bytes();
     request.extend_from_slice(extra);
     request.extend_from_slice(b"Content-Length: 0\r\nConnection: close\r\n\r\n");
-    let mut stream = TcpStream::connect(("127.0.0.1", envoy.port("main"))).expect("connect");
-    stream.write_all(&request).expect("write request");
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}\n{}", envoy.log()))
+    wasmgate_e2e::raw_status(envoy.port("main"), &request)
 }
 
 fn assert_alive(envoy: &Envoy, path: &str, expected: u16) {

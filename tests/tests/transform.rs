@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use wasmgate_e2e::{Envoy, Scripted, Upstream};
+use wasmgate_e2e::{raw_status, Envoy, Scripted, Upstream};
 
 /// The filter configuration every test runs with (compacted into the template).
 const CONFIG: &str = r#"{
@@ -464,19 +464,6 @@ fn held_headers_get_an_exact_content_length() {
     assert_eq!(upstream.attempts(), 1);
 }
 
-/// Sends raw request bytes and returns the status line's code.
-fn raw_status(envoy: &Envoy, request: &[u8]) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", envoy.port("main"))).expect("connect");
-    stream.write_all(request).expect("write request");
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
-}
-
 #[test]
 fn header_values_that_are_not_utf8_are_handled_and_the_vm_lives_on() {
     // HTTP allows obs-text bytes (0x80-0xFF) in header values and Envoy passes them on; the
@@ -487,7 +474,12 @@ fn header_values_that_are_not_utf8_are_handled_and_the_vm_lives_on() {
     } = start();
     let request = b"GET /api/latin1 HTTP/1.1\r\nHost: localhost\r\nX-Internal: caf\xe9\r\n\
                     Connection: close\r\n\r\n";
-    assert_eq!(raw_status(&envoy, request), 200, "{}", envoy.log());
+    assert_eq!(
+        raw_status(envoy.port("main"), request),
+        200,
+        "{}",
+        envoy.log()
+    );
     let seen = upstream.received();
     let headers = &seen.last().expect("the request reached the upstream")["headers"];
     assert!(headers.get("x-internal").is_none(), "removed: {headers}");
