@@ -169,20 +169,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Router mode reads the method, the idempotency key and what the rules match on; filter
-    /// mode keeps every header to replay the request.
-    fn header_needs(&self) -> HeaderNeeds {
-        if self.mode == Mode::Filter {
-            return HeaderNeeds::All;
-        }
-        let names = [":method".to_string(), self.idempotency_key_header.clone()];
-        let rules = self
-            .rules
-            .iter()
-            .flat_map(|r| rules::Rule::matcher(r).headers_read());
-        HeaderNeeds::only(names.into_iter().chain(rules))
-    }
-
     /// The policy for a request: the first matching rule's, else the defaults.
     pub fn policy_for(&self, req: &RequestInfo) -> &Policy {
         rules::first_match(&self.rules, req)
@@ -423,7 +409,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "mode \"filter\" needs filter_mode with at least a cluster",
         ));
     }
-    let mut config = Config {
+    Ok(Config {
+        header_needs: header_needs(raw.mode, &idempotency_key_header, &rules),
         mode: raw.mode,
         default,
         rules,
@@ -431,10 +418,20 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         attempts_header,
         budget,
         filter_mode,
-        header_needs: HeaderNeeds::All,
-    };
-    config.header_needs = config.header_needs();
-    Ok(config)
+    })
+}
+
+/// The request headers a request's decision reads: router mode reads the method, the
+/// idempotency key and what the rules match on; filter mode keeps every header to replay it.
+fn header_needs(mode: Mode, idempotency_key_header: &str, rules: &[Rule]) -> HeaderNeeds {
+    if mode == Mode::Filter {
+        return HeaderNeeds::All;
+    }
+    let names = [":method".to_string(), idempotency_key_header.to_string()];
+    let matched = rules
+        .iter()
+        .flat_map(|r| rules::Rule::matcher(r).headers_read());
+    HeaderNeeds::only(names.into_iter().chain(matched))
 }
 
 fn header_name(value: Option<&str>, default: &str, path: &str) -> Result<String, ConfigError> {
