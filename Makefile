@@ -10,8 +10,9 @@ MODULES_OUT   := target/modules
 WASM_OPT      := wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext \
                  --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue \
                  --enable-reference-types
-# Every directory under filters/ except the shared core is a filter crate building one module.
-FILTERS       := $(filter-out core,$(notdir $(wildcard filters/*)))
+# Every directory under filters/ except the shared crates (core: pure logic; host: the frame) is a
+# filter crate building one module.
+FILTERS       := $(filter-out core host,$(notdir $(wildcard filters/*)))
 MODULES       := $(foreach f,$(FILTERS),$(subst -,_,$(f)).wasm)
 VENV_ENVOY     = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(VENV)/bin/envoy)
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
@@ -23,7 +24,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt clean
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -89,9 +90,11 @@ test: build envoy oci oci-tools redis
 	cargo test --workspace --exclude limitador
 	$(MAKE) --no-print-directory bench-smoke
 
+## unit: only the unit tests, natively (every crate's library and binary tests; no Envoy)
 unit: toolchain
 	cargo test --workspace --exclude limitador --lib --bins
 
+## e2e: only the end-to-end tests (wasmgate-e2e) and the CLI's tests, against the pinned Envoy
 e2e: build envoy oci oci-tools redis
 	cargo test -p wasmgate-e2e -p wasmgate-cli
 
@@ -126,14 +129,29 @@ bench-smoke: build envoy valgrind
 	target/release/wasmgate-bench --instructions --only floor
 
 ## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
+## (and fails if wasmgate-core depends on proxy-wasm)
 lint: toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --exclude limitador --all-targets -- -D warnings
-	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p passthrough -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p wasmgate-host -p passthrough -- -D warnings
+	@! cargo tree -p wasmgate-core -e normal --prefix none | grep -q '^proxy-wasm ' || \
+	  { echo "wasmgate-core must not depend on proxy-wasm (the frame is wasmgate-host)"; exit 1; }
 
+## fmt: format every crate with rustfmt
 fmt:
 	cargo fmt --all
 
+## clean: remove build output, dist/, .venv/ and .run/
 clean:
 	cargo clean
 	rm -rf dist $(VENV) .run
+
+## help: every target with its description (from these `## name: description` comments)
+help:
+	@echo "usage: make <target> (default: setup)"
+	@awk '/^## / { line = substr($$0, 4); \
+	    if (cont) printf " %s", line; \
+	    else { i = index(line, ": "); printf "  %-20s %s", substr(line, 1, i - 1), substr(line, i + 2) }; \
+	    cont = 1; next } \
+	  { if (cont) print ""; cont = 0 } \
+	  END { if (cont) print "" }' $(MAKEFILE_LIST)

@@ -41,7 +41,7 @@ pub const FILTERS: [Filter; 5] = [
 
 impl Filter {
     /// Parses and compiles `json` as the filter does when Envoy configures it (an empty
-    /// configuration is `{}`, as in `wasmgate_core::config::load`); the error is the exact line
+    /// configuration is `{}`, as in `wasmgate_host::frame::Worker::configure`); the error is the exact line
     /// the filter logs.
     pub fn check(&self, json: &[u8]) -> Result<(), String> {
         let json = if json.is_empty() {

@@ -162,11 +162,11 @@ fn policy(args: &Args) -> Result<Policy, String> {
             }
         };
         let config = hmac_auth::config::parse(&json).map_err(|e| e.log_line("hmac-auth"))?;
-        let policies = std::iter::once(config.default)
-            .chain(config.rules.into_iter().filter_map(|r| r.policy));
-        return policies
-            .into_iter()
+        return config
+            .policies
+            .all()
             .find(|p| p.scheme.name() == args.scheme)
+            .cloned()
             .ok_or_else(|| {
                 format!(
                     "no policy with scheme {:?} in {}",
@@ -192,7 +192,7 @@ fn policy(args: &Args) -> Result<Policy, String> {
             json!({"required_components": list.split_whitespace().collect::<Vec<_>>()});
     }
     hmac_auth::config::parse(config.to_string().as_bytes())
-        .map(|c| c.default)
+        .map(|c| c.policies.default_policy().clone())
         .map_err(|e| match e.path.as_str() {
             "scheme" => format!(
                 "unknown scheme {:?} (github, stripe, slack, shopify, standard_webhooks, \

@@ -49,24 +49,6 @@ pub fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
     Ok(parsed)
 }
 
-/// Parses and compiles a filter's configuration in `on_configure`. On any error it logs the one
-/// contract line (`wasmgate <filter>: invalid configuration at <path>: <reason>`) and returns
-/// `None`, so the root context returns `false` and Envoy rejects the configuration.
-pub fn load<R: DeserializeOwned, T>(
-    filter: &str,
-    json: Option<&[u8]>,
-    compile: impl FnOnce(R) -> Result<T, ConfigError>,
-) -> Option<T> {
-    let json = json.filter(|j| !j.is_empty()).unwrap_or(b"{}");
-    match parse(json).and_then(compile) {
-        Ok(config) => Some(config),
-        Err(err) => {
-            log::error!("{}", err.log_line(filter));
-            None
-        }
-    }
-}
-
 /// Moves the field named in serde's "missing field `x`" / "unknown field `x`" into the path.
 fn from_serde_message(path: &str, message: &str) -> ConfigError {
     let message = strip_position(message);
@@ -296,22 +278,6 @@ mod tests {
         let err = error(r#"{"providers": {}} trailing"#);
         assert_eq!(err.path, "$");
         assert!(!err.reason.contains("line"));
-    }
-
-    #[test]
-    fn load_compiles_or_rejects() {
-        let ok = load("t", Some(br#"{"providers": {}}"#), |r: Root| {
-            Ok(r.providers.len())
-        });
-        assert_eq!(ok, Some(0));
-        let bad = load("t", Some(b"{}"), |r: Root| Ok(r.providers.len()));
-        assert_eq!(bad, None);
-        let refused = load(
-            "t",
-            None,
-            |_: serde_json::Value| -> Result<(), ConfigError> { Err(ConfigError::new("x", "no")) },
-        );
-        assert_eq!(refused, None);
     }
 
     #[test]

@@ -1,41 +1,63 @@
-//! A small trait over the proxy-wasm host calls filters use, with a real and a fake host.
-//!
-//! Glue code talks to [`Host`] so the translation from host values to [`RequestInfo`] and from
-//! [`LocalReply`] to a response is written once, and can be tested with [`FakeHost`].
+//! What logic reads from the host, as a trait: the real host lives in crate `wasmgate-host`, and
+//! [`FakeHost`] here lets every decision be tested natively.
 
 use crate::clock::Clock;
-use crate::reply::LocalReply;
 use crate::rules::RequestInfo;
 use crate::shared::{SetError, SharedStore};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-/// What a filter reads from and does to the current request through the host.
-pub trait Host: SharedStore + Clock {
-    /// All request headers (pseudo-headers included), names lowercase.
-    fn request_headers(&self) -> Vec<(String, String)>;
-    /// A host property such as `["route_name"]` or `["source", "address"]`.
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
-    /// Answers the request locally with the reply's status, headers and JSON body.
-    fn send_reply(&self, reply: &LocalReply);
-    /// Calls a host foreign function (`verify_signature`, `clear_route_cache`); `None` if absent.
-    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>>;
+/// A header map of the current stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderMap {
+    /// Request headers, pseudo-headers included.
+    Request,
+    /// Request trailers.
+    RequestTrailers,
+    /// Response headers, `:status` included.
+    Response,
+    /// Response trailers.
+    ResponseTrailers,
+}
 
-    /// The first value of one request header.
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.request_headers()
+/// What a filter's logic reads from the host while it decides: header maps, properties, shared
+/// data, the clock and foreign functions. Everything it changes it returns as values (see
+/// [`crate::outcome`]); the frame (crate `wasmgate-host`) writes them.
+pub trait Host: SharedStore + Clock {
+    /// Every header of a map as text, names lowercase (see [`lossy_text`]).
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)>;
+    /// The first value of one header of a map.
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        self.headers(map)
             .into_iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
+    }
+    /// A host property such as `["xds", "route_name"]` or `["source", "address"]`.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Calls a host foreign function (`verify_signature`, `clear_route_cache`); `None` if absent.
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>>;
+
+    /// All request headers (pseudo-headers included), names lowercase.
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers(HeaderMap::Request)
+    }
+
+    /// The first value of one request header.
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header(HeaderMap::Request, name)
     }
 
     /// A property as UTF-8 text.
     fn property_string(&self, path: &[&str]) -> Option<String> {
         self.property(path)
             .and_then(|bytes| String::from_utf8(bytes).ok())
+    }
+
+    /// Now in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64 {
+        crate::clock::unix_nanos(self.now()) / 1_000_000
     }
 }
 
@@ -92,7 +114,7 @@ pub fn request_info_reading<H: Host + ?Sized>(
             .filter_map(|name| host.request_header(name).map(|value| (name.clone(), value)))
             .collect(),
     };
-    let pseudo = |name: &str| crate::rules::header_or_empty(&headers, name);
+    let pseudo = |name: &str| crate::request::header_or_empty(&headers, name);
     let (authority, path, method) = (pseudo(":authority"), pseudo(":path"), pseudo(":method"));
     let route = if with_route { route_name(host) } else { None };
     RequestInfo::new(route, &authority, &path, &method, headers)
@@ -106,90 +128,17 @@ pub fn route_name<H: Host + ?Sized>(host: &H) -> Option<String> {
         .or_else(|| host.property_string(&["route_name"]))
 }
 
-/// Every header of one map (request or response headers, trailers, an HTTP call's answer) as
-/// text. HTTP allows header values that are not UTF-8 (obs-text bytes such as Latin-1), and the
-/// SDK's text getters panic on them, which would fail every stream on the worker; so bytes are
-/// read and invalid sequences replaced with U+FFFD.
-pub fn header_map(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .map(|pairs| pairs.into_iter().map(|(n, v)| (n, lossy(v))).collect())
-        .unwrap_or_default()
-}
-
-/// The first value of one header of a map as text (see [`header_map`] for why not the SDK's).
-pub fn header_value(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(map, name)
-        .ok()
-        .flatten()
-        .map(lossy)
-}
-
-/// True when a value read by [`header_map`] or [`header_value`] had bytes that are not UTF-8: it
-/// must not be written back, since it no longer holds the bytes the client sent.
-pub fn was_lossy(value: &str) -> bool {
-    value.contains(char::REPLACEMENT_CHARACTER)
-}
-
-fn lossy(bytes: Vec<u8>) -> String {
+/// Header bytes as text: HTTP allows header values that are not UTF-8 (obs-text bytes such as
+/// Latin-1), so invalid sequences become U+FFFD instead of failing the stream.
+pub fn lossy_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes)
         .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
-/// The real host: proxy-wasm host calls on the current context.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProxyHost;
-
-impl SharedStore for ProxyHost {
-    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
-        hostcalls::get_shared_data(key).map_err(|_| SetError::Failed)
-    }
-
-    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(_) => Err(SetError::Failed),
-        }
-    }
-}
-
-impl Clock for ProxyHost {
-    fn now(&self) -> SystemTime {
-        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-}
-
-impl Host for ProxyHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        header_map(MapType::HttpRequestHeaders)
-    }
-
-    fn request_header(&self, name: &str) -> Option<String> {
-        header_value(MapType::HttpRequestHeaders, name)
-    }
-
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
-    }
-
-    fn send_reply(&self, reply: &LocalReply) {
-        let body = reply.body();
-        if let Err(status) =
-            hostcalls::send_http_response(reply.status, reply.all_headers(), Some(&body))
-        {
-            log::warn!(
-                "wasmgate: could not send local reply {}: {status:?}",
-                reply.status
-            );
-        }
-    }
-
-    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
-        match hostcalls::call_foreign_function(name, Some(args)) {
-            Ok(result) => Some(result.unwrap_or_default()),
-            Err(_) => None,
-        }
-    }
+/// True when a value read by [`lossy_text`] had bytes that are not UTF-8: it must not be written
+/// back, since it no longer holds the bytes the client sent.
+pub fn was_lossy(value: &str) -> bool {
+    value.contains(char::REPLACEMENT_CHARACTER)
 }
 
 /// An in-memory host for unit tests of glue code and of shared-data logic.
@@ -197,12 +146,12 @@ impl Host for ProxyHost {
 pub struct FakeHost {
     /// Request headers the filter will see.
     pub headers: Vec<(String, String)>,
+    /// Response headers the filter will see.
+    pub response_headers: Vec<(String, String)>,
     /// Properties by their path joined with `.` (`"source.address"`).
     pub properties: HashMap<String, Vec<u8>>,
     /// The time the host reports.
     pub now: SystemTime,
-    /// Replies sent so far.
-    pub replies: RefCell<Vec<LocalReply>>,
     /// Foreign functions the host offers, as canned answers.
     pub foreign: HashMap<String, Vec<u8>>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
@@ -213,9 +162,9 @@ impl Default for FakeHost {
     fn default() -> Self {
         Self {
             headers: Vec::new(),
+            response_headers: Vec::new(),
             properties: HashMap::new(),
             now: SystemTime::UNIX_EPOCH,
-            replies: RefCell::new(Vec::new()),
             foreign: HashMap::new(),
             shared: RefCell::new(HashMap::new()),
             next_cas: RefCell::new(1),
@@ -267,16 +216,16 @@ impl Clock for FakeHost {
 }
 
 impl Host for FakeHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        match map {
+            HeaderMap::Request => self.headers.clone(),
+            HeaderMap::Response => self.response_headers.clone(),
+            HeaderMap::RequestTrailers | HeaderMap::ResponseTrailers => Vec::new(),
+        }
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.properties.get(&path.join(".")).cloned()
-    }
-
-    fn send_reply(&self, reply: &LocalReply) {
-        self.replies.borrow_mut().push(reply.clone());
     }
 
     fn call_foreign(&self, name: &str, _args: &[u8]) -> Option<Vec<u8>> {
@@ -315,9 +264,9 @@ mod tests {
 
     #[test]
     fn header_bytes_that_are_not_utf8_become_replacement_characters() {
-        assert_eq!(lossy(b"caf\xe9".to_vec()), "caf\u{fffd}");
-        assert_eq!(lossy(b"plain".to_vec()), "plain");
-        assert!(was_lossy(&lossy(vec![0xff])));
+        assert_eq!(lossy_text(b"caf\xe9".to_vec()), "caf\u{fffd}");
+        assert_eq!(lossy_text(b"plain".to_vec()), "plain");
+        assert!(was_lossy(&lossy_text(vec![0xff])));
         assert!(!was_lossy("plain"));
     }
 
@@ -338,13 +287,6 @@ mod tests {
         assert_eq!(info.method, "", "not read");
         let many = (0..=HeaderNeeds::MAX_SINGLE_READS).map(|i| format!("h{i}"));
         assert_eq!(HeaderNeeds::only(many), HeaderNeeds::All);
-    }
-
-    #[test]
-    fn fake_host_records_replies() {
-        let host = FakeHost::default();
-        host.send_reply(&LocalReply::new(401, "missing_token", "No token."));
-        assert_eq!(host.replies.borrow()[0].status, 401);
     }
 
     #[test]

@@ -32,6 +32,24 @@ impl LocalReply {
         }
     }
 
+    /// The reply to a body over a filter's `max_body_bytes`: 413 for a request body, 502 for an
+    /// upstream response body (the client did nothing wrong).
+    pub fn body_too_large(request: bool, limit: u64) -> Self {
+        if request {
+            Self::new(
+                413,
+                "body_too_large",
+                format!("The request body is larger than {limit} bytes."),
+            )
+        } else {
+            Self::new(
+                502,
+                "body_too_large",
+                format!("The upstream response body is larger than {limit} bytes."),
+            )
+        }
+    }
+
     /// Adds one header to the reply.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));

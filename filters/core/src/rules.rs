@@ -1,78 +1,12 @@
-//! Per-route rule selection, a pure function of the request (see CONVENTIONS "Per-route rules").
+//! A rule's `match` block: which requests a per-route rule applies to (selection among rules is
+//! [`crate::policies::Policies`]).
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// What a filter knows about a request when it picks a rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestInfo {
-    /// Envoy route name (the `route_name` property), when the route has one.
-    pub route: Option<String>,
-    /// `:authority` lowercased, port stripped.
-    pub host: String,
-    /// `:path` without its query string.
-    pub path: String,
-    /// `:method`, uppercase as received.
-    pub method: String,
-    /// Request headers with lowercase names, in arrival order.
-    pub headers: Vec<(String, String)>,
-}
-
-impl RequestInfo {
-    /// Builds the view from raw pseudo-headers: strips the port and the query string.
-    pub fn new(
-        route: Option<String>,
-        authority: &str,
-        path: &str,
-        method: &str,
-        headers: Vec<(String, String)>,
-    ) -> Self {
-        Self {
-            route: route.filter(|r| !r.is_empty()),
-            host: strip_port(authority).to_ascii_lowercase(),
-            path: path
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-            method: method.to_string(),
-            headers,
-        }
-    }
-
-    /// The first value of a header (name compared case-insensitively).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// The first value of an exactly named header (such as a pseudo-header `:path`) in a host header
-/// list, or an empty string when it is absent.
-pub fn header_or_empty(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-fn strip_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        // IPv6 literal: keep the brackets, drop ":port" after them.
-        return match rest.find(']') {
-            Some(end) => &authority[..end + 2],
-            None => authority,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
-}
+use crate::request::strip_port;
+pub use crate::request::RequestInfo;
 
 /// The `match` block of a rule. All given fields must hold; an empty match holds for every request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -300,26 +234,6 @@ impl schemars::JsonSchema for Match {
     }
 }
 
-/// A filter's rule type: how core finds its match and whether it switches the filter off.
-pub trait Rule {
-    /// The rule's `match` block.
-    fn matcher(&self) -> &Match;
-    /// `false` when the rule says `"enabled": false`.
-    fn enabled(&self) -> bool {
-        true
-    }
-}
-
-/// True when some rule matches on route names (so [`crate::host::request_info`] must read it).
-pub fn needs_route<R: Rule>(rules: &[R]) -> bool {
-    rules.iter().any(|rule| rule.matcher().uses_route())
-}
-
-/// The first rule whose match holds: per-route policy selection as a pure function.
-pub fn first_match<'a, R: Rule>(rules: &'a [R], req: &RequestInfo) -> Option<&'a R> {
-    rules.iter().find(|rule| rule.matcher().matches(req))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +263,7 @@ mod tests {
         assert_eq!(r.header("X-Tenant"), Some("acme"));
         assert_eq!(
             RequestInfo::new(None, "[::1]:80", "/", "GET", vec![]).host,
-            "[::1]"
+            "::1"
         );
         assert_eq!(
             RequestInfo::new(Some(String::new()), "h", "/", "GET", vec![]).route,
@@ -431,37 +345,6 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Match>(bad).is_err(), "{bad}");
         }
-    }
-
-    struct TestRule {
-        matcher: Match,
-        name: &'static str,
-    }
-
-    impl Rule for TestRule {
-        fn matcher(&self) -> &Match {
-            &self.matcher
-        }
-    }
-
-    #[test]
-    fn first_match_wins() {
-        let rules = [
-            TestRule {
-                matcher: m(r#"{"path_prefix": "/health"}"#),
-                name: "health",
-            },
-            TestRule {
-                matcher: m(r#"{"path_prefix": "/v1/"}"#),
-                name: "v1",
-            },
-            TestRule {
-                matcher: m("{}"),
-                name: "catch-all",
-            },
-        ];
-        assert_eq!(first_match(&rules, &req()).unwrap().name, "v1");
-        assert!(first_match(&rules[..1], &req()).is_none());
     }
 
     #[test]

@@ -79,6 +79,41 @@ where
     Err(UpdateError::Contended)
 }
 
+/// Where a filter's shared-data keys live: `wasmgate/<filter>/<plugin name>/...`, so two
+/// filters, or two plugins of one filter, never read each other's keys.
+///
+/// What survives a configuration change is chosen per namespace: [`Namespace::plugin`] keys stay
+/// (a rate-limit counter keeps counting when an unrelated field changes; the filter adds what
+/// must reset, such as a rule's fingerprint, to its own keys), [`Namespace::configuration`] keys
+/// start afresh with every new configuration (replay ids, retry budgets, circuit state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// Keys that outlive configuration changes of one plugin.
+    pub fn plugin(filter: &str, plugin: &str) -> Self {
+        Self(format!("wasmgate/{filter}/{plugin}"))
+    }
+
+    /// Keys of one configuration of one plugin: a changed configuration gets new keys.
+    pub fn configuration(filter: &str, plugin: &str, configuration: &[u8]) -> Self {
+        Self(format!(
+            "wasmgate/{filter}/{plugin}/{:016x}",
+            crate::fnv1a(configuration)
+        ))
+    }
+
+    /// The key for one purpose (`"budget"`, `"slot.17"`).
+    pub fn key(&self, purpose: &str) -> String {
+        format!("{}/{purpose}", self.0)
+    }
+
+    /// The namespace itself, for filters that build many keys under it.
+    pub fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +236,17 @@ mod tests {
             .unwrap();
             assert_eq!(n, expected);
         }
+    }
+
+    #[test]
+    fn namespaces_separate_filters_plugins_and_configurations() {
+        let a = Namespace::plugin("rate-limit", "p1");
+        assert_eq!(a.key("slot.1"), "wasmgate/rate-limit/p1/slot.1");
+        assert_ne!(a, Namespace::plugin("rate-limit", "p2"));
+        assert_ne!(a, Namespace::plugin("retry", "p1"));
+        let c1 = Namespace::configuration("retry", "p1", b"{}");
+        assert_eq!(c1, Namespace::configuration("retry", "p1", b"{}"));
+        assert_ne!(c1, Namespace::configuration("retry", "p1", b"{\"a\":1}"));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 use std::fmt;
-use wasmgate_core::rules::{Match, Rule};
-use wasmgate_core::{ConfigError, Duration, Secret};
+use wasmgate_core::policies::PolicyRule;
+use wasmgate_core::{ConfigError, Duration, Match, Policies, Secret};
 
 /// The filter's name in log lines and metric names.
 pub const FILTER: &str = "hmac-auth";
@@ -288,31 +288,11 @@ pub struct ReplayConfig {
     pub max_entries: u64,
 }
 
-/// A compiled rule.
-#[derive(Debug, Clone)]
-pub struct CompiledRule {
-    matcher: Match,
-    /// `None` when the rule switches the filter off.
-    pub policy: Option<Policy>,
-}
-
-impl Rule for CompiledRule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
-    }
-
-    fn enabled(&self) -> bool {
-        self.policy.is_some()
-    }
-}
-
 /// The compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Policy when no rule matches.
-    pub default: Policy,
-    /// Rules in order.
-    pub rules: Vec<CompiledRule>,
+    /// The defaults and the rules.
+    pub policies: Policies<Policy>,
     /// Replay protection, `None` when disabled.
     pub replay: Option<ReplayConfig>,
 }
@@ -321,9 +301,7 @@ impl Config {
     /// Every distinct secret id, for per-secret metrics.
     pub fn secret_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
-        let policies = std::iter::once(&self.default)
-            .chain(self.rules.iter().filter_map(|r| r.policy.as_ref()));
-        for policy in policies {
+        for policy in self.policies.all() {
             for key in &policy.keys {
                 if !ids.contains(&key.id) {
                     ids.push(key.id.clone());
@@ -384,15 +362,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             })?;
             Some(policy)
         };
-        rules.push(CompiledRule {
+        rules.push(PolicyRule {
             matcher: rule.matcher,
             policy,
         });
     }
     let replay = compile_replay(raw.replay)?;
     Ok(Config {
-        default,
-        rules,
+        policies: Policies::new(default, rules),
         replay,
     })
 }
@@ -696,9 +673,9 @@ mod tests {
     #[test]
     fn minimal_config_has_secure_defaults() {
         let c = parse(br#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}]}"#).unwrap();
-        assert_eq!(c.default.scheme, Scheme::Github);
-        assert_eq!(c.default.tolerance_secs, 300);
-        assert_eq!(c.default.max_body_bytes, 1_048_576);
+        assert_eq!(c.policies.default_policy().scheme, Scheme::Github);
+        assert_eq!(c.policies.default_policy().tolerance_secs, 300);
+        assert_eq!(c.policies.default_policy().max_body_bytes, 1_048_576);
         assert_eq!(
             c.replay,
             Some(ReplayConfig {
@@ -706,8 +683,11 @@ mod tests {
                 max_entries: 100_000
             })
         );
-        assert_eq!(c.default.keys[0].bytes, b"s");
-        assert_eq!(format!("{:?}", c.default.keys[0]), "Key(a, <redacted>)");
+        assert_eq!(c.policies.default_policy().keys[0].bytes, b"s");
+        assert_eq!(
+            format!("{:?}", c.policies.default_policy().keys[0]),
+            "Key(a, <redacted>)"
+        );
     }
 
     #[test]
@@ -724,8 +704,8 @@ mod tests {
             }"#,
         )
         .unwrap();
-        assert_eq!(c.default.keys[1].bytes, b"old-secret");
-        assert!(c.rules[0].policy.is_none());
+        assert_eq!(c.policies.default_policy().keys[1].bytes, b"old-secret");
+        assert!(c.policies.rules()[0].policy.is_none());
         assert_eq!(c.secret_ids(), vec!["current", "previous"]);
     }
 
@@ -735,13 +715,13 @@ mod tests {
             br#"{"scheme": "standard_webhooks", "secrets": [{"id": "a", "value": "whsec_AAEC"}]}"#,
         )
         .unwrap();
-        assert_eq!(c.default.keys[0].bytes, vec![0, 1, 2]);
+        assert_eq!(c.policies.default_policy().keys[0].bytes, vec![0, 1, 2]);
         let e =
             err(r#"{"scheme": "standard_webhooks", "secrets": [{"id": "a", "value": "whsec_!"}]}"#);
         assert_eq!(e.path, "secrets[0]");
         let c = parse(br#"{"scheme": "stripe", "secrets": [{"id": "a", "value": "whsec_AAEC"}]}"#)
             .unwrap();
-        assert_eq!(c.default.keys[0].bytes, b"whsec_AAEC");
+        assert_eq!(c.policies.default_policy().keys[0].bytes, b"whsec_AAEC");
         let e = err(
             r#"{"scheme": "stripe", "secrets": [{"id": "a", "value": "x", "encoding": "hex"}]}"#,
         );
@@ -757,12 +737,12 @@ mod tests {
                            {"match": {"path_prefix": "/x"}, "max_body_bytes": 10}]}"#,
         )
         .unwrap();
-        let slack = c.rules[0].policy.as_ref().unwrap();
+        let slack = c.policies.rules()[0].policy.as_ref().unwrap();
         assert_eq!(slack.scheme, Scheme::Slack);
         assert_eq!(slack.keys[0].id, "b");
         assert_eq!(slack.tolerance_secs, 60);
         assert_eq!(slack.index, 1);
-        let x = c.rules[1].policy.as_ref().unwrap();
+        let x = c.policies.rules()[1].policy.as_ref().unwrap();
         assert_eq!(x.keys[0].id, "a");
         assert_eq!(x.max_body_bytes, 10);
         assert_eq!(c.secret_ids(), vec!["a", "b"]);
@@ -778,7 +758,7 @@ mod tests {
                             "signed_payload": "{method} {path}\n{timestamp}.{id}.{header:X-A}.{body}"}}"#,
         )
         .unwrap();
-        let Scheme::Custom(custom) = &c.default.scheme else {
+        let Scheme::Custom(custom) = &c.policies.default_policy().scheme else {
             panic!()
         };
         assert_eq!(custom.signature_header, "x-signature");
@@ -957,11 +937,11 @@ mod tests {
         let plugin: serde_json::Value =
             serde_json::to_value(&manifest["spec"]["pluginConfig"]).unwrap();
         let config = parse(plugin.to_string().as_bytes()).unwrap();
-        assert_eq!(config.default.scheme, Scheme::Github);
-        assert_eq!(config.default.keys.len(), 2);
-        assert!(config.rules[0].policy.is_none());
+        assert_eq!(config.policies.default_policy().scheme, Scheme::Github);
+        assert_eq!(config.policies.default_policy().keys.len(), 2);
+        assert!(config.policies.rules()[0].policy.is_none());
         assert_eq!(
-            config.rules[1].policy.as_ref().unwrap().scheme,
+            config.policies.rules()[1].policy.as_ref().unwrap().scheme,
             Scheme::Stripe
         );
         assert_eq!(config.secret_ids(), vec!["current", "previous", "stripe"]);
@@ -982,7 +962,10 @@ mod tests {
         }
         let json = filter["configuration"]["value"].as_str().unwrap();
         let config = parse(json.as_bytes()).unwrap();
-        assert_eq!(config.rules.len(), 5);
-        assert_eq!(config.default.keys[1].bytes, b"demo-previous-github-secret");
+        assert_eq!(config.policies.rules().len(), 5);
+        assert_eq!(
+            config.policies.default_policy().keys[1].bytes,
+            b"demo-previous-github-secret"
+        );
     }
 }

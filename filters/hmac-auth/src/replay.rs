@@ -74,11 +74,12 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
 }
 
 impl Table {
-    /// A table whose keys start with `wasmgate.hmac_auth.replay.<namespace>.`.
+    /// A table whose keys start with `<namespace>/replay/` (a configuration's namespace: a new
+    /// configuration starts with an empty table).
     pub fn new(namespace: &str, ttl_secs: u64, max_entries: u64) -> Self {
         let slots = SLOTS as u64;
         Self {
-            prefix: format!("wasmgate.hmac_auth.replay.{namespace}."),
+            prefix: format!("{namespace}/replay/"),
             buckets: max_entries.div_ceil(slots).max(1),
             ttl_secs,
         }
@@ -211,9 +212,7 @@ mod tests {
         }
         let mut total = 0;
         for b in 0..t.buckets() {
-            let (value, _) = host
-                .get_shared(&format!("wasmgate.hmac_auth.replay.t.{b}"))
-                .unwrap();
+            let (value, _) = host.get_shared(&format!("t/replay/{b}")).unwrap();
             let len = value.unwrap().len();
             assert!(len <= SLOTS * ENTRY);
             total += len / ENTRY;

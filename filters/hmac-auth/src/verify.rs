@@ -25,7 +25,7 @@ pub struct Request {
 impl Request {
     /// Builds a request from a host header list (pseudo-headers included).
     pub fn from_headers(headers: Vec<(String, String)>) -> Self {
-        let pseudo = |name: &str| wasmgate_core::rules::header_or_empty(&headers, name);
+        let pseudo = |name: &str| wasmgate_core::request::header_or_empty(&headers, name);
         let scheme = pseudo(":scheme");
         Self {
             method: pseudo(":method"),
@@ -520,7 +520,11 @@ pub(crate) mod tests {
     }
 
     pub fn policy(json: &str) -> Policy {
-        config::parse(json.as_bytes()).unwrap().default
+        config::parse(json.as_bytes())
+            .unwrap()
+            .policies
+            .default_policy()
+            .clone()
     }
 
     pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use wasmgate_core::config::{ConfigError, Duration};
-use wasmgate_core::rules::{Match, Rule};
+use wasmgate_core::policies::PolicyRule;
+use wasmgate_core::{Match, Policies};
 
 /// Default size of the per-worker verified-token cache.
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
@@ -169,7 +170,8 @@ pub struct RemoteJwks {
     pub cache_duration: std::time::Duration,
     /// Responses larger than this are refused.
     pub max_bytes: usize,
-    /// Shared-data key holding this provider's fetched keys and fetch state.
+    /// Shared-data key holding this provider's fetched keys and fetch state: `jwks/<hash>` as
+    /// compiled, then placed in the plugin's shared-data namespace at configure time.
     pub shared_key: String,
 }
 
@@ -229,34 +231,13 @@ pub struct Policy {
     pub claims: Vec<ClaimRule>,
 }
 
-/// One compiled rule.
-#[derive(Debug, Clone)]
-pub struct JwtRule {
-    matcher: Match,
-    enabled: bool,
-    /// The policy of matching requests (rule fields over the defaults).
-    pub policy: Policy,
-}
-
-impl Rule for JwtRule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
-    }
-
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// The whole compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Providers in name order.
     pub providers: Vec<Provider>,
-    /// The policy when no rule matches.
-    pub default_policy: Policy,
-    /// Per-route rules, first match wins.
-    pub rules: Vec<JwtRule>,
+    /// The policy when no rule matches, and the per-route rules (first match wins).
+    pub policies: Policies<Policy>,
     /// Capacity of the per-worker verified-token cache (0 disables it).
     pub cache_entries: usize,
     /// Verify RS*/ES256/ES384 with the host's `verify_signature` when it offers it.
@@ -395,7 +376,7 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                 ));
             }
             let shared_key = format!(
-                "wasmgate_jwt_auth.jwks.{}",
+                "jwks/{}",
                 short_hash(&format!(
                     "{name}\n{}\n{}",
                     remote.http_uri.uri, remote.http_uri.cluster
@@ -600,10 +581,12 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 Some(c) => compile_claims(&format!("rules[{i}].claims"), c)?,
                 None => default_policy.claims.clone(),
             };
-            Ok(JwtRule {
+            Ok(PolicyRule {
                 matcher: r.matcher,
-                enabled: r.enabled.unwrap_or(true),
-                policy: Policy { requires, claims },
+                policy: r
+                    .enabled
+                    .unwrap_or(true)
+                    .then_some(Policy { requires, claims }),
             })
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -611,8 +594,7 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         output_headers,
         providers,
-        default_policy,
-        rules,
+        policies: Policies::new(default_policy, rules),
         cache_entries: raw.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
         use_host_crypto: raw.use_host_crypto.unwrap_or(true),
     })
@@ -656,7 +638,10 @@ mod tests {
                 Location::Param("access_token".into())
             ]
         );
-        assert_eq!(c.default_policy.requires, Requirement::Provider(0));
+        assert_eq!(
+            c.policies.default_policy().requires,
+            Requirement::Provider(0)
+        );
         assert_eq!(c.cache_entries, DEFAULT_CACHE_ENTRIES);
         assert!(c.use_host_crypto);
     }
@@ -675,7 +660,7 @@ mod tests {
         assert_eq!(r.path, "/.well-known/jwks.json");
         assert_eq!(r.cache_duration.as_secs(), 600);
         assert_eq!(r.max_bytes, DEFAULT_MAX_JWKS_BYTES);
-        assert!(r.shared_key.starts_with("wasmgate_jwt_auth.jwks."));
+        assert!(r.shared_key.starts_with("jwks/"));
     }
 
     #[test]

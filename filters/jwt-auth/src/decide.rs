@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn default_policy_requires_one_of_the_providers() {
         let c = config("");
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         assert!(matches!(p.requires, Requirement::Any(_)));
         assert_eq!(deny(&run(&c, &p, &[], "/")), Some(Failure::Missing));
         let e = run(&c, &p, &[("authorization", &bearer(&good()))], "/");
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn failures_map_to_jwt_authn_statuses() {
         let c = config(r#", "requires": {"provider_name": "example"}"#);
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         let claims = |extra: &str| {
             token(
                 K1,
@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn query_and_cookie_tokens_are_stripped() {
         let c = config("");
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         let path = format!("/x?a=1&access_token={}", good());
         let Decision::Allow(m) = run(&c, &p, &[], &path).decision else {
             panic!()
@@ -598,7 +598,7 @@ mod tests {
     #[test]
     fn forward_keeps_the_token() {
         let c = config(r#", "requires": {"provider_name": "other"}"#);
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         let t = token(K2, r#"{"iss":"https://other.example.com"}"#);
         let Decision::Allow(m) = run(&c, &p, &[("x-other-token", &t)], "/").decision else {
             panic!()
@@ -620,7 +620,7 @@ mod tests {
               {"match": {"path_prefix": "/public"}, "enabled": false}
             ]"#,
         );
-        let policy = |i: usize| c.rules[i].policy.clone();
+        let policy = |i: usize| c.policies.rules()[i].policy.clone().unwrap();
         let expired = token(
             K1,
             r#"{"iss":"https://issuer.example.com","aud":"api.example.com","exp":1}"#,
@@ -695,13 +695,13 @@ mod tests {
             deny(&run(&c, &policy(4), &[], "/root")),
             Some(Failure::Missing)
         );
-        assert!(!wasmgate_core::rules::Rule::enabled(&c.rules[5]));
+        assert!(c.policies.rules()[5].policy.is_none());
     }
 
     #[test]
     fn any_reports_the_real_failure_not_the_other_issuer() {
         let c = config("");
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         // Read from the same header by "example" only; "other" reports missing.
         let bad = sign(
             K2,
@@ -718,7 +718,7 @@ mod tests {
     #[test]
     fn cache_hits_give_the_same_verdict() {
         let c = config(r#", "requires": {"provider_name": "example"}"#);
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         let headers = vec![("authorization".to_string(), bearer(&good()))];
         let keys = |i: usize| match &c.providers[i].keys {
             KeySource::Local(jwks) => Keys::Ready {
@@ -756,7 +756,7 @@ mod tests {
         let json = r#"{"providers": {"r": {"remote_jwks": {"http_uri":
             {"uri": "http://jwks.local/keys", "cluster": "jwks", "timeout": "1s"}}}}}"#;
         let c = Config::from_json(json.as_bytes()).unwrap();
-        let p = c.default_policy.clone();
+        let p = c.policies.default_policy().clone();
         let e = run(&c, &p, &[("authorization", &bearer(&good()))], "/");
         assert_eq!(deny(&e), Some(Failure::JwksUnavailable));
         assert_eq!(e.pending, vec![0]);

@@ -4,8 +4,8 @@ use crate::algorithm::{Algorithm, Limit};
 use crate::key::KeyPart;
 use serde::Deserialize;
 use wasmgate_core::host::HeaderNeeds;
-use wasmgate_core::rules::Rule as CoreRule;
-use wasmgate_core::{ConfigError, Duration, Match};
+use wasmgate_core::policies::PolicyRule;
+use wasmgate_core::{ConfigError, Duration, Match, Policies};
 
 /// The filter's name in logs and metrics.
 pub const FILTER: &str = "rate-limit";
@@ -186,8 +186,8 @@ enum RawAlgorithm {
 /// The compiled configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Rules in order; the first match is used.
-    pub rules: Vec<Rule>,
+    /// The rules in order (the first match is used); the defaults limit nothing.
+    pub policies: Policies<Rule>,
     /// Trusted proxies in front of Envoy (0: use the downstream address).
     pub xff_num_trusted_hops: u32,
     /// Size of the slot table in shared data.
@@ -199,10 +199,9 @@ pub struct Config {
 /// The request headers `rules` read to match and build keys. Every X-Forwarded-For line counts
 /// for a client address behind trusted proxies, and a single read gives only the first line, so
 /// that case reads them all.
-fn header_needs(rules: &[Rule], xff_num_trusted_hops: u32) -> HeaderNeeds {
+fn header_needs(policies: &Policies<Rule>, xff_num_trusted_hops: u32) -> HeaderNeeds {
     let mut names = Vec::new();
-    for rule in rules {
-        names.extend(rule.matcher.headers_read());
+    for rule in policies.all() {
         for part in &rule.key {
             match part {
                 KeyPart::ClientIp if xff_num_trusted_hops > 0 => return HeaderNeeds::All,
@@ -213,16 +212,12 @@ fn header_needs(rules: &[Rule], xff_num_trusted_hops: u32) -> HeaderNeeds {
             }
         }
     }
-    HeaderNeeds::only(names)
+    policies.header_needs(names)
 }
 
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// The rule's match.
-    pub matcher: Match,
-    /// `false`: matching requests pass untouched.
-    pub enabled: bool,
     /// The key parts, joined into the rate-limit key.
     pub key: Vec<KeyPart>,
     /// Every limit must pass.
@@ -240,24 +235,36 @@ pub struct Rule {
     pub fingerprint: String,
 }
 
-impl CoreRule for Rule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
+impl Rule {
+    /// The policy of requests no rule matches: no limit.
+    fn unlimited() -> Self {
+        Self {
+            key: Vec::new(),
+            limits: Vec::new(),
+            shadow: false,
+            response_headers: ResponseHeaders::None,
+            on_missing_key: OnMissingKey::Allow,
+            global: None,
+            fingerprint: String::new(),
+        }
     }
 
-    fn enabled(&self) -> bool {
-        self.enabled
+    /// True when the rule limits something (the defaults do not).
+    pub fn limits_anything(&self) -> bool {
+        !self.limits.is_empty() || self.global.is_some()
+    }
+}
+
+impl Config {
+    /// The rule at `index` (a global call remembers its rule by index).
+    pub fn rule(&self, index: usize) -> Option<&Rule> {
+        self.policies.rules().get(index)?.policy.as_ref()
     }
 }
 
 /// Parses and compiles a configuration.
 pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     wasmgate_core::config::parse(json).and_then(compile)
-}
-
-/// The `on_configure` entry point: logs the one contract line and returns `None` on error.
-pub fn load(json: Option<&[u8]>) -> Option<Config> {
-    wasmgate_core::config::load(FILTER, json, compile)
 }
 
 fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -268,16 +275,17 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             format!("must be between 1 and {MAX_KEYS_LIMIT}"),
         ));
     }
-    let rules: Vec<Rule> = raw
+    let rules: Vec<PolicyRule<Rule>> = raw
         .rules
         .into_iter()
         .enumerate()
         .map(|(i, rule)| compile_rule(i, rule, raw.response_headers, raw.on_missing_key))
         .collect::<Result<_, _>>()?;
     let xff_num_trusted_hops = raw.client_ip.xff_num_trusted_hops;
+    let policies = Policies::new(Rule::unlimited(), rules);
     Ok(Config {
-        header_needs: header_needs(&rules, xff_num_trusted_hops),
-        rules,
+        header_needs: header_needs(&policies, xff_num_trusted_hops),
+        policies,
         xff_num_trusted_hops,
         max_keys,
     })
@@ -288,7 +296,7 @@ fn compile_rule(
     raw: RawRule,
     response_headers: ResponseHeaders,
     on_missing_key: OnMissingKey,
-) -> Result<Rule, ConfigError> {
+) -> Result<PolicyRule<Rule>, ConfigError> {
     let path = format!("rules[{index}]");
     let enabled = raw.enabled.unwrap_or(true);
     let global = compile_global(&path, raw.mode, raw.global, raw.local_first)?;
@@ -345,9 +353,7 @@ fn compile_rule(
         limits.push(limit);
     }
     let fingerprint = fingerprint(index, &key, &limits);
-    Ok(Rule {
-        matcher: raw.matcher,
-        enabled,
+    let rule = Rule {
         key,
         limits,
         shadow: raw.shadow,
@@ -355,6 +361,10 @@ fn compile_rule(
         on_missing_key: raw.on_missing_key.unwrap_or(on_missing_key),
         global,
         fingerprint,
+    };
+    Ok(PolicyRule {
+        matcher: raw.matcher,
+        policy: enabled.then_some(rule),
     })
 }
 
@@ -495,7 +505,7 @@ fn fingerprint(index: usize, key: &[KeyPart], limits: &[Limit]) -> String {
             limit.name, limit.requests, limit.window_ns, limit.algorithm
         ));
     }
-    format!("{index}.{:016x}", crate::store::fnv1a(text.as_bytes()))
+    format!("{index}.{:016x}", wasmgate_core::fnv1a(text.as_bytes()))
 }
 
 /// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
@@ -563,7 +573,7 @@ mod tests {
     fn issue_example_parses() {
         let config = parse(ISSUE_EXAMPLE.as_bytes()).unwrap();
         assert_eq!(config.max_keys, 100_000);
-        let rule = &config.rules[0];
+        let rule = config.rule(0).unwrap();
         assert_eq!(
             rule.key,
             vec![KeyPart::ClientIp, KeyPart::Header("x-api-key".into())]
@@ -576,13 +586,13 @@ mod tests {
         assert_eq!(rule.limits[1].algorithm, Algorithm::SlidingWindow);
         assert_eq!(rule.response_headers, ResponseHeaders::Draft);
         assert_eq!(rule.on_missing_key, OnMissingKey::Deny);
-        assert!(rule.enabled && !rule.shadow);
+        assert!(!rule.shadow);
     }
 
     #[test]
     fn minimal_and_defaults() {
         let config = parse(b"{}").unwrap();
-        assert!(config.rules.is_empty());
+        assert!(config.policies.rules().is_empty());
         assert_eq!(config.max_keys, DEFAULT_MAX_KEYS);
         assert_eq!(config.xff_num_trusted_hops, 0);
         let config = parse(
@@ -592,7 +602,7 @@ mod tests {
                             "response_headers": "none", "on_missing_key": "allow"}]}"#,
         )
         .unwrap();
-        let (a, b) = (&config.rules[0], &config.rules[1]);
+        let (a, b) = (config.rule(0).unwrap(), config.rule(1).unwrap());
         assert_eq!(a.key, vec![KeyPart::ClientIp]);
         assert_eq!(a.limits[0].algorithm, Algorithm::FixedWindow);
         assert_eq!(a.response_headers, ResponseHeaders::Both);
@@ -612,7 +622,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.rules[0].key,
+            config.rule(0).unwrap().key,
             vec![
                 KeyPart::ClientIp,
                 KeyPart::Path,
@@ -629,7 +639,7 @@ mod tests {
     fn disabled_rule_needs_no_limits() {
         let config =
             parse(br#"{"rules": [{"match": {"path_prefix": "/h"}, "enabled": false}]}"#).unwrap();
-        assert!(!config.rules[0].enabled);
+        assert!(config.rule(0).is_none());
     }
 
     #[test]
@@ -691,7 +701,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.rules[0].global,
+            config.rule(0).unwrap().global,
             Some(Global {
                 cluster: "ratelimit".into(),
                 domain: "edge".into(),
@@ -700,14 +710,14 @@ mod tests {
                 local_first: false,
             })
         );
-        assert!(config.rules[0].limits.is_empty());
-        let second = config.rules[1].global.as_ref().unwrap();
+        assert!(config.rule(0).unwrap().limits.is_empty());
+        let second = config.rule(1).unwrap().global.as_ref().unwrap();
         assert_eq!(
             (second.timeout_ms, second.failure_mode, second.local_first),
             (250, FailureMode::Deny, true)
         );
-        assert_eq!(config.rules[1].limits.len(), 1);
-        assert_eq!(config.rules[2].global, None);
+        assert_eq!(config.rule(1).unwrap().limits.len(), 1);
+        assert_eq!(config.rule(2).unwrap().global, None);
     }
 
     #[test]
@@ -755,7 +765,7 @@ mod tests {
         ] {
             let config = envoy_filter_config(file);
             assert!(
-                config.rules.iter().any(|r| r.global.is_some()),
+                config.policies.all().any(|r| r.global.is_some()),
                 "{file} has a global rule"
             );
         }
@@ -775,7 +785,7 @@ mod tests {
                 serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
             let plugin_config = stream.next().unwrap().unwrap();
             let config = parse(plugin_config.to_string().as_bytes()).unwrap();
-            assert!(!config.rules.is_empty(), "{file}");
+            assert!(!config.policies.rules().is_empty(), "{file}");
         }
     }
 }

@@ -296,7 +296,7 @@ mod tests {
 
     fn rule(json: &str) -> (Rule, Global) {
         let config = config::parse(json.as_bytes()).unwrap();
-        let rule = config.rules[0].clone();
+        let rule = config.rule(0).unwrap().clone();
         let global = rule.global.clone().unwrap();
         (rule, global)
     }

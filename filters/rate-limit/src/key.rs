@@ -26,8 +26,6 @@ pub enum KeyPart {
 pub struct KeyInput<'a> {
     /// The rule-matching view of the request.
     pub info: &'a RequestInfo,
-    /// The raw `:path` (with its query string).
-    pub raw_path: &'a str,
     /// The `source.address` property (`ip:port`).
     pub source_address: Option<&'a str>,
     /// Trusted proxies in front of Envoy.
@@ -48,15 +46,21 @@ pub fn build(parts: &[KeyPart], input: &KeyInput<'_>) -> Result<String, &'static
 /// One key part's value, or the part's description when the request lacks it.
 pub fn value(part: &KeyPart, input: &KeyInput<'_>) -> Result<String, &'static str> {
     Ok(match part {
-        KeyPart::ClientIp => client_ip(input).ok_or("client_ip")?,
+        KeyPart::ClientIp => input
+            .info
+            .client_ip(input.source_address, input.xff_num_trusted_hops)
+            .ok_or("client_ip")?,
         KeyPart::Header(name) => input
             .info
             .header(name)
             .filter(|v| !v.is_empty())
             .map(str::to_string)
             .ok_or("header")?,
-        KeyPart::Query(name) => query_param(input.raw_path, name)
+        KeyPart::Query(name) => input
+            .info
+            .query_raw(name)
             .filter(|v| !v.is_empty())
+            .map(str::to_string)
             .ok_or("query")?,
         KeyPart::Path => input.info.path.clone(),
         KeyPart::Method => input.info.method.clone(),
@@ -80,53 +84,6 @@ pub fn descriptor_key(part: &KeyPart) -> &str {
     }
 }
 
-/// The client address: with `xff_num_trusted_hops` = 0 the downstream address (port stripped);
-/// with N > 0 the N-th X-Forwarded-For entry from the right (the address the outermost trusted
-/// proxy saw). `None` when that entry does not exist.
-pub fn client_ip(input: &KeyInput<'_>) -> Option<String> {
-    let hops = usize::try_from(input.xff_num_trusted_hops).unwrap_or(usize::MAX);
-    if hops == 0 {
-        return input
-            .source_address
-            .map(strip_port)
-            .filter(|ip| !ip.is_empty())
-            .map(str::to_string);
-    }
-    // Every X-Forwarded-For line, in order, as one comma-separated list.
-    let entries: Vec<&str> = input
-        .info
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
-        .flat_map(|(_, value)| value.split(','))
-        .map(str::trim)
-        .collect();
-    let index = entries.len().checked_sub(hops)?;
-    entries
-        .get(index)
-        .filter(|ip| !ip.is_empty())
-        .map(|ip| ip.to_string())
-}
-
-/// `1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`; a bare address is returned as is.
-fn strip_port(address: &str) -> &str {
-    if let Some(rest) = address.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match address.rsplit_once(':') {
-        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
-        _ => address,
-    }
-}
-
-fn query_param(raw_path: &str, name: &str) -> Option<String> {
-    let query = raw_path.split('#').next()?.split_once('?')?.1;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| v.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,8 +94,8 @@ mod tests {
             "example.com",
             "/a/b?x=1&tenant=acme&e=",
             "GET",
-            headers
-                .iter()
+            std::iter::once(&(":path", "/a/b?x=1&tenant=acme&e="))
+                .chain(headers)
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
         )
@@ -147,7 +104,6 @@ mod tests {
     fn input<'a>(info: &'a RequestInfo, hops: u32) -> KeyInput<'a> {
         KeyInput {
             info,
-            raw_path: "/a/b?x=1&tenant=acme&e=",
             source_address: Some("10.0.0.1:5555"),
             xff_num_trusted_hops: hops,
         }
@@ -202,28 +158,5 @@ mod tests {
         let mut no_source = input(&i, 0);
         no_source.source_address = None;
         assert_eq!(build(&[KeyPart::ClientIp], &no_source), Err("client_ip"));
-    }
-
-    #[test]
-    fn client_ip_from_source_and_xff() {
-        let i = info(&[
-            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
-            ("x-forwarded-for", "3.3.3.3"),
-        ]);
-        assert_eq!(client_ip(&input(&i, 0)).as_deref(), Some("10.0.0.1"));
-        assert_eq!(client_ip(&input(&i, 1)).as_deref(), Some("3.3.3.3"));
-        assert_eq!(client_ip(&input(&i, 2)).as_deref(), Some("2.2.2.2"));
-        assert_eq!(client_ip(&input(&i, 3)).as_deref(), Some("1.1.1.1"));
-        assert_eq!(client_ip(&input(&i, 4)), None, "fewer entries than hops");
-        let none = info(&[]);
-        assert_eq!(client_ip(&input(&none, 1)), None);
-    }
-
-    #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("1.2.3.4:80"), "1.2.3.4");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
     }
 }

@@ -5,7 +5,7 @@ use crate::config::{Config, OnMissingKey};
 use crate::key::KeyPart;
 use crate::{headers, key, store};
 use wasmgate_core::host::{request_info_reading, Host};
-use wasmgate_core::LocalReply;
+use wasmgate_core::{LocalReply, Selected};
 
 /// Which counter a request adds to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,25 +52,24 @@ pub struct Verdict {
 
 /// True when a rule matches on route names or keys on the route: only then is it read.
 fn needs_route(config: &Config) -> bool {
-    wasmgate_core::rules::needs_route(&config.rules)
-        || config.rules.iter().any(|r| r.key.contains(&KeyPart::Route))
+    config.policies.reads_route()
+        || config
+            .policies
+            .all()
+            .any(|r| r.key.contains(&KeyPart::Route))
 }
 
 /// Decides one request: `prefix` names this plugin's slot table in shared data.
 pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdict {
     let info = request_info_reading(host, needs_route(config), &config.header_needs);
-    let Some(rule) = wasmgate_core::rules::first_match(&config.rules, &info) else {
+    let Selected::Rule {
+        index,
+        policy: rule,
+    } = config.policies.select(&info)
+    else {
+        // Disabled by a rule, or no rule matched: the defaults limit nothing.
         return Verdict::default();
     };
-    let index = config
-        .rules
-        .iter()
-        .position(|r| std::ptr::eq(r, rule))
-        .unwrap_or_default();
-    if !rule.enabled {
-        return Verdict::default();
-    }
-    let raw_path = wasmgate_core::rules::header_or_empty(&info.headers, ":path");
     // A property read costs microseconds: the source address only for a client_ip key.
     let source = rule
         .key
@@ -79,7 +78,6 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         .flatten();
     let input = key::KeyInput {
         info: &info,
-        raw_path: &raw_path,
         source_address: source.as_deref(),
         xff_num_trusted_hops: config.xff_num_trusted_hops,
     };
@@ -87,7 +85,7 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         Ok(key) => key,
         Err(part) => match rule.on_missing_key {
             OnMissingKey::Allow => {
-                log::debug!("rate-limit: no {part} for the key; passing unlimited");
+                log::debug!("wasmgate rate-limit: no {part} for the key; passing unlimited");
                 return Verdict::default();
             }
             OnMissingKey::Shared => "\u{0}missing".to_string(),
@@ -131,7 +129,9 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         Ok(decision) => decision,
         Err(err) => {
             // Fail open: a shared-data failure must not turn into an outage.
-            log::warn!("rate-limit: shared data update failed ({err:?}); passing the request");
+            log::warn!(
+                "wasmgate rate-limit: shared data update failed ({err:?}); passing the request"
+            );
             return Verdict {
                 count: Some(Count::Error),
                 ..Verdict::default()
@@ -145,7 +145,9 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         // local_first: the local pre-check passed; the rate limit service decides (and its
         // answer gives the headers).
         if !decision.allowed {
-            log::debug!("rate-limit: over the local pre-check in shadow mode; asking the service");
+            log::debug!(
+                "wasmgate rate-limit: over the local pre-check in shadow mode; asking the service"
+            );
         }
         return Verdict {
             call,
@@ -155,7 +157,7 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
     }
     if decision.allowed || rule.shadow {
         if !decision.allowed {
-            log::debug!("rate-limit: over the limit in shadow mode; passing");
+            log::debug!("wasmgate rate-limit: over the limit in shadow mode; passing");
         }
         return Verdict {
             reply: None,

@@ -28,16 +28,12 @@ pub struct Decision {
     pub evicted: bool,
 }
 
-/// FNV-1a, 64 bit: a stable hash (all workers and VMs agree) for slot selection.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The shared-data key of the slot that holds `full_key`.
 pub fn slot_key(prefix: &str, full_key: &str, max_keys: u64) -> String {
-    format!("{prefix}/{}", fnv1a(full_key.as_bytes()) % max_keys.max(1))
+    format!(
+        "{prefix}/{}",
+        wasmgate_core::fnv1a(full_key.as_bytes()) % max_keys.max(1)
+    )
 }
 
 /// Counts one request for `full_key` against `limits` at `now` (ns since the epoch).

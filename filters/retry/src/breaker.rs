@@ -214,6 +214,11 @@ impl State {
     }
 }
 
+/// True when a request's final status (`None`: nothing answered) does not count as a failure.
+pub fn is_success(config: &BreakerConfig, status: Option<u16>) -> bool {
+    status.is_some_and(|s| !config.failure_status_codes.contains(&s))
+}
+
 /// Admits a request against the shared circuit.
 pub fn admit<S: SharedStore + ?Sized>(
     store: &S,
@@ -395,5 +400,14 @@ mod tests {
         );
         assert_eq!(admit(&host, "k", &c, 1002).unwrap(), Admission::Allow);
         assert!(!is_open(&host, "missing", 0));
+    }
+
+    #[test]
+    fn success_is_a_status_outside_the_failure_codes() {
+        let c = config(1);
+        assert!(is_success(&c, Some(200)));
+        assert!(is_success(&c, Some(500)), "only the listed codes fail");
+        assert!(!is_success(&c, Some(503)));
+        assert!(!is_success(&c, None), "no answer at all fails");
     }
 }

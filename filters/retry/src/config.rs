@@ -4,8 +4,11 @@ use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use wasmgate_core::config::ConfigError;
 use wasmgate_core::host::HeaderNeeds;
-use wasmgate_core::rules::{self, Match, RequestInfo};
-use wasmgate_core::Duration;
+use wasmgate_core::policies::PolicyRule;
+use wasmgate_core::{Duration, Match, Policies};
+
+/// The filter's name in logs, metrics and shared-data keys.
+pub const FILTER: &str = "retry";
 
 /// The response header that reports the number of upstream attempts, unless configured.
 pub const DEFAULT_ATTEMPTS_HEADER: &str = "x-wasmgate-retry-attempts";
@@ -106,11 +109,10 @@ pub struct FilterMode {
     pub max_body_bytes: usize,
 }
 
-/// The effective policy for one request: the defaults with a rule's overrides applied.
+/// The effective policy for one request: the defaults with a rule's overrides applied. A rule
+/// with `"enabled": false` has none (the request passes untouched).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// `false`: the request passes untouched.
-    pub enabled: bool,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// What is retried.
@@ -129,33 +131,14 @@ pub struct Policy {
     pub breaker_id: String,
 }
 
-/// A compiled rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    matcher: Match,
-    /// The rule's effective policy.
-    pub policy: Policy,
-}
-
-impl rules::Rule for Rule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
-    }
-
-    fn enabled(&self) -> bool {
-        self.policy.enabled
-    }
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Router or filter mode.
     pub mode: Mode,
-    /// Policy for requests no rule matches.
-    pub default: Policy,
-    /// Ordered rules; the first match wins.
-    pub rules: Vec<Rule>,
+    /// The defaults and the ordered rules (the first match wins; `"enabled": false` rules have
+    /// no policy).
+    pub policies: Policies<Policy>,
     /// Request header whose presence makes a non-idempotent request retriable.
     pub idempotency_key_header: String,
     /// Response header reporting the attempt count when retries happened.
@@ -169,11 +152,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The policy for a request: the first matching rule's, else the defaults.
-    pub fn policy_for(&self, req: &RequestInfo) -> &Policy {
-        rules::first_match(&self.rules, req)
-            .map(|r| &r.policy)
-            .unwrap_or(&self.default)
+    /// The most request-body bytes filter mode copies (0 outside filter mode).
+    pub fn max_body_bytes(&self) -> usize {
+        self.filter_mode.as_ref().map_or(0, |f| f.max_body_bytes)
     }
 }
 
@@ -312,7 +293,6 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         circuit_breaker: raw.circuit_breaker,
     };
     let builtin = Policy {
-        enabled: true,
         max_retries: 2,
         retry_on: RetryOn {
             names: vec![
@@ -346,11 +326,12 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             non_idempotent: rule.non_idempotent,
             circuit_breaker: rule.circuit_breaker,
         };
-        let mut policy = apply(&default, &fields, &prefix, format!("rule{i}"))?;
-        policy.enabled = rule.enabled.unwrap_or(true);
-        rules.push(Rule {
+        // A disabled rule's fields are still validated, and it keeps its place in the numbering
+        // of the breakers (`rule<N>`).
+        let policy = apply(&default, &fields, &prefix, format!("rule{i}"))?;
+        rules.push(PolicyRule {
             matcher: rule.matcher,
-            policy,
+            policy: rule.enabled.unwrap_or(true).then_some(policy),
         });
     }
     let idempotency_key_header = header_name(
@@ -409,11 +390,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "mode \"filter\" needs filter_mode with at least a cluster",
         ));
     }
+    let policies = Policies::new(default, rules);
     Ok(Config {
-        header_needs: header_needs(raw.mode, &idempotency_key_header, &rules),
+        header_needs: header_needs(raw.mode, &idempotency_key_header, &policies),
         mode: raw.mode,
-        default,
-        rules,
+        policies,
         idempotency_key_header,
         attempts_header,
         budget,
@@ -423,15 +404,15 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
 
 /// The request headers a request's decision reads: router mode reads the method, the
 /// idempotency key and what the rules match on; filter mode keeps every header to replay it.
-fn header_needs(mode: Mode, idempotency_key_header: &str, rules: &[Rule]) -> HeaderNeeds {
+fn header_needs(
+    mode: Mode,
+    idempotency_key_header: &str,
+    policies: &Policies<Policy>,
+) -> HeaderNeeds {
     if mode == Mode::Filter {
         return HeaderNeeds::All;
     }
-    let names = [":method".to_string(), idempotency_key_header.to_string()];
-    let matched = rules
-        .iter()
-        .flat_map(|r| rules::Rule::matcher(r).headers_read());
-    HeaderNeeds::only(names.into_iter().chain(matched))
+    policies.header_needs([":method".to_string(), idempotency_key_header.to_string()])
 }
 
 fn header_name(value: Option<&str>, default: &str, path: &str) -> Result<String, ConfigError> {
@@ -585,6 +566,13 @@ pub fn schema() -> schemars::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmgate_core::{RequestInfo, Selected};
+
+    /// The merged policy of rule `i` (disabled rules included).
+    pub(crate) fn rule(c: &Config, i: usize) -> &Policy {
+        let rule = &c.policies.rules()[i];
+        rule.policy.as_ref().expect("an enabled rule")
+    }
 
     #[test]
     fn router_mode_reads_only_the_method_and_idempotency_key() {
@@ -630,18 +618,18 @@ mod tests {
     fn issue_example_parses() {
         let c = parse(ISSUE_EXAMPLE.as_bytes()).unwrap();
         assert_eq!(c.mode, Mode::Router);
-        assert_eq!(c.default.max_retries, 2);
-        assert_eq!(c.default.retry_on.status_codes, vec![503]);
+        assert_eq!(c.policies.default_policy().max_retries, 2);
+        assert_eq!(c.policies.default_policy().retry_on.status_codes, vec![503]);
         assert_eq!(
-            c.default.per_try_timeout,
+            c.policies.default_policy().per_try_timeout,
             Some(StdDuration::from_millis(500))
         );
-        assert_eq!(c.rules[0].policy.max_retries, 3);
+        assert_eq!(rule(&c, 0).max_retries, 3);
         // Rules inherit the defaults they do not override, but get their own breaker.
-        assert_eq!(c.rules[0].policy.retry_on, c.default.retry_on);
-        assert_eq!(c.rules[0].policy.breaker, c.default.breaker);
-        assert_eq!(c.rules[0].policy.breaker_id, "rule0");
-        assert_eq!(c.default.breaker_id, "default");
+        assert_eq!(rule(&c, 0).retry_on, c.policies.default_policy().retry_on);
+        assert_eq!(rule(&c, 0).breaker, c.policies.default_policy().breaker);
+        assert_eq!(rule(&c, 0).breaker_id, "rule0");
+        assert_eq!(c.policies.default_policy().breaker_id, "default");
         let fm = c.filter_mode.unwrap();
         assert_eq!(fm.cluster, "backend");
         assert_eq!(fm.max_body_bytes, 65536);
@@ -653,13 +641,16 @@ mod tests {
     fn minimal_config_has_safe_defaults() {
         let c = parse(b"{}").unwrap();
         assert_eq!(c.mode, Mode::Router);
-        assert_eq!(c.default.max_retries, 2);
-        assert_eq!(c.default.non_idempotent, NonIdempotent::WithIdempotencyKey);
-        assert!(c.default.honor_retry_after);
+        assert_eq!(c.policies.default_policy().max_retries, 2);
+        assert_eq!(
+            c.policies.default_policy().non_idempotent,
+            NonIdempotent::WithIdempotencyKey
+        );
+        assert!(c.policies.default_policy().honor_retry_after);
         assert_eq!(c.idempotency_key_header, "idempotency-key");
         assert!(c.budget.is_some());
-        assert!(c.default.breaker.is_none());
-        assert!(c.rules.is_empty());
+        assert!(c.policies.default_policy().breaker.is_none());
+        assert!(c.policies.rules().is_empty());
     }
 
     #[test]
@@ -667,12 +658,23 @@ mod tests {
         let c = parse(ISSUE_EXAMPLE.as_bytes()).unwrap();
         let get = RequestInfo::new(None, "h", "/x", "GET", vec![]);
         let post = RequestInfo::new(None, "h", "/x", "POST", vec![]);
-        assert_eq!(c.policy_for(&get).max_retries, 3);
-        assert_eq!(c.policy_for(&post).max_retries, 2);
+        let max_retries = |req| c.policies.select(req).policy().map(|p| p.max_retries);
+        assert_eq!(max_retries(&get), Some(3));
+        assert_eq!(max_retries(&post), Some(2));
         let c =
             parse(br#"{"rules": [{"match": {"path_prefix": "/h"}, "enabled": false}]}"#).unwrap();
         let h = RequestInfo::new(None, "h", "/health", "GET", vec![]);
-        assert!(!c.policy_for(&h).enabled);
+        assert_eq!(c.policies.select(&h), Selected::Disabled);
+        // A disabled rule is still validated and keeps its number in the breaker ids.
+        let e = err(r#"{"rules": [{"match": {}, "enabled": false, "max_retries": 99}]}"#);
+        assert_eq!(e.path, "rules[0].max_retries");
+        let c = parse(
+            br#"{"rules": [{"match": {"path_prefix": "/h"}, "enabled": false},
+                           {"match": {}, "max_retries": 1}]}"#,
+        )
+        .unwrap();
+        assert!(c.policies.rules()[0].policy.is_none());
+        assert_eq!(rule(&c, 1).breaker_id, "rule1");
     }
 
     #[test]
@@ -768,12 +770,13 @@ mod tests {
                  "rules": [{"match": {}, "retry_on": ["retriable-status-codes"]}]}"#,
         )
         .unwrap();
-        assert_eq!(c.rules[0].policy.retry_on.status_codes, vec![409]);
+        assert_eq!(rule(&c, 0).retry_on.status_codes, vec![409]);
     }
 }
 
 #[cfg(test)]
 mod shipped {
+    use super::tests::rule;
     use super::*;
     use std::path::PathBuf;
 
@@ -787,8 +790,8 @@ mod shipped {
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let json = serde_json::to_vec(&doc["spec"]["pluginConfig"]).unwrap();
         let config = parse(&json).unwrap();
-        assert_eq!(config.rules.len(), 3);
-        assert_eq!(config.rules[2].policy.non_idempotent, NonIdempotent::Never);
+        assert_eq!(config.policies.rules().len(), 3);
+        assert_eq!(rule(&config, 2).non_idempotent, NonIdempotent::Never);
     }
 
     #[test]

@@ -153,6 +153,62 @@ pub fn router_headers(policy: &Policy, retries: u32) -> Vec<(&'static str, Strin
     headers
 }
 
+/// True when a request's `content-length` says its body is larger than filter mode copies: such
+/// a request gets a single attempt through the router.
+pub fn declared_too_large(content_length: Option<&str>, max_body_bytes: usize) -> bool {
+    content_length
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| n > max_body_bytes)
+}
+
+/// True when the router answered itself (connect failure, reset, per-try timeout) rather than
+/// passing an upstream response on: the `response.code_details` attribute is then anything but
+/// `via_upstream`.
+pub fn is_router_no_response(code_details: Option<&[u8]>) -> bool {
+    code_details.is_some_and(|d| !d.is_empty() && d != b"via_upstream")
+}
+
+/// How many upstream attempts the router made, from the `upstream.request_attempt_count`
+/// attribute (an 8-byte little-endian integer, or text), else from the `x-envoy-attempt-count`
+/// response header (`header` is only read when the attribute says nothing).
+pub fn router_attempts(
+    attribute: Option<&[u8]>,
+    header: impl FnOnce() -> Option<String>,
+) -> Option<u32> {
+    attribute
+        .and_then(attempts_attribute)
+        .or_else(|| header().and_then(|v| v.parse().ok()))
+}
+
+fn attempts_attribute(bytes: &[u8]) -> Option<u32> {
+    if let Ok(raw) = <[u8; 8]>::try_from(bytes) {
+        return u32::try_from(u64::from_le_bytes(raw)).ok();
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Router mode after the response: the retries the router made for `attempts` attempts, and how
+/// many of the `reserved` budget retries went unused (to be refunded).
+pub fn router_settlement(attempts: u32, reserved: u32) -> (u32, u32) {
+    let retries = attempts.saturating_sub(1);
+    (retries, reserved.saturating_sub(retries))
+}
+
+/// The timeout of one attempt the filter sends: its per-try timeout, but never past the
+/// request's overall deadline (`remaining_ms` of it left, at least 1 ms).
+pub fn attempt_timeout(per_try: Option<Duration>, remaining_ms: u64) -> Duration {
+    let remaining = remaining_ms.max(1);
+    let per_try = per_try.map_or(remaining, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+    });
+    Duration::from_millis(per_try.min(remaining))
+}
+
+/// When a wait of `delay` that starts at `now_ms` ends, in Unix milliseconds.
+pub fn wake_at_ms(now_ms: u64, delay: Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(0))
+}
+
 /// A small, fast pseudo-random generator for jitter (not for anything secret).
 #[derive(Debug, Clone)]
 pub struct Jitter(u64);
@@ -180,7 +236,11 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn policy(json: &str) -> Policy {
-        config::parse(json.as_bytes()).unwrap().default
+        config::parse(json.as_bytes())
+            .unwrap()
+            .policies
+            .default_policy()
+            .clone()
     }
 
     #[test]
@@ -346,5 +406,56 @@ mod tests {
             router_headers(&p, 0),
             vec![("x-envoy-max-retries", "0".into())]
         );
+    }
+
+    #[test]
+    fn declared_body_size() {
+        assert!(declared_too_large(Some(" 4096 "), 1024));
+        assert!(!declared_too_large(Some("1024"), 1024));
+        assert!(!declared_too_large(Some("lots"), 1024));
+        assert!(!declared_too_large(None, 0));
+    }
+
+    #[test]
+    fn router_answers_without_upstream_response() {
+        assert!(is_router_no_response(Some(b"upstream_per_try_timeout")));
+        assert!(!is_router_no_response(Some(b"via_upstream")));
+        assert!(!is_router_no_response(Some(b"")));
+        assert!(!is_router_no_response(None));
+    }
+
+    #[test]
+    fn router_attempt_count_from_attribute_or_header() {
+        let header = || Some("5".to_string());
+        assert_eq!(router_attempts(Some(&3u64.to_le_bytes()), header), Some(3));
+        assert_eq!(router_attempts(Some(b"2"), header), Some(2));
+        assert_eq!(router_attempts(Some(b"x"), header), Some(5));
+        assert_eq!(router_attempts(None, header), Some(5));
+        assert_eq!(router_attempts(None, || Some("many".into())), None);
+        let unread = || -> Option<String> { unreachable!("the attribute answered") };
+        assert_eq!(router_attempts(Some(b"1"), unread), Some(1));
+    }
+
+    #[test]
+    fn router_settlement_refunds_unused_retries() {
+        assert_eq!(router_settlement(3, 2), (2, 0));
+        assert_eq!(router_settlement(1, 2), (0, 2));
+        assert_eq!(router_settlement(0, 1), (0, 1));
+        assert_eq!(router_settlement(4, 1), (3, 0));
+    }
+
+    #[test]
+    fn attempt_timeout_is_capped_by_the_deadline() {
+        let ms = Duration::from_millis;
+        assert_eq!(attempt_timeout(Some(ms(200)), 5000), ms(200));
+        assert_eq!(attempt_timeout(Some(ms(200)), 150), ms(150));
+        assert_eq!(attempt_timeout(None, 5000), ms(5000));
+        assert_eq!(
+            attempt_timeout(None, 0),
+            ms(1),
+            "never zero (no timeout at all)"
+        );
+        assert_eq!(wake_at_ms(1000, Duration::from_micros(1500)), 1001);
+        assert_eq!(wake_at_ms(u64::MAX, ms(5)), u64::MAX);
     }
 }

@@ -8,8 +8,8 @@ use crate::template::{is_token_byte, HostFacts, Template};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use wasmgate_core::rules::{self, Match, RequestInfo};
-use wasmgate_core::ConfigError;
+use wasmgate_core::policies::PolicyRule;
+use wasmgate_core::{ConfigError, Match, Policies};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "transform";
@@ -188,32 +188,11 @@ impl Policy {
     }
 }
 
-/// A per-route rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    matcher: Match,
-    enabled: bool,
-    /// The policy of matching requests: the rule's `request`/`response` replace the defaults'.
-    pub policy: Policy,
-}
-
-impl rules::Rule for Rule {
-    fn matcher(&self) -> &Match {
-        &self.matcher
-    }
-
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-}
-
 /// The compiled configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// The top-level policy, used when no rule matches.
-    pub default: Policy,
-    /// Rules, first match wins.
-    pub rules: Vec<Rule>,
+    /// The top-level policy and the rules (a rule's `request`/`response` replace the defaults').
+    pub policies: Policies<Policy>,
     /// Hold the headers while a body is buffered (needs Envoy's
     /// `allow_on_headers_stop_iteration: true`), so Content-Length can be set exactly.
     pub hold_headers: bool,
@@ -221,18 +200,7 @@ pub struct Config {
     pub host_facts: HostFacts,
 }
 
-impl Config {
-    /// The policy for a request, or `None` when a rule switches the filter off.
-    pub fn select(&self, req: &RequestInfo) -> Option<&Policy> {
-        match rules::first_match(&self.rules, req) {
-            Some(rule) if !rules::Rule::enabled(rule) => None,
-            Some(rule) => Some(&rule.policy),
-            None => Some(&self.default),
-        }
-    }
-}
-
-/// Parses and compiles a configuration (used by tests; the glue uses `config::load`).
+/// Parses and compiles a configuration.
 pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
     wasmgate_core::config::parse::<RawConfig>(json).and_then(compile)
 }
@@ -243,7 +211,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         request: Rc::new(compile_request(raw.request, "request")?),
         response: Rc::new(compile_response(raw.response, "response")?),
     };
-    let rules: Vec<Rule> = raw
+    let rules: Vec<PolicyRule<Policy>> = raw
         .rules
         .into_iter()
         .enumerate()
@@ -257,24 +225,26 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 Some(r) => Rc::new(compile_response(Some(r), &format!("{at}.response"))?),
                 None => Rc::clone(&default.response),
             };
-            Ok(Rule {
+            Ok(PolicyRule {
                 matcher: rule.matcher,
-                enabled: rule.enabled.unwrap_or(true),
-                policy: Policy { request, response },
+                policy: rule
+                    .enabled
+                    .unwrap_or(true)
+                    .then_some(Policy { request, response }),
             })
         })
         .collect::<Result<_, ConfigError>>()?;
-    let host_facts = rules
-        .iter()
-        .map(|r| r.policy.host_facts())
-        .fold(default.host_facts(), HostFacts::union)
+    let policies = Policies::new(default, rules);
+    let host_facts = policies
+        .all()
+        .map(Policy::host_facts)
+        .fold(HostFacts::default(), HostFacts::union)
         .union(HostFacts {
-            route: rules::needs_route(&rules),
+            route: policies.reads_route(),
             ..HostFacts::default()
         });
     Ok(Config {
-        default,
-        rules,
+        policies,
         hold_headers: raw.hold_headers,
         host_facts,
     })
@@ -596,14 +566,14 @@ mod tests {
         parse(json.as_bytes()).unwrap_err()
     }
 
-    fn info(path: &str) -> RequestInfo {
-        RequestInfo::new(None, "h", path, "GET", vec![])
+    fn info(path: &str) -> wasmgate_core::RequestInfo {
+        wasmgate_core::RequestInfo::new(None, "h", path, "GET", vec![])
     }
 
     #[test]
     fn issue_example_compiles() {
         let config = parse(ISSUE_EXAMPLE.as_bytes()).unwrap();
-        let request = &config.default.request;
+        let request = &config.policies.default_policy().request;
         assert_eq!(request.ops.headers.remove, ["x-internal"]);
         assert_eq!(
             request.ops.headers.rename,
@@ -621,9 +591,9 @@ mod tests {
             ),
             (1, 1, 1)
         );
-        assert!(config.default.response.body.is_some());
-        assert!(config.select(&info("/raw/x")).is_none());
-        assert!(config.select(&info("/v1/x")).is_some());
+        assert!(config.policies.default_policy().response.body.is_some());
+        assert!(config.policies.select(&info("/raw/x")).policy().is_none());
+        assert!(config.policies.select(&info("/v1/x")).policy().is_some());
         assert!(!config.hold_headers);
         assert!(parse(br#"{"hold_headers": true}"#).unwrap().hold_headers);
     }
@@ -631,12 +601,12 @@ mod tests {
     #[test]
     fn minimal_and_empty() {
         let config = parse(b"{}").unwrap();
-        assert!(config.default.request.ops.is_empty());
-        assert!(config.default.request.body.is_none());
-        assert!(config.default.is_empty());
+        assert!(config.policies.default_policy().request.ops.is_empty());
+        assert!(config.policies.default_policy().request.body.is_none());
+        assert!(config.policies.default_policy().is_empty());
         let config = parse(br#"{"request": {"body": {"max_body_bytes": 10}}}"#).unwrap();
         assert!(
-            config.default.request.body.is_none(),
+            config.policies.default_policy().request.body.is_none(),
             "no edits: no buffering"
         );
     }
@@ -649,20 +619,25 @@ mod tests {
                  "rules": [{"match": {"path_prefix": "/b/"}, "request": {"headers": {"add": {"x-b": "rule"}}}}]}"#,
         )
         .unwrap();
-        let policy = config.select(&info("/b/1")).unwrap();
+        let selected = config.policies.select(&info("/b/1"));
+        let policy = selected.policy().unwrap();
         assert_eq!(policy.request.ops.headers.add[0].0, "x-b");
         assert_eq!(
             policy.response.headers.add[0].0, "x-r",
             "response inherited"
         );
-        let policy = config.select(&info("/a")).unwrap();
+        let selected = config.policies.select(&info("/a"));
+        let policy = selected.policy().unwrap();
         assert_eq!(policy.request.ops.headers.add[0].0, "x-a");
     }
 
     #[test]
     fn header_names_are_lowercased_and_checked() {
         let config = parse(br#"{"request": {"headers": {"set": {"X-User": "a"}}}}"#).unwrap();
-        assert_eq!(config.default.request.ops.headers.set[0].0, "x-user");
+        assert_eq!(
+            config.policies.default_policy().request.ops.headers.set[0].0,
+            "x-user"
+        );
         let e = err(r#"{"request": {"headers": {"set": {"x user": "a"}}}}"#);
         assert_eq!(e.path, "request.headers.set.x user");
         let e = err(r#"{"response": {"headers": {"remove": ["ok", ":status"]}}}"#);
@@ -754,7 +729,13 @@ mod tests {
             br#"{"request": {"body": {"json": {"set": {"/a": {"k": [1]}, "/b": "{{method}}", "/c": "plain"}}}}}"#,
         )
         .unwrap();
-        let body = config.default.request.body.as_ref().unwrap();
+        let body = config
+            .policies
+            .default_policy()
+            .request
+            .body
+            .as_ref()
+            .unwrap();
         assert_eq!(body.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(matches!(body.edits.set[0].1, SetValue::Json(_)));
         assert!(matches!(body.edits.set[1].1, SetValue::Template(_)));

@@ -330,31 +330,6 @@ impl RequestHeaderOps {
     }
 }
 
-/// The header edits that turn `old` into `new`: for each name whose values differ, its new
-/// values (empty: remove the header). Names in first-seen order.
-pub fn diff(old: &[(String, String)], new: &[(String, String)]) -> Vec<(String, Vec<String>)> {
-    let values = |list: &[(String, String)], name: &str| -> Vec<String> {
-        list.iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
-    let mut names: Vec<String> = Vec::new();
-    for (name, _) in old.iter().chain(new) {
-        let name = name.to_ascii_lowercase();
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let after = values(new, &name);
-            (values(old, &name) != after).then_some((name, after))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,20 +586,5 @@ mod tests {
         let (new, outcome) = only_path.apply(&list(&[(":path", "/other?a")]), &vars());
         assert!(!outcome.changed);
         assert_eq!(names(&new), [":path"]);
-    }
-
-    #[test]
-    fn diff_lists_changed_names_only() {
-        let old = list(&[(":path", "/a"), ("x-a", "1"), ("x-b", "1"), ("x-b", "2")]);
-        let new = list(&[(":path", "/b"), ("x-b", "1"), ("x-b", "2"), ("x-c", "3")]);
-        assert_eq!(
-            diff(&old, &new),
-            vec![
-                (":path".to_string(), vec!["/b".to_string()]),
-                ("x-a".to_string(), vec![]),
-                ("x-c".to_string(), vec!["3".to_string()]),
-            ]
-        );
-        assert!(diff(&old, &old).is_empty());
     }
 }

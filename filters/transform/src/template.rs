@@ -192,7 +192,7 @@ impl RequestVars {
         source_address: Option<&str>,
         route: Option<String>,
     ) -> Self {
-        let pseudo = |name: &str| wasmgate_core::rules::header_or_empty(headers, name);
+        let pseudo = |name: &str| wasmgate_core::request::header_or_empty(headers, name);
         let full_path = pseudo(":path");
         let (path, query) = match full_path.split_once('?') {
             Some((p, q)) => (p.to_string(), q.to_string()),
@@ -212,7 +212,10 @@ impl RequestVars {
             query,
             method: pseudo(":method"),
             host: pseudo(":authority"),
-            client_ip: source_address.map(strip_port).filter(|ip| !ip.is_empty()),
+            client_ip: source_address
+                .map(wasmgate_core::request::strip_port)
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_string),
             route: route.filter(|r| !r.is_empty()),
             request_id,
             headers: regular,
@@ -236,19 +239,6 @@ impl RequestVars {
             .into_iter()
             .find(|(decoded, _)| decoded == name)
             .and_then(|(_, pair)| pair.value.map(|v| query::decode(&v)))
-    }
-}
-
-/// `1.2.3.4:5678` -> `1.2.3.4`, `[::1]:80` -> `::1`.
-fn strip_port(address: &str) -> String {
-    if let Some(rest) = address.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_string();
-    }
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host.to_string()
-        }
-        _ => address.to_string(),
     }
 }
 
@@ -335,10 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_forms() {
-        assert_eq!(strip_port("1.2.3.4:80"), "1.2.3.4");
-        assert_eq!(strip_port("[::1]:80"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
-        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
+    fn client_ip_is_the_source_address_without_port() {
+        for (source, ip) in [
+            ("1.2.3.4:80", "1.2.3.4"),
+            ("[::1]:80", "::1"),
+            ("::1", "::1"),
+        ] {
+            let vars = RequestVars::new(&[], Some(source), None);
+            assert_eq!(vars.client_ip.as_deref(), Some(ip));
+        }
     }
 }

@@ -1,0 +1,129 @@
+//! The request view: one meaning for each request fact every filter, rule, key and template reads.
+
+/// What a filter knows about a request: read once from the host, then shared by rule matching,
+/// keys and templates so that a fact (the host, the path, a header, the client IP) means the same
+/// thing in every filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Envoy route name (the `xds.route_name` property), when the route has one and it was read.
+    pub route: Option<String>,
+    /// `:authority` lowercased, port stripped, IPv6 brackets removed (`[::1]:80` -> `::1`).
+    pub host: String,
+    /// `:path` without its query string and fragment.
+    pub path: String,
+    /// `:method`, as received.
+    pub method: String,
+    /// Request headers with lowercase names, pseudo-headers included, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestInfo {
+    /// Builds the view from raw pseudo-headers: strips the port and the query string.
+    pub fn new(
+        route: Option<String>,
+        authority: &str,
+        path: &str,
+        method: &str,
+        headers: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            route: route.filter(|r| !r.is_empty()),
+            host: strip_port(authority).to_ascii_lowercase(),
+            path: path
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            method: method.to_string(),
+            headers,
+        }
+    }
+
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, in arrival order (name compared case-insensitively).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `:path` as received, query string included (empty when it was not read).
+    pub fn raw_path(&self) -> &str {
+        self.header(":path").unwrap_or_default()
+    }
+
+    /// The query string as received, without `?` and without a fragment.
+    pub fn raw_query(&self) -> &str {
+        let path = self.raw_path();
+        let path = path.split('#').next().unwrap_or_default();
+        path.split_once('?').map_or("", |(_, query)| query)
+    }
+
+    /// The first value of a query parameter exactly as sent (not percent-decoded).
+    pub fn query_raw(&self, name: &str) -> Option<&str> {
+        self.raw_query().split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
+    /// The client address: with `trusted_hops` = 0 the downstream `source_address` (port
+    /// stripped); with N > 0 the N-th X-Forwarded-For entry from the right, the address the
+    /// outermost trusted proxy saw. `None` when that entry does not exist.
+    pub fn client_ip(&self, source_address: Option<&str>, trusted_hops: u32) -> Option<String> {
+        let hops = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
+        if hops == 0 {
+            return source_address
+                .map(strip_port)
+                .filter(|ip| !ip.is_empty())
+                .map(str::to_string);
+        }
+        // Every X-Forwarded-For line, in order, as one comma-separated list.
+        let entries: Vec<&str> = self
+            .header_values("x-forwarded-for")
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect();
+        let index = entries.len().checked_sub(hops)?;
+        entries
+            .get(index)
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| ip.to_string())
+    }
+}
+
+/// The first value of an exactly named header (such as a pseudo-header `:path`) in a host header
+/// list, or an empty string when it is absent.
+pub fn header_or_empty(headers: &[(String, String)], name: &str) -> String {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// An authority or address without its port, IPv6 brackets removed: `1.2.3.4:5678` ->
+/// `1.2.3.4`, `[::1]:80` -> `::1`, `example.com:443` -> `example.com`; a bare host or IPv6
+/// address is returned as is.
+pub fn strip_port(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests;

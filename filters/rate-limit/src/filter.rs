@@ -1,0 +1,161 @@
+//! The rate-limit filter on the wasmgate frame: decide from shared data (or ask a rate limit
+//! service), then reply 429 or add the rate-limit headers to the response.
+
+use crate::config::{self, Config, FILTER};
+use crate::global;
+use crate::request::{self, Count, Verdict};
+use std::rc::Rc;
+use std::time::Duration;
+use wasmgate_core::{Answer, Callout, ConfigError, Outcome};
+use wasmgate_host::{Counter, Cx, Filter, Setup};
+
+/// The filter's counters (`wasmgate_rate_limit_<what>`).
+#[derive(Debug, Clone, Copy)]
+struct Metrics {
+    allowed: Counter,
+    limited: Counter,
+    shadow_limited: Counter,
+    keys_evicted: Counter,
+    missing_key: Counter,
+    errors: Counter,
+    global_calls: Counter,
+    global_failures: Counter,
+    unavailable: Counter,
+}
+
+impl Metrics {
+    fn define(setup: &Setup<'_>) -> Self {
+        Self {
+            allowed: setup.counter("allowed"),
+            limited: setup.counter("limited"),
+            shadow_limited: setup.counter("shadow_limited"),
+            keys_evicted: setup.counter("keys_evicted"),
+            missing_key: setup.counter("missing_key"),
+            errors: setup.counter("errors"),
+            global_calls: setup.counter("global_calls"),
+            global_failures: setup.counter("global_failures"),
+            unavailable: setup.counter("unavailable"),
+        }
+    }
+}
+
+/// One configuration: the rules, the counters and this plugin's slot table in shared data.
+pub struct Plugin {
+    config: Config,
+    metrics: Metrics,
+    /// Shared-data key prefix of the slot table; it outlives configuration changes, and each
+    /// rule's fingerprint in its entries restarts a changed rule.
+    prefix: String,
+}
+
+/// One stream: the headers for the response, or the rule whose global call is outstanding.
+pub struct RateLimit {
+    plugin: Rc<Plugin>,
+    response_headers: Vec<(String, String)>,
+    pending_rule: Option<usize>,
+}
+
+impl RateLimit {
+    /// Counts the verdict and keeps its response headers; the reply, if the request is refused.
+    fn apply(&mut self, cx: &Cx<'_>, verdict: Verdict) -> Outcome {
+        let m = &self.plugin.metrics;
+        if verdict.evicted {
+            cx.count(m.keys_evicted);
+        }
+        match verdict.count {
+            Some(Count::Allowed) => cx.count(m.allowed),
+            Some(Count::Limited) => cx.count(m.limited),
+            Some(Count::ShadowLimited) => cx.count(m.shadow_limited),
+            Some(Count::MissingKey) => cx.count(m.missing_key),
+            Some(Count::Error) => cx.count(m.errors),
+            Some(Count::FailedOpen) => cx.count(m.global_failures),
+            Some(Count::Unavailable) => {
+                cx.count(m.global_failures);
+                cx.count(m.unavailable);
+            }
+            None => {}
+        }
+        self.response_headers = verdict.response_headers;
+        verdict.reply.map_or(Outcome::Continue, Outcome::Reply)
+    }
+}
+
+impl Filter for RateLimit {
+    const NAME: &'static str = FILTER;
+    type Plugin = Plugin;
+
+    fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
+        Ok(Plugin {
+            config: config::parse(json)?,
+            metrics: Metrics::define(setup),
+            prefix: setup.plugin_namespace().prefix().to_string(),
+        })
+    }
+
+    fn new_stream(plugin: &Rc<Plugin>) -> Self {
+        Self {
+            plugin: Rc::clone(plugin),
+            response_headers: Vec::new(),
+            pending_rule: None,
+        }
+    }
+
+    fn on_request_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        let mut verdict = request::check(&plugin.config, &plugin.prefix, cx.host());
+        let call = verdict.call.take();
+        let outcome = self.apply(cx, verdict);
+        let (Outcome::Continue, Some(call)) = (&outcome, call) else {
+            return outcome;
+        };
+        let Some(settings) = plugin
+            .config
+            .rule(call.rule)
+            .and_then(|r| r.global.as_ref())
+        else {
+            return outcome;
+        };
+        cx.count(plugin.metrics.global_calls);
+        self.pending_rule = Some(call.rule);
+        Outcome::Call(Callout::Grpc {
+            cluster: settings.cluster.clone(),
+            service: global::SERVICE,
+            method: global::METHOD,
+            message: call.message,
+            timeout: Duration::from_millis(settings.timeout_ms),
+        })
+    }
+
+    fn on_answer(&mut self, cx: &mut Cx<'_>, answer: Answer) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        let Some(rule) = self.pending_rule.take().and_then(|i| plugin.config.rule(i)) else {
+            return Outcome::Continue;
+        };
+        let Some(settings) = rule.global.as_ref() else {
+            return Outcome::Continue;
+        };
+        let answer = match &answer {
+            Answer::Grpc { status: 0, message } => Ok(message.as_slice()),
+            Answer::Grpc { status, .. } => Err(global::Failure::Status(*status)),
+            Answer::NotSent(reason) => Err(global::Failure::Dispatch(reason.clone())),
+            Answer::Http { .. } | Answer::TooLarge { .. } => {
+                Err(global::Failure::Dispatch("not a gRPC answer".into()))
+            }
+        };
+        let verdict = global::verdict(rule, settings, answer);
+        self.apply(cx, verdict)
+    }
+
+    fn on_response_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            if name.starts_with("x-ratelimit-") {
+                // Single-value fields: ours replace any the upstream sent.
+                cx.response.set(name, value);
+            } else {
+                // Structured-field lists: an upstream's own items stay alongside ours.
+                cx.response.add(name, value);
+            }
+        }
+        Outcome::Continue
+    }
+}
