@@ -62,17 +62,19 @@ impl RequestInfo {
 
     /// The query string as received, without `?` and without a fragment.
     pub fn raw_query(&self) -> &str {
-        let path = self.raw_path();
-        let path = path.split('#').next().unwrap_or_default();
-        path.split_once('?').map_or("", |(_, query)| query)
+        query_of(self.raw_path())
     }
 
-    /// The first value of a query parameter exactly as sent (not percent-decoded).
+    /// The first value of a query parameter exactly as sent (not percent-decoded), the name
+    /// compared as sent too.
     pub fn query_raw(&self, name: &str) -> Option<&str> {
-        self.raw_query().split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then_some(value)
-        })
+        raw_pairs(self.raw_query()).find_map(|(key, value)| (key == name).then_some(value))
+    }
+
+    /// The first value of a query parameter percent-decoded (`+` is a space), the name compared
+    /// after decoding.
+    pub fn query_decoded(&self, name: &str) -> Option<String> {
+        query_decoded(self.raw_query(), name)
     }
 
     /// The client address: with `trusted_hops` = 0 the downstream `source_address` (port
@@ -98,6 +100,36 @@ impl RequestInfo {
             .filter(|ip| !ip.is_empty())
             .map(|ip| ip.to_string())
     }
+}
+
+/// The query string of a `:path`: after `?`, before `#` (empty when there is none).
+pub fn query_of(path: &str) -> &str {
+    let path = path.split('#').next().unwrap_or_default();
+    path.split_once('?').map_or("", |(_, query)| query)
+}
+
+/// The `name=value` pairs of a query string as sent; a pair without `=` has an empty value.
+pub fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Percent-decodes one query component (`+` is a space, as in forms); invalid escapes stay as
+/// they are and bytes that are not UTF-8 become U+FFFD.
+pub fn decode_component(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The first value, percent-decoded, of the parameter whose decoded name is `name`.
+pub fn query_decoded(query: &str, name: &str) -> Option<String> {
+    raw_pairs(query)
+        .find(|(key, _)| decode_component(key) == name)
+        .map(|(_, value)| decode_component(value))
 }
 
 /// The first value of an exactly named header (such as a pseudo-header `:path`) in a host header

@@ -7,7 +7,9 @@
 //! calls; the helpers ([`FakeEnv::responses`], [`FakeEnv::resumed`], [`FakeEnv::callouts`],
 //! [`FakeEnv::metric`]) read the log, so they see what happened since the last
 //! [`FakeEnv::take_calls`]. Shared data keeps Envoy's CAS semantics; there are no foreign
-//! functions (`call_foreign` is always `None`, as in a host without them).
+//! functions (`call_foreign` is always `None`, as in a host without them). The header maps and
+//! bodies are those of one stream: `set_effective_context` is recorded but switches nothing, so
+//! a test that interleaves streams sets their headers before each call.
 
 use crate::env::{Direction, Env};
 use std::cell::{Cell, RefCell};

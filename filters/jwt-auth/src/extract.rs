@@ -1,6 +1,7 @@
 //! Finding tokens in a request (headers, query parameters, cookies) and removing them again.
 
 use crate::config::Location;
+use wasmgate_core::request::{query_of, raw_pairs};
 
 /// A token found at a location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +21,6 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
     } else {
         None
     }
-}
-
-/// The query string of a `:path` (after `?`, before `#`).
-fn query(path: &str) -> &str {
-    let path = path.split('#').next().unwrap_or_default();
-    path.split_once('?').map_or("", |(_, q)| q)
 }
 
 /// The tokens at `locations`, in order; empty values are ignored.
@@ -50,14 +45,12 @@ pub fn find(locations: &[Location], headers: &[(String, String)], path: &str) ->
                 }
             }
             Location::Param(param) => {
-                for pair in query(path).split('&') {
-                    if let Some((k, v)) = pair.split_once('=') {
-                        if k == param && !v.is_empty() {
-                            found.push(Found {
-                                location: location.clone(),
-                                token: v.to_string(),
-                            });
-                        }
+                for (k, v) in raw_pairs(query_of(path)) {
+                    if k == param && !v.is_empty() {
+                        found.push(Found {
+                            location: location.clone(),
+                            token: v.to_string(),
+                        });
                     }
                 }
             }

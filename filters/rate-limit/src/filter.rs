@@ -159,3 +159,6 @@ impl Filter for RateLimit {
         Outcome::Continue
     }
 }
+
+#[cfg(test)]
+mod tests;

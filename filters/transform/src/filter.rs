@@ -294,3 +294,6 @@ impl Filter for Transform {
         Outcome::Continue
     }
 }
+
+#[cfg(test)]
+mod tests;

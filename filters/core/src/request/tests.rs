@@ -74,3 +74,13 @@ fn ports_are_stripped_the_same_way_everywhere() {
     assert_eq!(strip_port("example.com:443"), "example.com");
     assert_eq!(strip_port("example.com"), "example.com");
 }
+
+#[test]
+fn query_values_decoded_once_for_everyone() {
+    let r = info("/p?na%6De=J%C3%BCrgen+X%2b&bad=%zz%4&e=100%", &[]);
+    assert_eq!(r.query_decoded("name").as_deref(), Some("Jürgen X+"));
+    assert_eq!(r.query_raw("name"), None, "raw names are compared as sent");
+    assert_eq!(r.query_decoded("bad").as_deref(), Some("%zz%4"));
+    assert_eq!(r.query_decoded("e").as_deref(), Some("100%"));
+    assert_eq!(decode_component("%ff"), "\u{fffd}");
+}

@@ -1,0 +1,291 @@
+//! The filter's hooks driven through the frame with the fake host: request header edits in one
+//! whole-map write, JSON body edits with their Content-Length, and the body size limits.
+
+use super::*;
+use wasmgate_core::host::Host;
+use wasmgate_host::fake::{Call, FakeEnv, Sent};
+use wasmgate_host::frame::{Bound, StreamOps, Worker};
+use wasmgate_host::proxy_wasm::types::Action;
+
+const HEADERS: &str = r#"{"request": {
+    "headers": {"remove": ["x-internal"], "set": {"x-user": "{{header.x-jwt-sub}}",
+                "x-q": "{{query.q}}"}, "add": {"x-source": "gateway"}},
+    "path": {"replace_prefix": {"from": "/v1/", "to": "/api/v1/"}}}}"#;
+
+const REQUEST_BODY: &str = r#"{"request": {"body": {
+    "json": {"remove": ["/password"], "set": {"/meta/source": "gateway"}},
+    "max_body_bytes": 64}}, "hold_headers": HOLD}"#;
+
+const RESPONSE_BODY: &str = r#"{"response": {
+    "headers": {"set": {"x-served-by": "wasmgate"}},
+    "body": {"json": {"remove": ["/internal"]}, "max_body_bytes": 32}}}"#;
+
+fn configure(env: &FakeEnv, json: &str) -> Rc<Worker<Transform>> {
+    let worker = Rc::new(Worker::default());
+    assert!(worker.configure(env, "plugin".into(), Some(json.as_bytes())));
+    env.take_calls();
+    worker
+}
+
+fn request_body_config(hold: bool) -> String {
+    REQUEST_BODY.replace("HOLD", &hold.to_string())
+}
+
+fn stream(worker: &Rc<Worker<Transform>>, id: u32) -> Bound<Transform> {
+    Bound {
+        stream: worker.new_stream(id).unwrap(),
+        worker: Rc::clone(worker),
+    }
+}
+
+fn request(env: &FakeEnv, method: &str, path: &str, extra: &[(&str, &str)]) {
+    let mut headers = vec![
+        (":method", method),
+        (":authority", "api.example.com"),
+        (":path", path),
+    ];
+    headers.extend_from_slice(extra);
+    env.set_map(HeaderMap::Request, &headers);
+}
+
+/// A JSON POST of `body` with its Content-Length.
+fn post_json(env: &FakeEnv, body: &[u8]) {
+    let length = body.len().to_string();
+    request(
+        env,
+        "POST",
+        "/users",
+        &[
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ],
+    );
+    env.set_body(Direction::Request, body);
+}
+
+fn header(env: &FakeEnv, map: HeaderMap, name: &str) -> Option<String> {
+    env.header(map, name)
+}
+
+fn status_and_error(sent: &Sent) -> (u32, String) {
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    let error = body["error"].as_str().unwrap_or_default().to_string();
+    (sent.status, error)
+}
+
+fn metric(env: &FakeEnv, what: &str) -> i64 {
+    env.metric(&format!("wasmgate_transform_{what}"))
+}
+
+#[test]
+fn request_header_edits_are_one_whole_map_write() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, HEADERS);
+    request(
+        &env,
+        "GET",
+        "/v1/users?q=1",
+        &[("x-internal", "secret"), ("x-jwt-sub", "alice")],
+    );
+    assert_eq!(
+        stream(&worker, 1).request_headers(&env, true),
+        Action::Continue
+    );
+    let calls = env.take_calls();
+    let writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| !matches!(c, Call::Metric(..)))
+        .collect();
+    let [Call::WriteMap(HeaderMap::Request, written)] = writes[..] else {
+        panic!("one whole-map write: {calls:?}");
+    };
+    let get = |name: &str| {
+        written
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get(":path"), Some("/api/v1/users?q=1"));
+    assert_eq!(get(":method"), Some("GET"), "pseudo-headers kept");
+    assert_eq!(get("x-user"), Some("alice"));
+    assert_eq!(get("x-q"), Some("1"));
+    assert_eq!(get("x-source"), Some("gateway"));
+    assert_eq!(get("x-internal"), None);
+    assert!(calls.contains(&Call::Metric(
+        "wasmgate_transform_requests_transformed".into(),
+        1
+    )));
+}
+
+#[test]
+fn a_template_cannot_inject_a_header_line() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, HEADERS);
+    request(
+        &env,
+        "GET",
+        "/v1/users?q=a%0D%0Ax-admin:%20true",
+        &[("x-jwt-sub", "alice")],
+    );
+    stream(&worker, 1).request_headers(&env, true);
+    assert_eq!(header(&env, HeaderMap::Request, "x-q"), None, "skipped");
+    assert_eq!(header(&env, HeaderMap::Request, "x-admin"), None);
+    assert!(env
+        .headers(HeaderMap::Request)
+        .iter()
+        .all(|(_, v)| !v.contains('\r') && !v.contains('\n')));
+    assert_eq!(metric(&env, "operations_skipped"), 1);
+    assert_eq!(
+        header(&env, HeaderMap::Request, "x-user").as_deref(),
+        Some("alice"),
+        "the other operations still apply"
+    );
+}
+
+#[test]
+fn held_headers_get_the_length_of_the_edited_json_body() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(true));
+    let body = br#"{"user": "bob", "password": "hunter2"}"#;
+    post_json(&env, body);
+    let s = stream(&worker, 1);
+    assert_eq!(
+        s.request_headers(&env, false),
+        Action::Pause,
+        "headers wait for the body"
+    );
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+    let edited = env.request_body.borrow().clone();
+    assert_eq!(edited, br#"{"meta":{"source":"gateway"},"user":"bob"}"#);
+    assert_eq!(
+        header(&env, HeaderMap::Request, "content-length"),
+        Some(edited.len().to_string())
+    );
+    assert_eq!(metric(&env, "requests_transformed"), 1);
+}
+
+#[test]
+fn without_held_headers_an_edited_body_travels_without_a_length() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(false));
+    let body = br#"{"user": "bob", "password": "hunter2"}"#;
+    post_json(&env, body);
+    let s = stream(&worker, 1);
+    assert_eq!(s.request_headers(&env, false), Action::Continue);
+    assert_eq!(header(&env, HeaderMap::Request, "content-length"), None);
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+    assert!(!String::from_utf8_lossy(&env.request_body.borrow()).contains("hunter2"));
+    assert_eq!(header(&env, HeaderMap::Request, "content-length"), None);
+}
+
+#[test]
+fn request_bodies_over_the_limit_or_not_json_are_refused() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(true));
+    let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(64));
+    post_json(&env, big.as_bytes());
+    assert_eq!(
+        stream(&worker, 1).request_headers(&env, false),
+        Action::Pause
+    );
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (413, "body_too_large".into()));
+
+    // No length announced: counted while it arrives.
+    request(
+        &env,
+        "POST",
+        "/users",
+        &[("content-type", "application/json")],
+    );
+    let s = stream(&worker, 2);
+    assert_eq!(s.request_headers(&env, false), Action::Pause);
+    assert_eq!(s.request_body(&env, big.len(), false), Action::Pause);
+    assert_eq!(env.responses().len(), 2);
+
+    post_json(&env, b"{not json");
+    let s = stream(&worker, 3);
+    s.request_headers(&env, false);
+    assert_eq!(s.request_body(&env, 9, true), Action::Pause);
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (400, "invalid_json".into()));
+    assert_eq!(metric(&env, "body_too_large"), 2);
+    assert_eq!(metric(&env, "invalid_json"), 1);
+    assert_eq!(metric(&env, "body_errors"), 3);
+}
+
+#[test]
+fn bodies_that_are_not_json_or_are_compressed_stream_untouched() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(true));
+    let body = br#"{"password": "hunter2"}"#;
+    for extra in [("content-type", "text/plain"), ("content-encoding", "gzip")] {
+        let length = body.len().to_string();
+        let mut headers = vec![("content-length", length.as_str()), extra];
+        if extra.0 == "content-encoding" {
+            headers.push(("content-type", "application/json"));
+        }
+        request(&env, "POST", "/users", &headers);
+        env.set_body(Direction::Request, body);
+        let s = stream(&worker, 1);
+        assert_eq!(s.request_headers(&env, false), Action::Continue);
+        assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+        assert_eq!(*env.request_body.borrow(), body, "{extra:?}");
+    }
+    assert_eq!(metric(&env, "requests_transformed"), 0);
+}
+
+#[test]
+fn a_response_announced_over_the_limit_is_502() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, RESPONSE_BODY);
+    request(&env, "GET", "/users", &[]);
+    let s = stream(&worker, 1);
+    assert_eq!(s.request_headers(&env, true), Action::Continue);
+    env.set_map(
+        HeaderMap::Response,
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", "33"),
+        ],
+    );
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (502, "body_too_large".into()));
+    assert_eq!(
+        sent.header("x-served-by"),
+        None,
+        "its own reply is not transformed"
+    );
+    assert_eq!(metric(&env, "body_too_large"), 1);
+}
+
+#[test]
+fn internal_fields_are_removed_from_a_json_response() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, RESPONSE_BODY);
+    request(&env, "GET", "/users", &[]);
+    let s = stream(&worker, 1);
+    s.request_headers(&env, true);
+    let body = br#"{"id": 1, "internal": "x"}"#;
+    let length = body.len().to_string();
+    env.set_map(
+        HeaderMap::Response,
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ],
+    );
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert_eq!(header(&env, HeaderMap::Response, "content-length"), None);
+    assert_eq!(
+        header(&env, HeaderMap::Response, "x-served-by").as_deref(),
+        Some("wasmgate")
+    );
+    env.set_body(Direction::Response, body);
+    assert_eq!(s.response_body(&env, body.len(), true), Action::Continue);
+    assert_eq!(*env.response_body.borrow(), br#"{"id":1}"#);
+    assert_eq!(metric(&env, "responses_transformed"), 1);
+}
