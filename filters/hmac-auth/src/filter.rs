@@ -9,7 +9,7 @@ use std::rc::Rc;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Direction, Filter, Setup};
+use wasmgate_host::{Counter, Cx, Direction, Filter, Setup, Uses};
 
 /// The reject codes that have a `rejected_<code>` counter.
 const REJECT_CODES: [&str; 5] = [
@@ -152,6 +152,11 @@ impl HmacAuth {
 impl Filter for HmacAuth {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
+    const USES: Uses = Uses {
+        bodies: true,
+        callouts: false,
+        waits: false,
+    };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         let config = config::parse(json)?;

@@ -169,6 +169,34 @@ impl<'a> RootCx<'a> {
     }
 }
 
+/// The frame features a filter's hooks use. What a filter leaves out is compiled out of its
+/// module (every worker of every sidecar downloads and compiles each module); an outcome it did
+/// not declare is answered with a 500 reply, never skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uses {
+    /// [`Outcome::NeedBody`] and the body hooks.
+    pub bodies: bool,
+    /// [`Outcome::Call`], [`RootCx::call`] and the answer hooks.
+    pub callouts: bool,
+    /// [`Outcome::Wait`] and the plugin's timer.
+    pub waits: bool,
+}
+
+impl Uses {
+    /// Every feature.
+    pub const ALL: Self = Self {
+        bodies: true,
+        callouts: true,
+        waits: true,
+    };
+    /// Headers only: no body, no callout, no wait.
+    pub const HEADERS: Self = Self {
+        bodies: false,
+        callouts: false,
+        waits: false,
+    };
+}
+
 /// A filter: its name, what one configuration compiles to, and its hooks. Each hook returns an
 /// [`Outcome`] that the frame carries out; the defaults let everything pass.
 pub trait Filter: Sized + 'static {
@@ -176,6 +204,8 @@ pub trait Filter: Sized + 'static {
     const NAME: &'static str;
     /// What one configuration builds once per VM: compiled config, counters, caches.
     type Plugin: 'static;
+    /// The frame features the hooks use.
+    const USES: Uses = Uses::ALL;
 
     /// Parses and compiles a configuration (`{}` when Envoy gives none); the error names the
     /// JSON path and Envoy rejects the configuration.

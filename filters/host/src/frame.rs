@@ -7,7 +7,6 @@ use crate::env::{Direction, Env};
 use crate::filter::{Cx, Filter, RootCx, Setup};
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 use wasmgate_core::edits::{diff, Edit};
@@ -28,10 +27,10 @@ enum Target {
 /// waiting for a callout answer or a wake-up).
 pub struct Worker<F: Filter> {
     plugin: RefCell<Option<Rc<F::Plugin>>>,
-    streams: RefCell<HashMap<u32, Weak<RefCell<Stream<F>>>>>,
+    streams: RefCell<Ids<Weak<RefCell<Stream<F>>>>>,
     /// Callouts in flight: who gets the answer, and the largest answer body read.
-    callouts: RefCell<HashMap<u32, (Target, usize)>>,
-    waits: RefCell<HashMap<u32, u64>>,
+    callouts: RefCell<Ids<(Target, usize)>>,
+    waits: RefCell<Ids<u64>>,
     next_plugin_tick_ms: Cell<u64>,
     tick: Cell<Duration>,
 }
@@ -40,9 +39,9 @@ impl<F: Filter> Default for Worker<F> {
     fn default() -> Self {
         Self {
             plugin: RefCell::new(None),
-            streams: RefCell::new(HashMap::new()),
-            callouts: RefCell::new(HashMap::new()),
-            waits: RefCell::new(HashMap::new()),
+            streams: RefCell::new(Ids::default()),
+            callouts: RefCell::new(Ids::default()),
+            waits: RefCell::new(Ids::default()),
             next_plugin_tick_ms: Cell::new(0),
             tick: Cell::new(Duration::ZERO),
         }
@@ -89,7 +88,10 @@ impl<F: Filter> Worker<F> {
 
     /// Routes an HTTP callout's answer, read in its response callback, to whoever called.
     pub fn deliver_http(&self, env: &dyn Env, token: u32, num_headers: usize, body_size: usize) {
-        let Some((target, limit)) = self.callouts.borrow_mut().remove(&token) else {
+        if !F::USES.callouts {
+            return;
+        }
+        let Some((target, limit)) = self.callouts.borrow_mut().remove(token) else {
             return;
         };
         let answer = if body_size > limit {
@@ -105,7 +107,10 @@ impl<F: Filter> Worker<F> {
 
     /// Routes a gRPC callout's answer to whoever called.
     pub fn deliver_grpc(&self, env: &dyn Env, token: u32, status: u32, size: usize) {
-        let Some((target, limit)) = self.callouts.borrow_mut().remove(&token) else {
+        if !F::USES.callouts {
+            return;
+        }
+        let Some((target, limit)) = self.callouts.borrow_mut().remove(token) else {
             return;
         };
         let answer = if size > limit {
@@ -139,12 +144,16 @@ impl<F: Filter> Worker<F> {
     /// The root context's timer: wakes streams whose wait is over, runs the plugin's tick when
     /// due, then sets the timer to the next thing due.
     pub fn tick(&self, env: &dyn Env) {
+        if !F::USES.waits {
+            return;
+        }
         let now = env.now_ms();
         let due: Vec<u32> = self
             .waits
             .borrow()
+            .0
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, until)| *until <= now)
             .map(|(id, _)| *id)
             .collect();
         self.wake(env, &due);
@@ -181,7 +190,7 @@ impl<F: Filter> Worker<F> {
             }
         }
         if cx.wake {
-            let all: Vec<u32> = self.waits.borrow().keys().copied().collect();
+            let all: Vec<u32> = self.waits.borrow().0.iter().map(|(id, _)| *id).collect();
             self.wake(env, &all);
         }
         self.arm(env);
@@ -189,7 +198,7 @@ impl<F: Filter> Worker<F> {
 
     fn wake(&self, env: &dyn Env, ids: &[u32]) {
         for id in ids {
-            self.waits.borrow_mut().remove(id);
+            self.waits.borrow_mut().remove(*id);
             let Some(stream) = self.reach(env, *id) else {
                 continue;
             };
@@ -201,7 +210,7 @@ impl<F: Filter> Worker<F> {
 
     /// The stream of context `id`, made the host's current context.
     fn reach(&self, env: &dyn Env, id: u32) -> Option<Rc<RefCell<Stream<F>>>> {
-        let stream = self.streams.borrow().get(&id).and_then(Weak::upgrade);
+        let stream = self.streams.borrow().get(id).and_then(Weak::upgrade);
         let Some(stream) = stream else {
             self.forget(id);
             return None;
@@ -210,23 +219,30 @@ impl<F: Filter> Worker<F> {
     }
 
     fn register(&self, stream: &Rc<RefCell<Stream<F>>>, id: u32) {
+        if self.streams.borrow().get(id).is_some() {
+            return;
+        }
         self.streams.borrow_mut().insert(id, Rc::downgrade(stream));
     }
 
     /// Drops every reference to a finished stream.
     pub fn forget(&self, id: u32) {
-        self.streams.borrow_mut().remove(&id);
-        self.waits.borrow_mut().remove(&id);
+        self.streams.borrow_mut().remove(id);
+        self.waits.borrow_mut().remove(id);
         self.callouts
             .borrow_mut()
-            .retain(|_, (target, _)| *target != Target::Stream(id));
+            .0
+            .retain(|(_, (target, _))| *target != Target::Stream(id));
     }
 
     /// Sets the timer to the earliest wait or plugin tick, or stops it.
     fn arm(&self, env: &dyn Env) {
+        if !F::USES.waits {
+            return;
+        }
         let now = env.now_ms();
         let plugin_period = self.plugin().and_then(|plugin| F::tick_period(&plugin));
-        let earliest_wait = self.waits.borrow().values().min().copied();
+        let earliest_wait = self.waits.borrow().0.iter().map(|(_, at)| *at).min();
         let until_wait =
             earliest_wait.map(|at| Duration::from_millis(at.saturating_sub(now).max(1)));
         let period = match (plugin_period, until_wait) {
@@ -239,6 +255,36 @@ impl<F: Filter> Worker<F> {
             self.tick.set(period);
             env.set_tick_period(period);
         }
+    }
+}
+
+/// Values by context id or callout token: a few entries at a time (the streams waiting or
+/// calling out on one worker), so a list is smaller in the module than a hash map and as fast.
+struct Ids<V>(Vec<(u32, V)>);
+
+impl<V> Default for Ids<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> Ids<V> {
+    fn get(&self, id: u32) -> Option<&V> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, id: u32, value: V) {
+        self.remove(id);
+        self.0.push((id, value));
+    }
+
+    fn remove(&mut self, id: u32) -> Option<V> {
+        let at = self.0.iter().position(|(i, _)| *i == id)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -419,7 +465,7 @@ impl<F: Filter> Stream<F> {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
-        if self.replied {
+        if self.replied || !F::USES.bodies {
             return Action::Continue;
         }
         let state = self.body_state(direction);
@@ -454,7 +500,7 @@ impl<F: Filter> Stream<F> {
     }
 
     fn trailers(&mut self, env: &dyn Env, worker: &Worker<F>, direction: Direction) -> Action {
-        if self.replied {
+        if self.replied || !F::USES.bodies {
             return Action::Continue;
         }
         match self.body_state(direction).need {
@@ -587,6 +633,9 @@ impl<F: Filter> Stream<F> {
                 self.respond(env, &response);
                 Action::Pause
             }
+            Outcome::NeedBody(_) if !F::USES.bodies => self.undeclared(env, "NeedBody"),
+            Outcome::Call(_) if !F::USES.callouts => self.undeclared(env, "Call"),
+            Outcome::Wait { .. } if !F::USES.waits => self.undeclared(env, "Wait"),
             Outcome::NeedBody(need) => {
                 self.need_body(env, worker, need, declared, direction, phase)
             }
@@ -598,6 +647,22 @@ impl<F: Filter> Stream<F> {
                 Action::Pause
             }
         }
+    }
+
+    /// An outcome the filter did not declare in [`Filter::USES`]: a bug, answered with 500
+    /// rather than letting the request skip the filter's check.
+    fn undeclared(&mut self, env: &dyn Env, outcome: &str) -> Action {
+        log::error!(
+            "wasmgate {}: outcome {outcome} is not declared in Filter::USES",
+            F::NAME
+        );
+        let reply = LocalReply::new(
+            500,
+            "internal_error",
+            "The filter failed; the request was not forwarded.",
+        );
+        self.reply(env, &reply);
+        Action::Pause
     }
 
     fn need_body(

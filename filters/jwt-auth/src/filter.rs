@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Filter, RootCx, Setup};
+use wasmgate_host::{Counter, Cx, Filter, RootCx, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "jwt-auth";
@@ -240,6 +240,11 @@ fn fetch_result(answer: Answer, remote: &RemoteJwks) -> Result<String, String> {
 impl Filter for JwtAuth {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
+    const USES: Uses = Uses {
+        bodies: false,
+        callouts: true,
+        waits: true,
+    };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         let mut config = Config::from_json(json)?;

@@ -7,7 +7,7 @@ use crate::request::{self, Count, Verdict};
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::{Answer, Callout, ConfigError, Outcome};
-use wasmgate_host::{Counter, Cx, Filter, Setup};
+use wasmgate_host::{Counter, Cx, Filter, Setup, Uses};
 
 /// The filter's counters (`wasmgate_rate_limit_<what>`).
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +83,11 @@ impl RateLimit {
 impl Filter for RateLimit {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
+    const USES: Uses = Uses {
+        bodies: false,
+        callouts: true,
+        waits: false,
+    };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         Ok(Plugin {

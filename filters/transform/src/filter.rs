@@ -7,7 +7,7 @@ use crate::template::RequestVars;
 use std::rc::Rc;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Direction, Filter, Setup};
+use wasmgate_host::{Counter, Cx, Direction, Filter, Setup, Uses};
 
 /// The filter's counters.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +129,11 @@ impl Transform {
 impl Filter for Transform {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
+    const USES: Uses = Uses {
+        bodies: true,
+        callouts: false,
+        waits: false,
+    };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         Ok(Plugin {
