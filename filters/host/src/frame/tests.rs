@@ -596,3 +596,41 @@ fn the_plugin_tick_calls_out_with_a_size_limit_and_wakes_the_waiting() {
         ]
     );
 }
+
+/// A filter that declares no frame feature but asks for a body anyway.
+struct Undeclared;
+
+impl Filter for Undeclared {
+    const NAME: &'static str = "undeclared";
+    type Plugin = ();
+    const USES: crate::filter::Uses = crate::filter::Uses::HEADERS;
+
+    fn configure(_: &Setup<'_>, _: &[u8]) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn new_stream(_: &Rc<()>) -> Self {
+        Self
+    }
+
+    fn on_request_headers(&mut self, _: &mut Cx<'_>, _: bool) -> Outcome {
+        need(10, BodyMode::Buffer)
+    }
+}
+
+#[test]
+fn an_undeclared_outcome_is_a_500_never_a_skipped_check() {
+    let env = FakeEnv::default();
+    let worker: Rc<Worker<Undeclared>> = Rc::new(Worker::default());
+    assert!(worker.configure(&env, "p".into(), None));
+    let stream = Bound {
+        stream: worker.new_stream(1).unwrap(),
+        worker: Rc::clone(&worker),
+    };
+    assert_eq!(stream.request_headers(&env, false), Action::Pause);
+    let calls = env.take_calls();
+    assert!(
+        matches!(calls.last(), Some(Call::Respond(500, _, _))),
+        "{calls:?}"
+    );
+}
