@@ -4,12 +4,11 @@
 use crate::config::{self, Config, FILTER};
 use crate::replay::{Claim, Fingerprint, Table};
 use crate::verify::{self, Pending, Reject, Request};
-use std::collections::HashMap;
 use std::rc::Rc;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Direction, Filter, Setup, Uses};
+use wasmgate_host::{Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
 
 /// The reject codes that have a `rejected_<code>` counter.
 const REJECT_CODES: [&str; 5] = [
@@ -35,8 +34,8 @@ struct Metrics {
     skipped: Counter,
     replays: Counter,
     replay_unavailable: Counter,
-    rejected: HashMap<&'static str, Counter>,
-    matched: HashMap<String, Counter>,
+    rejected: CounterSet,
+    matched: CounterSet,
 }
 
 impl Metrics {
@@ -46,18 +45,17 @@ impl Metrics {
             skipped: setup.counter("skipped"),
             replays: setup.counter("replays"),
             replay_unavailable: setup.counter("replay_unavailable"),
-            rejected: REJECT_CODES
-                .iter()
-                .map(|code| (*code, setup.counter(&format!("rejected_{code}"))))
-                .collect(),
-            matched: config
-                .secret_ids()
-                .into_iter()
-                .map(|id| {
-                    let counter = setup.counter(&secret_metric(&id));
-                    (id, counter)
-                })
-                .collect(),
+            rejected: CounterSet::define(
+                setup,
+                REJECT_CODES.map(|code| (code, format!("rejected_{code}"))),
+            ),
+            matched: CounterSet::define(
+                setup,
+                config.secret_ids().into_iter().map(|id| {
+                    let what = secret_metric(&id);
+                    (id, what)
+                }),
+            ),
         }
     }
 }
@@ -85,8 +83,8 @@ impl HmacAuth {
         let metrics = &self.plugin.metrics;
         if let Reject::Replayed = reject {
             cx.count(metrics.replays);
-        } else if let Some(counter) = metrics.rejected.get(reject.code()) {
-            cx.count(*counter);
+        } else {
+            cx.count(metrics.rejected.get(reject.code()));
         }
         log::debug!("wasmgate {FILTER}: rejected: {}", reject.code());
         Outcome::Reply(LocalReply::new(
@@ -110,8 +108,8 @@ impl HmacAuth {
             Err(reject) => return self.reject(cx, &reject),
         };
         let key_id = policy.keys.get(verified.key_index).map(|k| k.id.as_str());
-        if let Some(counter) = key_id.and_then(|id| plugin.metrics.matched.get(id)) {
-            cx.count(*counter);
+        if let Some(id) = key_id {
+            cx.count(plugin.metrics.matched.get(id));
         }
         if let Some(table) = &plugin.table {
             let fp = Table::fingerprint(policy.index, policy.scheme.name(), &verified.replay_id);
@@ -220,9 +218,7 @@ impl Filter for HmacAuth {
 
     fn on_body_too_large(&mut self, cx: &mut Cx<'_>, _: Direction) {
         self.request = None;
-        if let Some(counter) = self.plugin.metrics.rejected.get("body_too_large") {
-            cx.count(*counter);
-        }
+        cx.count(self.plugin.metrics.rejected.get("body_too_large"));
     }
 
     fn on_response_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {

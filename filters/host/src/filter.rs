@@ -15,6 +15,34 @@ use wasmgate_core::{ConfigError, HeaderEdits, LocalReply};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter(Option<u32>);
 
+/// Counters by a key such as a reject code or a secret id: a short list, which costs a module
+/// less than a map.
+#[derive(Debug, Clone, Default)]
+pub struct CounterSet(Vec<(String, Counter)>);
+
+impl CounterSet {
+    /// Defines one counter per `(key, metric suffix)`.
+    pub fn define<K: Into<String>>(
+        setup: &Setup<'_>,
+        names: impl IntoIterator<Item = (K, String)>,
+    ) -> Self {
+        Self(
+            names
+                .into_iter()
+                .map(|(key, what)| (key.into(), setup.counter(&what)))
+                .collect(),
+        )
+    }
+
+    /// The counter of `key`; a no-op counter for an unknown key.
+    pub fn get(&self, key: &str) -> Counter {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Counter::default(), |(_, counter)| *counter)
+    }
+}
+
 /// What `configure` may use: the host, the plugin's name, metric definitions and shared-data
 /// namespaces.
 pub struct Setup<'a> {
@@ -178,7 +206,7 @@ pub struct Uses {
     pub bodies: bool,
     /// [`Outcome::Call`], [`RootCx::call`] and the answer hooks.
     pub callouts: bool,
-    /// [`Outcome::Wait`] and the plugin's timer.
+    /// [`Outcome::Wait`], the plugin's timer and the calls it makes ([`RootCx::call`]).
     pub waits: bool,
 }
 

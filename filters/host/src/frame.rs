@@ -131,7 +131,8 @@ impl<F: Filter> Worker<F> {
                 }
             }
             Target::Plugin(key) => {
-                let Some(plugin) = self.plugin() else {
+                // Plugin calls start from the plugin's timer, which only waits enable.
+                let (true, Some(plugin)) = (F::USES.waits, self.plugin()) else {
                     return;
                 };
                 let mut cx = RootCx::new(env, self.waits.borrow().len());

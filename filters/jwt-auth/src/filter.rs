@@ -10,12 +10,11 @@ use crate::foreign::HostVerifier;
 use crate::keys::{self, RemoteKeys, IDLE_SYNC_MS};
 use crate::remote::{self, SharedJwks};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Filter, RootCx, Setup, Uses};
+use wasmgate_host::{Counter, CounterSet, Cx, Filter, RootCx, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "jwt-auth";
@@ -26,7 +25,7 @@ const TICK: Duration = Duration::from_millis(100);
 struct Metrics {
     allowed: Counter,
     denied: Counter,
-    denied_by: HashMap<&'static str, Counter>,
+    denied_by: CounterSet,
     cache_hits: Counter,
     fetch_ok: Counter,
     fetch_failed: Counter,
@@ -38,10 +37,12 @@ impl Metrics {
         Self {
             allowed: setup.counter("allowed"),
             denied: setup.counter("denied"),
-            denied_by: Failure::ALL_CODES
-                .iter()
-                .map(|code| (*code, setup.counter(&format!("denied_{code}"))))
-                .collect(),
+            denied_by: CounterSet::define(
+                setup,
+                Failure::ALL_CODES
+                    .iter()
+                    .map(|code| (*code, format!("denied_{code}"))),
+            ),
             cache_hits: setup.counter("cache_hits"),
             fetch_ok: setup.counter("jwks_fetch_success"),
             fetch_failed: setup.counter("jwks_fetch_failure"),
@@ -133,9 +134,7 @@ impl JwtAuth {
                     }
                 }
                 cx.count(metrics.denied);
-                if let Some(counter) = metrics.denied_by.get(failure.code()) {
-                    cx.count(*counter);
-                }
+                cx.count(metrics.denied_by.get(failure.code()));
                 log::debug!(
                     "wasmgate {FILTER}: denied {} ({})",
                     info.path,

@@ -6,7 +6,6 @@ use crate::decide::Keys;
 use crate::jwks::Jwks;
 use crate::remote::SharedJwks;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::Host;
@@ -26,7 +25,8 @@ struct RemoteView {
 /// The remote key sets as one worker sees them, and its fetches in flight.
 #[derive(Default)]
 pub struct RemoteKeys {
-    views: RefCell<HashMap<usize, RemoteView>>,
+    /// By provider index (local providers keep an empty view).
+    views: RefCell<Vec<RemoteView>>,
     fetching: RefCell<Vec<usize>>,
     last_sync_ms: Cell<u64>,
 }
@@ -103,7 +103,12 @@ impl RemoteKeys {
             .unwrap_or_default();
         let shared = SharedJwks::decode(&bytes);
         let mut views = self.views.borrow_mut();
-        let view = views.entry(index).or_default();
+        if views.len() <= index {
+            views.resize_with(index + 1, RemoteView::default);
+        }
+        let Some(view) = views.get_mut(index) else {
+            return RemoteView::default();
+        };
         if shared.generation != view.generation || view.jwks.is_none() {
             if let Some(text) = &shared.jwks {
                 match Jwks::parse(text) {
@@ -143,7 +148,7 @@ impl RemoteKeys {
             }
             KeySource::Remote(remote) => remote,
         };
-        let known = self.views.borrow().get(&index).cloned().unwrap_or_default();
+        let known = self.views.borrow().get(index).cloned().unwrap_or_default();
         // Keys not here yet, or another worker fetched new ones: reload before deciding.
         let changed = shared_generation(host, &remote.shared_key)
             .is_some_and(|generation| generation != known.generation);
@@ -168,7 +173,7 @@ impl RemoteKeys {
         (0..config.providers.len())
             .map(|i| {
                 views
-                    .get(&i)
+                    .get(i)
                     .map_or((0, 0), |v| (v.generation, v.completed))
             })
             .collect()
@@ -177,9 +182,12 @@ impl RemoteKeys {
     /// True when the periodic work can be skipped: nothing waits or is fetched, every key set
     /// is here, and shared data was read less than [`IDLE_SYNC_MS`] ago.
     pub fn idle(&self, config: &Config, waiting: usize, now: u64) -> bool {
-        let all_fetched = remotes(config)
-            .iter()
-            .all(|(i, _)| self.views.borrow().get(i).is_some_and(|v| v.jwks.is_some()));
+        let all_fetched = remotes(config).iter().all(|(i, _)| {
+            self.views
+                .borrow()
+                .get(*i)
+                .is_some_and(|v| v.jwks.is_some())
+        });
         let busy = waiting > 0 || !self.fetching.borrow().is_empty();
         !busy && all_fetched && now < self.last_sync_ms.get().saturating_add(IDLE_SYNC_MS)
     }
