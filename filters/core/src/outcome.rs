@@ -34,6 +34,10 @@ pub struct BodyNeed {
     pub limit: u64,
     /// Whether the headers wait for the body, and whether the body itself is held.
     pub mode: BodyMode,
+    /// The `content-length` the headers declared, as the filter read it (see
+    /// [`crate::request::declared_length`]): over `limit`, a held body is refused at once,
+    /// before anything goes upstream, and the frame makes no host call to learn it.
+    pub declared: Option<u64>,
 }
 
 /// Where the headers and the body go while a body is collected.

@@ -132,6 +132,14 @@ pub fn query_decoded(query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| decode_component(value))
 }
 
+/// The body length a header list declares (`content-length`), when it is a number.
+pub fn declared_length(headers: &[(String, String)]) -> Option<u64> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
 /// The first value of an exactly named header (such as a pseudo-header `:path`) in a host header
 /// list, or an empty string when it is absent.
 pub fn header_or_empty(headers: &[(String, String)], name: &str) -> String {

@@ -7,6 +7,7 @@ use crate::verify::{self, Pending, Reject, Request};
 use std::rc::Rc;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::outcome::parse_status;
+use wasmgate_core::request::declared_length;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
 use wasmgate_host::{Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
 
@@ -194,6 +195,7 @@ impl Filter for HmacAuth {
                 policy
             }
         };
+        let declared = declared_length(&info.headers);
         let request = Request::from_headers(info.headers);
         match verify::prepare(policy, &request, cx.host().unix_seconds()) {
             Ok(pending) => self.request = Some((request, pending)),
@@ -206,6 +208,7 @@ impl Filter for HmacAuth {
         Outcome::NeedBody(BodyNeed {
             limit: policy.max_body_bytes,
             mode: BodyMode::Buffer,
+            declared,
         })
     }
 

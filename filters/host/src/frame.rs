@@ -373,13 +373,18 @@ pub struct Bound<F: Filter> {
 }
 
 impl<F: Filter> Bound<F> {
+    /// Runs one callback on the stream; a stream left waiting for an answer or a wake-up is
+    /// made reachable from the root context (one that only buffers a body needs not be).
     fn with(&self, f: impl FnOnce(&mut Stream<F>, &Worker<F>) -> Action) -> Action {
-        let action = match self.stream.try_borrow_mut() {
-            Ok(mut stream) => f(&mut stream, &self.worker),
-            Err(_) => Action::Continue,
+        let (action, reachable) = match self.stream.try_borrow_mut() {
+            Ok(mut stream) => {
+                let action = f(&mut stream, &self.worker);
+                let reachable = stream.paused.is_some().then_some(stream.context_id);
+                (action, reachable)
+            }
+            Err(_) => (Action::Continue, None),
         };
-        if action == Action::Pause {
-            let id = self.stream.borrow().context_id;
+        if let Some(id) = reachable {
             self.worker.register(&self.stream, id);
         }
         action
@@ -595,18 +600,6 @@ impl<F: Filter> Stream<F> {
             body,
             ..
         } = cx;
-        // The length the peer declared, read before the hook's edits (which may drop it).
-        let declared = match (&outcome, phase) {
-            (
-                Outcome::NeedBody(need),
-                Phase::Headers {
-                    end_of_stream: false,
-                },
-            ) if need.mode != BodyMode::Copy => env
-                .header(direction.headers(), "content-length")
-                .and_then(|v| v.trim().parse::<u64>().ok()),
-            _ => None,
-        };
         apply(env, HeaderMap::Request, request);
         apply(env, HeaderMap::Response, response);
         match (body, phase) {
@@ -637,9 +630,7 @@ impl<F: Filter> Stream<F> {
             Outcome::NeedBody(_) if !F::USES.bodies => self.undeclared(env, "NeedBody"),
             Outcome::Call(_) if !F::USES.callouts => self.undeclared(env, "Call"),
             Outcome::Wait { .. } if !F::USES.waits => self.undeclared(env, "Wait"),
-            Outcome::NeedBody(need) => {
-                self.need_body(env, worker, need, declared, direction, phase)
-            }
+            Outcome::NeedBody(need) => self.need_body(env, worker, need, direction, phase),
             Outcome::Call(callout) => self.call(env, worker, callout, direction, phase),
             Outcome::Wait { until_ms } => {
                 self.paused = Some(direction);
@@ -671,7 +662,6 @@ impl<F: Filter> Stream<F> {
         env: &dyn Env,
         worker: &Worker<F>,
         need: BodyNeed,
-        declared: Option<u64>,
         direction: Direction,
         phase: Phase,
     ) -> Action {
@@ -686,7 +676,8 @@ impl<F: Filter> Stream<F> {
             Phase::Headers {
                 end_of_stream: false,
             } => {
-                if declared.is_some_and(|len| len > need.limit) {
+                let held = need.mode != BodyMode::Copy;
+                if held && need.declared.is_some_and(|len| len > need.limit) {
                     return self.too_large(env, direction, need.limit);
                 }
                 self.body_state(direction).need = Some(need);

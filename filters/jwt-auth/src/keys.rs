@@ -171,11 +171,7 @@ impl RemoteKeys {
     pub fn snapshot(&self, config: &Config) -> Vec<(u64, u64)> {
         let views = self.views.borrow();
         (0..config.providers.len())
-            .map(|i| {
-                views
-                    .get(i)
-                    .map_or((0, 0), |v| (v.generation, v.completed))
-            })
+            .map(|i| views.get(i).map_or((0, 0), |v| (v.generation, v.completed)))
             .collect()
     }
 

@@ -294,6 +294,7 @@ impl Retry {
         Outcome::NeedBody(BodyNeed {
             limit: u64::try_from(max_body).unwrap_or(u64::MAX),
             mode: BodyMode::Copy,
+            declared: None,
         })
     }
 

@@ -6,6 +6,7 @@ use crate::config::{self, BodyPolicy, Config, Policy, FILTER};
 use crate::template::RequestVars;
 use std::rc::Rc;
 use wasmgate_core::host::{request_info, HeaderMap};
+use wasmgate_core::request::declared_length;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
 use wasmgate_host::{Counter, Cx, Direction, Filter, Setup, Uses};
 
@@ -83,6 +84,7 @@ impl Transform {
         collect.then_some(BodyNeed {
             limit: body.max_body_bytes,
             mode,
+            declared: declared_length(headers),
         })
     }
 
