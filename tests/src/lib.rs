@@ -12,5 +12,5 @@ mod envoy;
 mod upstream;
 
 pub use client::{raw_status, Client, Response};
-pub use envoy::{envoy_bin, repo_root, validate, wasm_dir, Envoy, EnvoyOptions};
+pub use envoy::{envoy_bin, render, repo_root, validate, wasm_dir, Envoy, EnvoyOptions};
 pub use upstream::{Scripted, Upstream};

@@ -10,6 +10,7 @@ pub mod edits;
 pub mod host;
 pub mod metrics;
 pub mod outcome;
+pub mod path;
 pub mod policies;
 pub mod reply;
 pub mod request;

@@ -7,6 +7,7 @@
 //! costs nothing more per request). When no rule matches, the defaults apply.
 
 use crate::host::HeaderNeeds;
+use crate::path::{PathOptions, PathVerdict};
 use crate::rules::Match;
 use crate::RequestInfo;
 
@@ -57,6 +58,7 @@ impl<'a, P> Selected<'a, P> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policies<P> {
     default: P,
+    paths: PathOptions,
     rules: Vec<PolicyRule<P>>,
     reads_route: bool,
     headers_read: Vec<String>,
@@ -74,10 +76,22 @@ impl<P> Policies<P> {
         }
         Self {
             default,
+            paths: PathOptions::default(),
             rules,
             reads_route,
             headers_read,
         }
+    }
+
+    /// The same policies with the configuration's `paths` options.
+    pub fn with_paths(mut self, paths: PathOptions) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// What to do with the request's path before selecting (see [`crate::path`]).
+    pub fn path_verdict(&self, req: &RequestInfo) -> PathVerdict {
+        self.paths.verdict(req)
     }
 
     /// Selects the policy of a request (see the module documentation for the rule).

@@ -1,5 +1,7 @@
 //! The request view: one meaning for each request fact every filter, rule, key and template reads.
 
+use crate::path::{normalize, Ambiguity};
+
 /// What a filter knows about a request: read once from the host, then shared by rule matching,
 /// keys and templates so that a fact (the host, the path, a header, the client IP) means the same
 /// thing in every filter.
@@ -9,8 +11,13 @@ pub struct RequestInfo {
     pub route: Option<String>,
     /// `:authority` lowercased, port stripped, IPv6 brackets removed (`[::1]:80` -> `::1`).
     pub host: String,
-    /// `:path` without its query string and fragment.
+    /// `:path` without its query string and fragment, in normal form (see [`crate::path`]):
+    /// what rules and keys match. Empty when `:path` was not read.
     pub path: String,
+    /// `:path` could not be put in normal form for certain (its raw form is in `path` then).
+    pub path_ambiguity: Option<Ambiguity>,
+    /// `:path` differs from its normal form.
+    pub path_changed: bool,
     /// `:method`, as received.
     pub method: String,
     /// Request headers with lowercase names, pseudo-headers included, in arrival order.
@@ -26,14 +33,14 @@ impl RequestInfo {
         method: &str,
         headers: Vec<(String, String)>,
     ) -> Self {
+        let raw = path.split(['?', '#']).next().unwrap_or_default();
+        let (normal, path_ambiguity) = normal_form(raw);
         Self {
             route: route.filter(|r| !r.is_empty()),
             host: strip_port(authority).to_ascii_lowercase(),
-            path: path
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            path_changed: normal != raw,
+            path: normal,
+            path_ambiguity,
             method: method.to_string(),
             headers,
         }
@@ -99,6 +106,23 @@ impl RequestInfo {
             .get(index)
             .filter(|ip| !ip.is_empty())
             .map(|ip| ip.to_string())
+    }
+}
+
+/// A path's normal form and what made it ambiguous. An encoded slash is normalized as allowed
+/// (a plugin may accept it); any other ambiguity leaves the raw path. An empty path (not read)
+/// stays empty.
+fn normal_form(raw: &str) -> (String, Option<Ambiguity>) {
+    if raw.is_empty() {
+        return (String::new(), None);
+    }
+    match normalize(raw, false) {
+        Ok(normal) => (normal.into_owned(), None),
+        Err(Ambiguity::EncodedSlash) => match normalize(raw, true) {
+            Ok(normal) => (normal.into_owned(), Some(Ambiguity::EncodedSlash)),
+            Err(other) => (raw.to_string(), Some(other)),
+        },
+        Err(other) => (raw.to_string(), Some(other)),
     }
 }
 

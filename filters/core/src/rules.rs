@@ -86,7 +86,7 @@ impl Match {
             && self
                 .path_prefix
                 .as_ref()
-                .is_none_or(|p| req.path.starts_with(p.as_str()))
+                .is_none_or(|p| crate::path::has_segment_prefix(&req.path, p))
             && self.path_exact.as_ref().is_none_or(|p| req.path == *p)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == &req.method))
             && self

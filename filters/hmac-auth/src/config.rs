@@ -5,12 +5,16 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 use std::fmt;
+use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{ConfigError, Duration, Match, Policies, Secret};
 
 /// The filter's name in log lines and metric names.
 pub const FILTER: &str = "hmac-auth";
 const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// Beyond an hour a "fresh" timestamp proves little, and the replay table must remember twice as
+/// long.
+const MAX_TOLERANCE_SECS: u64 = 3_600;
 const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
 const DEFAULT_REPLAY_TTL_SECS: u64 = 600;
 const DEFAULT_REPLAY_ENTRIES: u64 = 100_000;
@@ -97,6 +101,15 @@ pub struct RawHttpSignature {
     required_components: Option<Vec<String>>,
 }
 
+/// `aws_sigv4` settings: the credential scope this endpoint accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsSigv4 {
+    region: String,
+    service: String,
+}
+
 /// `custom` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -140,12 +153,16 @@ pub enum SignatureEncoding {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
+    #[serde(default)]
+    paths: PathOptions,
     scheme: SchemeName,
     secrets: Vec<RawSecret>,
     timestamp_tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
     replay: Option<RawReplay>,
     http_signature: Option<RawHttpSignature>,
+    aws_sigv4: Option<RawAwsSigv4>,
     custom: Option<RawCustom>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -164,6 +181,7 @@ pub struct RawRule {
     timestamp_tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
     http_signature: Option<RawHttpSignature>,
+    aws_sigv4: Option<RawAwsSigv4>,
     custom: Option<RawCustom>,
 }
 
@@ -198,7 +216,7 @@ pub enum Scheme {
     /// RFC 9421.
     HttpSignature(HttpSignatureSettings),
     /// AWS SigV4.
-    AwsSigv4,
+    AwsSigv4(AwsSigv4Settings),
     /// Custom.
     Custom(CustomSettings),
 }
@@ -213,10 +231,28 @@ impl Scheme {
             Self::Shopify => "shopify",
             Self::StandardWebhooks => "standard_webhooks",
             Self::HttpSignature(_) => "http_signature",
-            Self::AwsSigv4 => "aws_sigv4",
+            Self::AwsSigv4(_) => "aws_sigv4",
             Self::Custom(_) => "custom",
         }
     }
+
+    /// Whether the scheme signs a timestamp that is checked against `timestamp_tolerance`.
+    pub fn signs_timestamp(&self) -> bool {
+        match self {
+            Self::Github | Self::Shopify => false,
+            Self::Custom(custom) => custom.timestamp_header.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// Compiled `aws_sigv4` settings: the only credential scope accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSigv4Settings {
+    /// Region of the credential scope (`us-east-1`).
+    pub region: String,
+    /// Service of the credential scope (`execute-api`).
+    pub service: String,
 }
 
 /// Compiled `http_signature` settings.
@@ -319,6 +355,13 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
 
 /// Compiles a raw configuration.
 pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    // Each settings block with the path prefix of the object holding it, so that an error in a
+    // block a rule inherits from the top level is reported where the block is written.
+    let top = Blocks {
+        http_signature: raw.http_signature.as_ref().map(|b| (String::new(), b)),
+        aws_sigv4: raw.aws_sigv4.as_ref().map(|b| (String::new(), b)),
+        custom: raw.custom.as_ref().map(|b| (String::new(), b)),
+    };
     let default = compile_policy(
         0,
         "",
@@ -326,8 +369,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         &raw.secrets,
         raw.timestamp_tolerance,
         raw.max_body_bytes,
-        raw.http_signature.as_ref(),
-        raw.custom.as_ref(),
+        &top,
     )?;
     let mut rules = Vec::with_capacity(raw.rules.len());
     for (i, rule) in raw.rules.into_iter().enumerate() {
@@ -342,6 +384,23 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 String::new()
             };
             let scheme = rule.scheme.unwrap_or(raw.scheme);
+            let blocks = Blocks {
+                http_signature: rule
+                    .http_signature
+                    .as_ref()
+                    .map(|b| (at.clone(), b))
+                    .or_else(|| top.http_signature.clone()),
+                aws_sigv4: rule
+                    .aws_sigv4
+                    .as_ref()
+                    .map(|b| (at.clone(), b))
+                    .or_else(|| top.aws_sigv4.clone()),
+                custom: rule
+                    .custom
+                    .as_ref()
+                    .map(|b| (at.clone(), b))
+                    .or_else(|| top.custom.clone()),
+            };
             let policy = compile_policy(
                 i + 1,
                 &at,
@@ -349,8 +408,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 secrets,
                 rule.timestamp_tolerance.or(raw.timestamp_tolerance),
                 rule.max_body_bytes.or(raw.max_body_bytes),
-                rule.http_signature.as_ref().or(raw.http_signature.as_ref()),
-                rule.custom.as_ref().or(raw.custom.as_ref()),
+                &blocks,
             )
             .map_err(|e| {
                 // Secrets inherited from the top level are reported at their own path.
@@ -368,10 +426,69 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
     let replay = compile_replay(raw.replay)?;
+    if let Some(replay) = &replay {
+        let policies = std::iter::once((String::new(), &default)).chain(
+            rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.policy.as_ref().map(|p| (format!("rules[{i}]"), p))),
+        );
+        check_replay_ttl(replay, policies)?;
+    }
     Ok(Config {
-        policies: Policies::new(default, rules),
+        policies: Policies::new(default, rules).with_paths(raw.paths),
         replay,
     })
+}
+
+/// The settings blocks a policy may use, each with the path prefix of the object holding it.
+struct Blocks<'a> {
+    http_signature: Option<(String, &'a RawHttpSignature)>,
+    aws_sigv4: Option<(String, &'a RawAwsSigv4)>,
+    custom: Option<(String, &'a RawCustom)>,
+}
+
+/// `"90s"`, `"5m"`, `"2h"`: seconds as a configuration duration.
+fn duration_text(secs: u64) -> String {
+    match secs {
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A timestamp is accepted from `tolerance` before to `tolerance` after the clock, so a message
+/// stays fresh for up to twice the tolerance: its replay id must be remembered that long, or a
+/// copy sent after the id was forgotten passes both checks.
+fn check_replay_ttl<'a>(
+    replay: &ReplayConfig,
+    policies: impl Iterator<Item = (String, &'a Policy)>,
+) -> Result<(), ConfigError> {
+    let widest = policies
+        .filter(|(_, p)| p.scheme.signs_timestamp())
+        .max_by_key(|(_, p)| p.tolerance_secs);
+    if let Some((at, policy)) = widest {
+        let needed = policy.tolerance_secs.saturating_mul(2);
+        if replay.ttl_secs < needed {
+            let whose = if at.is_empty() {
+                format!("the {} scheme", policy.scheme.name())
+            } else {
+                format!("the {} scheme of {at}", policy.scheme.name())
+            };
+            return Err(ConfigError::new(
+                "replay.ttl",
+                format!(
+                    "is {} but must be at least {} (2 x timestamp_tolerance {} of {whose}): \
+                     a timestamp stays fresh that long, and a copy sent after its id is \
+                     forgotten would pass",
+                    duration_text(replay.ttl_secs),
+                    duration_text(needed),
+                    duration_text(policy.tolerance_secs),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn compile_replay(raw: Option<RawReplay>) -> Result<Option<ReplayConfig>, ConfigError> {
@@ -403,7 +520,6 @@ fn compile_replay(raw: Option<RawReplay>) -> Result<Option<ReplayConfig>, Config
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn compile_policy(
     index: usize,
     at: &str,
@@ -411,8 +527,7 @@ fn compile_policy(
     secrets: &[RawSecret],
     tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
-    http_signature: Option<&RawHttpSignature>,
-    custom: Option<&RawCustom>,
+    blocks: &Blocks<'_>,
 ) -> Result<Policy, ConfigError> {
     let tolerance_secs = tolerance.map_or(DEFAULT_TOLERANCE_SECS, |d| d.0.as_secs());
     if tolerance_secs == 0 {
@@ -421,24 +536,45 @@ fn compile_policy(
             "must be at least 1s",
         ));
     }
+    if tolerance_secs > MAX_TOLERANCE_SECS {
+        return Err(ConfigError::new(
+            format!("{at}timestamp_tolerance"),
+            format!(
+                "must be at most {}: a wider window makes the freshness check meaningless",
+                duration_text(MAX_TOLERANCE_SECS)
+            ),
+        ));
+    }
     let compiled_scheme = match scheme {
         SchemeName::Github => Scheme::Github,
         SchemeName::Stripe => Scheme::Stripe,
         SchemeName::Slack => Scheme::Slack,
         SchemeName::Shopify => Scheme::Shopify,
         SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
-        SchemeName::AwsSigv4 => Scheme::AwsSigv4,
-        SchemeName::HttpSignature => {
-            Scheme::HttpSignature(compile_http_signature(at, http_signature)?)
+        SchemeName::AwsSigv4 => {
+            let Some((prefix, block)) = &blocks.aws_sigv4 else {
+                return Err(ConfigError::new(
+                    format!("{at}aws_sigv4"),
+                    "scheme \"aws_sigv4\" needs an \"aws_sigv4\" block with the \"region\" and \
+                     \"service\" this endpoint accepts",
+                ));
+            };
+            Scheme::AwsSigv4(compile_aws_sigv4(&format!("{prefix}aws_sigv4"), block)?)
         }
+        SchemeName::HttpSignature => Scheme::HttpSignature(match &blocks.http_signature {
+            Some((prefix, block)) => {
+                compile_http_signature(&format!("{prefix}http_signature"), Some(block))?
+            }
+            None => compile_http_signature("http_signature", None)?,
+        }),
         SchemeName::Custom => {
-            let Some(custom) = custom else {
+            let Some((prefix, block)) = &blocks.custom else {
                 return Err(ConfigError::new(
                     format!("{at}custom"),
                     "scheme \"custom\" needs a \"custom\" block",
                 ));
             };
-            Scheme::Custom(compile_custom(&format!("{at}custom"), custom)?)
+            Scheme::Custom(compile_custom(&format!("{prefix}custom"), block)?)
         }
     };
     if secrets.is_empty() {

@@ -9,7 +9,7 @@ use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::request::declared_length;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
+use wasmgate_host::{select, Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
 
 /// The reject codes that have a `rejected_<code>` counter.
 const REJECT_CODES: [&str; 5] = [
@@ -183,8 +183,12 @@ impl Filter for HmacAuth {
 
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
-        let info = request_info(cx.host(), plugin.config.policies.reads_route());
-        let policy = match plugin.config.policies.select(&info) {
+        let mut info = request_info(cx.host(), plugin.config.policies.reads_route());
+        let selected = match select(cx, &plugin.config.policies, &mut info) {
+            Ok(selected) => selected,
+            Err(refused) => return refused,
+        };
+        let policy = match selected {
             Selected::Disabled => {
                 cx.count(plugin.metrics.skipped);
                 return Outcome::Continue;

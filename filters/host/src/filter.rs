@@ -7,8 +7,9 @@ use std::time::Duration;
 use wasmgate_core::host::Host;
 use wasmgate_core::metrics::metric_name;
 use wasmgate_core::outcome::{Answer, Body, Callout, Outcome};
+use wasmgate_core::path::PathVerdict;
 use wasmgate_core::shared::Namespace;
-use wasmgate_core::{ConfigError, HeaderEdits, LocalReply};
+use wasmgate_core::{ConfigError, HeaderEdits, LocalReply, Policies, RequestInfo, Selected};
 
 /// A counter named `wasmgate_<filter>_<what>`, defined at configure time; a no-op when the
 /// host refused to define it.
@@ -300,4 +301,33 @@ pub trait Filter: Sized + 'static {
         _answer: Answer,
     ) {
     }
+}
+
+/// Selects the policy of a request after checking its path, the same way in every filter: a
+/// path that is not in normal form is refused with 400 `invalid_path` or rewritten to its normal
+/// form (`paths` options, see [`wasmgate_core::path`]), so the path a rule matched is the path
+/// the upstream receives. A rewrite is queued on `cx.request` and written into `info.headers`,
+/// for filters that pass the headers on.
+pub fn select<'p, P>(
+    cx: &mut Cx<'_>,
+    policies: &'p Policies<P>,
+    info: &mut RequestInfo,
+) -> Result<Selected<'p, P>, Outcome> {
+    match policies.path_verdict(info) {
+        PathVerdict::Keep => {}
+        PathVerdict::Rewrite(path) => {
+            if let Some((_, value)) = info.headers.iter_mut().find(|(n, _)| n == ":path") {
+                value.clone_from(&path);
+            }
+            cx.request.set(":path", path);
+        }
+        PathVerdict::Refuse(message) => {
+            return Err(Outcome::Reply(LocalReply::new(
+                400,
+                "invalid_path",
+                message,
+            )));
+        }
+    }
+    Ok(policies.select(info))
 }

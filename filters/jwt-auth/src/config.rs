@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use wasmgate_core::config::{ConfigError, Duration};
+use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{Match, Policies};
 
@@ -21,6 +22,9 @@ pub const DEFAULT_CACHE_DURATION_MS: u64 = 5 * 60 * 1000;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
+    #[serde(default)]
+    paths: PathOptions,
     providers: BTreeMap<String, RawProvider>,
     requires: Option<RawRequirement>,
     #[serde(default)]
@@ -594,7 +598,7 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         output_headers,
         providers,
-        policies: Policies::new(default_policy, rules),
+        policies: Policies::new(default_policy, rules).with_paths(raw.paths),
         cache_entries: raw.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
         use_host_crypto: raw.use_host_crypto.unwrap_or(true),
     })

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, CounterSet, Cx, Filter, RootCx, Setup, Uses};
+use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, RootCx, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "jwt-auth";
@@ -92,8 +92,12 @@ impl JwtAuth {
     fn process(&mut self, cx: &mut Cx<'_>, may_wait: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
         let config = &plugin.config;
-        let info = request_info(cx.host(), config.policies.reads_route());
-        let policy = match config.policies.select(&info) {
+        let mut info = request_info(cx.host(), config.policies.reads_route());
+        let selected = match select(cx, &config.policies, &mut info) {
+            Ok(selected) => selected,
+            Err(refused) => return refused,
+        };
+        let policy = match selected {
             Selected::Disabled => return Outcome::Continue,
             Selected::Default(policy) | Selected::Rule { policy, .. } => policy,
         };

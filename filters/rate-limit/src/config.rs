@@ -4,6 +4,7 @@ use crate::algorithm::{Algorithm, Limit};
 use crate::key::KeyPart;
 use serde::Deserialize;
 use wasmgate_core::host::HeaderNeeds;
+use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{ConfigError, Duration, Match, Policies};
 
@@ -95,6 +96,9 @@ pub enum OnMissingKey {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
+    #[serde(default)]
+    paths: PathOptions,
     #[serde(default)]
     rules: Vec<RawRule>,
     #[serde(default)]
@@ -282,7 +286,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         .map(|(i, rule)| compile_rule(i, rule, raw.response_headers, raw.on_missing_key))
         .collect::<Result<_, _>>()?;
     let xff_num_trusted_hops = raw.client_ip.xff_num_trusted_hops;
-    let policies = Policies::new(Rule::unlimited(), rules);
+    let policies = Policies::new(Rule::unlimited(), rules).with_paths(raw.paths);
     Ok(Config {
         header_needs: header_needs(&policies, xff_num_trusted_hops),
         policies,

@@ -6,8 +6,10 @@ use crate::global;
 use crate::request::{self, Count, Verdict};
 use std::rc::Rc;
 use std::time::Duration;
+use wasmgate_core::host::request_info_reading;
+use wasmgate_core::Selected;
 use wasmgate_core::{Answer, Callout, ConfigError, Outcome};
-use wasmgate_host::{Counter, Cx, Filter, Setup, Uses};
+use wasmgate_host::{select, Counter, Cx, Filter, Setup, Uses};
 
 /// The filter's counters (`wasmgate_rate_limit_<what>`).
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +109,21 @@ impl Filter for RateLimit {
 
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
-        let mut verdict = request::check(&plugin.config, &plugin.prefix, cx.host());
+        let config = &plugin.config;
+        let mut info = request_info_reading(
+            cx.host(),
+            request::needs_route(config),
+            &config.header_needs,
+        );
+        let selected = match select(cx, &config.policies, &mut info) {
+            Ok(selected) => selected,
+            Err(refused) => return refused,
+        };
+        let Selected::Rule { index, policy } = selected else {
+            // Disabled by a rule, or no rule matched: the defaults limit nothing.
+            return Outcome::Continue;
+        };
+        let mut verdict = request::check(config, &plugin.prefix, cx.host(), &info, index, policy);
         let call = verdict.call.take();
         let outcome = self.apply(cx, verdict);
         let (Outcome::Continue, Some(call)) = (&outcome, call) else {

@@ -1,11 +1,11 @@
 //! One request's rate-limit verdict: rule, key, slot update, headers, reply. No proxy-wasm
 //! import: it runs against [`wasmgate_core::host::Host`], so it is unit-tested with `FakeHost`.
 
-use crate::config::{Config, OnMissingKey};
+use crate::config::{Config, OnMissingKey, Rule};
 use crate::key::KeyPart;
 use crate::{headers, key, store};
-use wasmgate_core::host::{request_info_reading, Host};
-use wasmgate_core::{LocalReply, Selected};
+use wasmgate_core::host::Host;
+use wasmgate_core::{LocalReply, RequestInfo};
 
 /// Which counter a request adds to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct Verdict {
 }
 
 /// True when a rule matches on route names or keys on the route: only then is it read.
-fn needs_route(config: &Config) -> bool {
+pub fn needs_route(config: &Config) -> bool {
     config.policies.reads_route()
         || config
             .policies
@@ -59,17 +59,16 @@ fn needs_route(config: &Config) -> bool {
             .any(|r| r.key.contains(&KeyPart::Route))
 }
 
-/// Decides one request: `prefix` names this plugin's slot table in shared data.
-pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdict {
-    let info = request_info_reading(host, needs_route(config), &config.header_needs);
-    let Selected::Rule {
-        index,
-        policy: rule,
-    } = config.policies.select(&info)
-    else {
-        // Disabled by a rule, or no rule matched: the defaults limit nothing.
-        return Verdict::default();
-    };
+/// Decides one request under the rule `index` it selected: `prefix` names this plugin's slot
+/// table in shared data.
+pub fn check<H: Host + ?Sized>(
+    config: &Config,
+    prefix: &str,
+    host: &H,
+    info: &RequestInfo,
+    index: usize,
+    rule: &Rule,
+) -> Verdict {
     // A property read costs microseconds: the source address only for a client_ip key.
     let source = rule
         .key
@@ -77,7 +76,7 @@ pub fn check<H: Host + ?Sized>(config: &Config, prefix: &str, host: &H) -> Verdi
         .then(|| host.property_string(&["source", "address"]))
         .flatten();
     let input = key::KeyInput {
-        info: &info,
+        info,
         source_address: source.as_deref(),
         xff_num_trusted_hops: config.xff_num_trusted_hops,
     };
@@ -197,6 +196,21 @@ mod tests {
     use wasmgate_core::host::FakeHost;
 
     const PREFIX: &str = "wasmgate_rate_limit/test";
+
+    /// Selects the rule as the filter does, then decides.
+    fn check(config: &Config, prefix: &str, host: &FakeHost) -> Verdict {
+        let info = wasmgate_core::host::request_info_reading(
+            host,
+            needs_route(config),
+            &config.header_needs,
+        );
+        match config.policies.select(&info) {
+            wasmgate_core::Selected::Rule { index, policy } => {
+                super::check(config, prefix, host, &info, index, policy)
+            }
+            _ => Verdict::default(),
+        }
+    }
 
     fn config(json: &str) -> Config {
         config::parse(json.as_bytes()).unwrap()

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use wasmgate_core::config::ConfigError;
 use wasmgate_core::host::HeaderNeeds;
+use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{Duration, Match, Policies};
 
@@ -240,6 +241,9 @@ struct RawPolicy {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
+    #[serde(default)]
+    paths: PathOptions,
     #[serde(default)]
     mode: Mode,
     max_retries: Option<u32>,
@@ -390,7 +394,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             "mode \"filter\" needs filter_mode with at least a cluster",
         ));
     }
-    let policies = Policies::new(default, rules);
+    let policies = Policies::new(default, rules).with_paths(raw.paths);
     Ok(Config {
         header_needs: header_needs(raw.mode, &idempotency_key_header, &policies),
         mode: raw.mode,
@@ -663,8 +667,13 @@ mod tests {
         assert_eq!(max_retries(&post), Some(2));
         let c =
             parse(br#"{"rules": [{"match": {"path_prefix": "/h"}, "enabled": false}]}"#).unwrap();
-        let h = RequestInfo::new(None, "h", "/health", "GET", vec![]);
+        let h = RequestInfo::new(None, "h", "/h/live", "GET", vec![]);
         assert_eq!(c.policies.select(&h), Selected::Disabled);
+        let other = RequestInfo::new(None, "h", "/health", "GET", vec![]);
+        assert!(
+            matches!(c.policies.select(&other), Selected::Default(_)),
+            "a prefix matches whole segments"
+        );
         // A disabled rule is still validated and keeps its number in the breaker ids.
         let e = err(r#"{"rules": [{"match": {}, "enabled": false, "max_retries": 99}]}"#);
         assert_eq!(e.path, "rules[0].max_retries");

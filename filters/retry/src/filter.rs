@@ -17,7 +17,7 @@ use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{
     Answer, Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, RequestInfo,
 };
-use wasmgate_host::{Counter, Cx, Filter, Setup};
+use wasmgate_host::{select, Counter, Cx, Filter, Setup};
 
 /// The filter's counters (`wasmgate_retry_<what>`).
 #[derive(Debug, Clone, Copy)]
@@ -436,12 +436,15 @@ impl Filter for Retry {
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, end_of_stream: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
         let config = &plugin.config;
-        let info = request_info_reading(
+        let mut info = request_info_reading(
             cx.host(),
             config.policies.reads_route(),
             &config.header_needs,
         );
-        let selected = config.policies.select(&info);
+        let selected = match select(cx, &config.policies, &mut info) {
+            Ok(selected) => selected,
+            Err(refused) => return refused,
+        };
         let Some(policy) = selected.policy() else {
             return Outcome::Continue;
         };

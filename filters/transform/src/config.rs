@@ -8,6 +8,7 @@ use crate::template::{is_token_byte, HostFacts, Template};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{ConfigError, Match, Policies};
 
@@ -22,6 +23,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
+    #[serde(default)]
+    paths: PathOptions,
     #[serde(default)]
     request: Option<RawRequest>,
     #[serde(default)]
@@ -234,7 +238,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             })
         })
         .collect::<Result<_, ConfigError>>()?;
-    let policies = Policies::new(default, rules);
+    let policies = Policies::new(default, rules).with_paths(raw.paths);
     let host_facts = policies
         .all()
         .map(Policy::host_facts)

@@ -5,10 +5,11 @@ use crate::body::{should_buffer, BodyError};
 use crate::config::{self, BodyPolicy, Config, Policy, FILTER};
 use crate::template::RequestVars;
 use std::rc::Rc;
+use wasmgate_core::edits::Edit;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::request::declared_length;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
-use wasmgate_host::{Counter, Cx, Direction, Filter, Setup, Uses};
+use wasmgate_host::{select, Counter, Cx, Direction, Filter, Setup, Uses};
 
 /// The filter's counters.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,17 @@ pub struct Transform {
     vars: RequestVars,
     request: Changes,
     response: Changes,
+}
+
+/// The request headers as the host holds them: with the `:path` that arrived when the frame's
+/// path check rewrote it (the whole-map write compares against these).
+fn as_arrived(mut headers: Vec<(String, String)>, path: Option<String>) -> Vec<(String, String)> {
+    if let Some(path) = path {
+        if let Some((_, value)) = headers.iter_mut().find(|(n, _)| n == ":path") {
+            *value = path;
+        }
+    }
+    headers
 }
 
 fn has_content_length(headers: &[(String, String)]) -> bool {
@@ -157,8 +169,14 @@ impl Filter for Transform {
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, end_of_stream: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
         let facts = plugin.config.host_facts;
-        let info = request_info(cx.host(), facts.route);
-        let policy = match plugin.config.policies.select(&info) {
+        let mut info = request_info(cx.host(), facts.route);
+        // A rewritten path is written with the whole map below, from the path as it arrived.
+        let arrived = info.path_changed.then(|| info.raw_path().to_string());
+        let selected = match select(cx, &plugin.config.policies, &mut info) {
+            Ok(selected) => selected,
+            Err(refused) => return refused,
+        };
+        let policy = match selected {
             Selected::Disabled => {
                 log::debug!("wasmgate {FILTER}: disabled by a rule for {}", info.path);
                 cx.count(plugin.metrics.skipped);
@@ -192,7 +210,11 @@ impl Filter for Transform {
         if outcome.changed {
             // Envoy clears its route cache on every request header a Wasm filter writes, so the
             // request is routed again with the new path and headers (README, "Re-routing").
-            cx.request.replace_all(headers, new_headers);
+            cx.request
+                .replace_all(as_arrived(headers, arrived), new_headers);
+            cx.request
+                .edits
+                .retain(|edit| !matches!(edit, Edit::Set(name, _) if name == ":path"));
             self.request.changed = true;
         }
         self.policy = Some(policy);
