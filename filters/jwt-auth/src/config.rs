@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_JWKS_BYTES: usize = 64 * 1024;
 /// Default `cache_duration` of a remote JWKS (Envoy's default).
 pub const DEFAULT_CACHE_DURATION_MS: u64 = 5 * 60 * 1000;
 
+
+/// The largest `clock_skew_seconds` accepted: ten minutes.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -40,8 +43,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     issuer: Option<String>,
-    #[serde(default)]
-    audiences: Vec<String>,
+    audiences: Option<Vec<String>>,
     local_jwks: Option<RawLocalJwks>,
     remote_jwks: Option<RawRemoteJwks>,
     from_headers: Option<Vec<RawHeader>>,
@@ -460,16 +462,43 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
             ))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let p = format!("providers.{name}");
+    // A field given but empty would switch its check off without saying so: omit it instead.
+    if raw.issuer.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::new(
+            format!("{p}.issuer"),
+            "must not be empty (omit it to accept any issuer)",
+        ));
+    }
+    if raw.audiences.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::new(
+            format!("{p}.audiences"),
+            "must not be empty (omit it to accept any audience)",
+        ));
+    }
+    if raw.audiences.iter().flatten().any(String::is_empty) {
+        return Err(ConfigError::new(
+            format!("{p}.audiences"),
+            "an audience must not be empty",
+        ));
+    }
+    let clock_skew = raw.clock_skew_seconds.unwrap_or(60);
+    if clock_skew > MAX_CLOCK_SKEW_SECS {
+        return Err(ConfigError::new(
+            format!("{p}.clock_skew_seconds"),
+            format!("must be at most {MAX_CLOCK_SKEW_SECS} (a larger skew all but switches exp and nbf off)"),
+        ));
+    }
     Ok(Provider {
         name: name.to_string(),
-        issuer: raw.issuer.filter(|i| !i.is_empty()),
-        audiences: raw.audiences,
+        issuer: raw.issuer,
+        audiences: raw.audiences.unwrap_or_default(),
         keys,
         locations,
         forward: raw.forward,
         forward_payload_header,
         claim_to_headers,
-        clock_skew: raw.clock_skew_seconds.unwrap_or(60),
+        clock_skew,
     })
 }
 
@@ -671,6 +700,26 @@ mod tests {
     fn invalid_configs_name_their_path() {
         let cases = [
             (r#"{"providers": {}}"#, "providers", "at least one"),
+            (
+                r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "issuer": ""}}}"#,
+                "providers.p.issuer",
+                "omit it to accept any issuer",
+            ),
+            (
+                r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "audiences": []}}}"#,
+                "providers.p.audiences",
+                "omit it to accept any audience",
+            ),
+            (
+                r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "audiences": [""]}}}"#,
+                "providers.p.audiences",
+                "must not be empty",
+            ),
+            (
+                r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "clock_skew_seconds": 601}}}"#,
+                "providers.p.clock_skew_seconds",
+                "at most 600",
+            ),
             (
                 r#"{"providers": {"p": {}}}"#,
                 "providers.p",
