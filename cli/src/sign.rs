@@ -74,15 +74,16 @@ pub struct Args {
     #[arg(long)]
     id: Option<String>,
     /// Covered components for http_signature, space separated (default: the configuration's
-    /// required_components, else "@method @authority @path content-digest").
+    /// required_components, else "@method @authority @path content-digest", plus "@query" when the
+    /// URL has a query and "content-digest" when there is a body, as the filter requires).
     #[arg(long)]
     components: Option<String>,
-    /// aws_sigv4 region.
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// aws_sigv4 service.
-    #[arg(long, default_value = "execute-api")]
-    service: String,
+    /// aws_sigv4 region (default: the configuration's, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// aws_sigv4 service (default: the configuration's, else execute-api).
+    #[arg(long)]
+    service: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "headers")]
     format: Format,
@@ -126,11 +127,31 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                     .split_whitespace()
                     .map(str::to_ascii_lowercase)
                     .collect(),
-                None => settings.required_components.clone(),
+                None => {
+                    // What the filter requires of this request beyond the configured set.
+                    let mut components = settings.required_components.clone();
+                    let covers =
+                        |c: &[String], any: &[&str]| c.iter().any(|c| any.contains(&c.as_str()));
+                    if base.query().is_some()
+                        && !covers(&components, &["@query", "@target-uri", "@request-target"])
+                    {
+                        components.push("@query".into());
+                    }
+                    if !body.is_empty() && !covers(&components, &["content-digest"]) {
+                        components.push("content-digest".into());
+                    }
+                    components
+                }
             };
             http_signature(&base, &extra, &body, &components, ts, &key.id, &key.bytes)?
         }
-        Scheme::AwsSigv4 => aws_sigv4(&base, &extra, &body, ts, args, &key.id, &key.bytes),
+        Scheme::AwsSigv4(settings) => {
+            let scope = Scope {
+                region: args.region.as_deref().unwrap_or(&settings.region),
+                service: args.service.as_deref().unwrap_or(&settings.service),
+            };
+            aws_sigv4(&base, &extra, &body, ts, &scope, &key.id, &key.bytes)
+        }
         scheme => webhook(&policy, scheme, &base, &extra, &body, ts, &id, &key.bytes)?,
     };
     // The filter's own check, so that a printed signature is one the filter accepts.
@@ -191,6 +212,12 @@ fn policy(args: &Args) -> Result<Policy, String> {
         config["http_signature"] =
             json!({"required_components": list.split_whitespace().collect::<Vec<_>>()});
     }
+    if args.scheme == "aws_sigv4" {
+        config["aws_sigv4"] = json!({
+            "region": args.region.as_deref().unwrap_or("us-east-1"),
+            "service": args.service.as_deref().unwrap_or("execute-api"),
+        });
+    }
     hmac_auth::config::parse(config.to_string().as_bytes())
         .map(|c| c.policies.default_policy().clone())
         .map_err(|e| match e.path.as_str() {
@@ -199,7 +226,15 @@ fn policy(args: &Args) -> Result<Policy, String> {
                  http_signature, aws_sigv4, custom)",
                 args.scheme
             ),
-            _ => format!("{}: {}", e.path.replace("secrets[0]", "--secret"), e.reason),
+            _ => {
+                let option = e
+                    .path
+                    .replace("secrets[0]", "--secret")
+                    .replace("http_signature.required_components", "--components")
+                    .replace("aws_sigv4.region", "--region")
+                    .replace("aws_sigv4.service", "--service");
+                format!("{option}: {}", e.reason)
+            }
         })
 }
 
@@ -299,7 +334,7 @@ fn webhook(
                     companions,
                 )
             }
-            Scheme::HttpSignature(_) | Scheme::AwsSigv4 => {
+            Scheme::HttpSignature(_) | Scheme::AwsSigv4(_) => {
                 return Err("internal: not a webhook scheme".into())
             }
         };
@@ -369,12 +404,18 @@ fn http_signature(
     Ok(headers)
 }
 
+/// The credential scope a SigV4 signature is made for.
+struct Scope<'a> {
+    region: &'a str,
+    service: &'a str,
+}
+
 fn aws_sigv4(
     base: &Request,
     extra: &[(String, String)],
     body: &[u8],
     ts: u64,
-    args: &Args,
+    scope: &Scope<'_>,
     key_id: &str,
     key: &[u8],
 ) -> Vec<(String, String)> {
@@ -390,21 +431,21 @@ fn aws_sigv4(
     signed.push("host".into());
     signed.sort();
     signed.dedup();
-    let canonical = sigv4::canonical_request(&req, &args.service, &signed, &body_hash);
+    let canonical = sigv4::canonical_request(&req, scope.service, &signed, &body_hash);
     let sig = sigv4::signature(
         key,
         &amz_date,
         date,
-        &args.region,
-        &args.service,
+        scope.region,
+        scope.service,
         &canonical,
     );
     headers.push((
         "Authorization".into(),
         format!(
             "AWS4-HMAC-SHA256 Credential={key_id}/{date}/{}/{}/aws4_request, SignedHeaders={}, Signature={}",
-            args.region,
-            args.service,
+            scope.region,
+            scope.service,
             signed.join(";"),
             hex::encode(sig)
         ),

@@ -3,7 +3,9 @@
 //! upstream 503 allowed), plus secrets from the VM environment, concurrent duplicates across
 //! workers, chunked bodies over the limit, per-route rules, metrics and configuration errors.
 //!
-//! Requests are signed here with an independent implementation of each scheme.
+//! Requests are signed here with an independent implementation of each scheme. Configurations
+//! that would weaken a check are refused when Envoy loads them; the request-time coverage rules
+//! of RFC 9421 (query, body) and the SigV4 credential scope are checked here too.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -111,6 +113,9 @@ fn config(scheme: &str) -> serde_json::Value {
         "replay": {"ttl": "10m", "max_entries": 1000},
         "rules": [{"match": {"path_prefix": "/health"}, "enabled": false}],
     });
+    if scheme == "aws_sigv4" {
+        config["aws_sigv4"] = serde_json::json!({"region": "us-east-1", "service": "execute-api"});
+    }
     if scheme == "custom" {
         config["custom"] = serde_json::json!({
             "signature_header": "x-signature", "signature_prefix": "sha256=", "algorithm": "sha256",
@@ -200,55 +205,13 @@ fn sign(scheme: &str, key: &Key, msg: &Msg) -> Vec<(String, String)> {
                 ("webhook-signature", format!("v1,{}", STANDARD.encode(sig))),
             ])
         }
-        "http_signature" => {
-            let digest = format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(msg.body)));
-            let params = format!(
-                r#"("@method" "@authority" "@path" "content-digest");created={ts};keyid="{}";alg="hmac-sha256";nonce="{}""#,
-                key.id, msg.id
-            );
-            let base = format!(
-                "\"@method\": POST\n\"@authority\": {}\n\"@path\": {}\n\"content-digest\": {digest}\n\"@signature-params\": {params}",
-                msg.authority, msg.path
-            );
-            h(&[
-                ("content-digest", digest.clone()),
-                ("signature-input", format!("sig1={params}")),
-                (
-                    "signature",
-                    format!(
-                        "sig1=:{}:",
-                        STANDARD.encode(hmac256(secret, &[base.as_bytes()]))
-                    ),
-                ),
-            ])
-        }
-        "aws_sigv4" => {
-            let amz = amz_date(msg.ts);
-            let date = &amz[..8];
-            let scope = format!("{date}/us-east-1/execute-api/aws4_request");
-            let canonical = format!(
-                "POST\n{}\n\nhost:{}\nx-amz-date:{amz}\n\nhost;x-amz-date\n{}",
-                msg.path,
-                msg.authority,
-                sha256_hex(msg.body)
-            );
-            let to_sign = format!(
-                "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-                sha256_hex(canonical.as_bytes())
-            );
-            let mut k = [b"AWS4".as_slice(), secret].concat();
-            for part in [date, "us-east-1", "execute-api", "aws4_request"] {
-                k = hmac256(&k, &[part.as_bytes()]);
-            }
-            let sig = hex::encode(hmac256(&k, &[to_sign.as_bytes()]));
-            h(&[
-                ("x-amz-date", amz.clone()),
-                (
-                    "authorization",
-                    format!("AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}", key.id),
-                ),
-            ])
-        }
+        "http_signature" => httpsig_headers(
+            key,
+            "POST",
+            msg,
+            &["@method", "@authority", "@path", "content-digest"],
+        ),
+        "aws_sigv4" => sigv4_headers(key, msg, "us-east-1", "execute-api"),
         "custom" => h(&[
             (
                 "x-signature",
@@ -265,6 +228,84 @@ fn sign(scheme: &str, key: &Key, msg: &Msg) -> Vec<(String, String)> {
         ]),
         other => panic!("no signer for {other}"),
     }
+}
+
+/// RFC 9421 headers over `components` (of `@method @authority @path @query content-digest`);
+/// `Content-Digest` is sent when covered; the nonce is the message id.
+fn httpsig_headers(
+    key: &Key,
+    method: &str,
+    msg: &Msg,
+    components: &[&str],
+) -> Vec<(String, String)> {
+    let digest = format!("sha-256=:{}:", STANDARD.encode(Sha256::digest(msg.body)));
+    let (path, query) = msg.path.split_once('?').unwrap_or((msg.path, ""));
+    let list: Vec<String> = components.iter().map(|c| format!("\"{c}\"")).collect();
+    let params = format!(
+        r#"({});created={};keyid="{}";alg="hmac-sha256";nonce="{}""#,
+        list.join(" "),
+        msg.ts,
+        key.id,
+        msg.id
+    );
+    let mut base = String::new();
+    for c in components {
+        let value = match *c {
+            "@method" => method.to_string(),
+            "@authority" => msg.authority.to_string(),
+            "@path" => path.to_string(),
+            "@query" => format!("?{query}"),
+            "content-digest" => digest.clone(),
+            other => panic!("no value for {other}"),
+        };
+        base.push_str(&format!("\"{c}\": {value}\n"));
+    }
+    base.push_str(&format!("\"@signature-params\": {params}"));
+    let mut headers = Vec::new();
+    if components.contains(&"content-digest") {
+        headers.push(("content-digest".to_string(), digest));
+    }
+    headers.push(("signature-input".to_string(), format!("sig1={params}")));
+    headers.push((
+        "signature".to_string(),
+        format!(
+            "sig1=:{}:",
+            STANDARD.encode(hmac256(key.value.as_bytes(), &[base.as_bytes()]))
+        ),
+    ));
+    headers
+}
+
+/// SigV4 headers of a POST without query, for a credential scope of `region` and `service`.
+fn sigv4_headers(key: &Key, msg: &Msg, region: &str, service: &str) -> Vec<(String, String)> {
+    let amz = amz_date(msg.ts);
+    let date = &amz[..8];
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let canonical = format!(
+        "POST\n{}\n\nhost:{}\nx-amz-date:{amz}\n\nhost;x-amz-date\n{}",
+        msg.path,
+        msg.authority,
+        sha256_hex(msg.body)
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    let mut k = [b"AWS4".as_slice(), key.value.as_bytes()].concat();
+    for part in [date, region, service, "aws4_request"] {
+        k = hmac256(&k, &[part.as_bytes()]);
+    }
+    let sig = hex::encode(hmac256(&k, &[to_sign.as_bytes()]));
+    vec![
+        ("x-amz-date".to_string(), amz.clone()),
+        (
+            "authorization".to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-date, Signature={sig}",
+                key.id
+            ),
+        ),
+    ]
 }
 
 fn has_timestamp(scheme: &str) -> bool {
@@ -949,4 +990,161 @@ fn without_buffer_filter_a_tampered_body_never_reaches_the_upstream() {
     let ok = post(&envoy, "/hooks", &headers, &body);
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json()["body_len"], 900);
+}
+
+/// RFC 9421 with only `@method @path` required: a query or a body must still be covered, per
+/// request; SigV4 with a pinned credential scope: another region or service is refused, and so is
+/// an unsigned session token.
+#[test]
+fn coverage_and_credential_scope() {
+    let config = serde_json::json!({
+        "scheme": "http_signature",
+        "secrets": [{"id": "client-1", "value": "httpsig-secret"}],
+        "http_signature": {"required_components": ["@method", "@path"]},
+        "rules": [
+            {"match": {"path_prefix": "/sigv4/"}, "scheme": "aws_sigv4",
+             "secrets": [{"id": "AKIDCURRENT", "value": "cur/secret+access+key"}],
+             "aws_sigv4": {"region": "eu-west-1", "service": "execute-api"}},
+        ],
+    });
+    let (upstream, envoy) = start(&config, EnvoyOptions::default(), "unused");
+    let authority = format!("127.0.0.1:{}", envoy.port("main"));
+    let client = key("client-1", "httpsig-secret");
+    let msg = |path: &'static str, body: &'static [u8], id: &'static str| Msg {
+        path,
+        authority: &authority,
+        body,
+        ts: now(),
+        id,
+    };
+    let send = |method: &str, path: &str, headers: &[(String, String)], body: &[u8]| {
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        envoy.client().send(method, path, &refs, body)
+    };
+    let method_path = ["@method", "@path"];
+
+    // A GET without query and body: method and path suffice.
+    let get = httpsig_headers(&client, "GET", &msg("/orders/1", b"", "h-1"), &method_path);
+    let ok = send("GET", "/orders/1", &get, b"");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // The same signature with a query: refused.
+    let get = httpsig_headers(&client, "GET", &msg("/orders/1", b"", "h-2"), &method_path);
+    let refused = send("GET", "/orders/1?all=1", &get, b"");
+    assert_reply(&refused, 401, "invalid_signature", "query not covered");
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("query"));
+    // ... unless the signature covers it.
+    let with_query = httpsig_headers(
+        &client,
+        "GET",
+        &msg("/orders/1?all=1", b"", "h-3"),
+        &["@method", "@path", "@query"],
+    );
+    assert_eq!(send("GET", "/orders/1?all=1", &with_query, b"").status, 200);
+    // A body not covered by content-digest: refused at the header phase.
+    let body: &[u8] = b"{\"amount\": 1000}";
+    let post = httpsig_headers(&client, "POST", &msg("/orders", body, "h-4"), &method_path);
+    let refused = send("POST", "/orders", &post, body);
+    assert_reply(&refused, 401, "invalid_signature", "body not covered");
+    assert!(refused.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Digest"));
+    let post = httpsig_headers(
+        &client,
+        "POST",
+        &msg("/orders", body, "h-5"),
+        &["@method", "@path", "content-digest"],
+    );
+    assert_eq!(send("POST", "/orders", &post, body).status, 200);
+
+    // SigV4: only the configured region and service.
+    let aws = key("AKIDCURRENT", "cur/secret+access+key");
+    let body: &[u8] = b"{\"n\": 1}";
+    for (region, service, id) in [
+        ("us-east-1", "execute-api", "s-1"),
+        ("eu-west-1", "s3", "s-2"),
+    ] {
+        let headers = sigv4_headers(&aws, &msg("/sigv4/items", body, id), region, service);
+        let refused = send("POST", "/sigv4/items", &headers, body);
+        assert_reply(
+            &refused,
+            401,
+            "wrong_credential_scope",
+            &format!("{region}/{service}"),
+        );
+        assert!(refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("eu-west-1"));
+    }
+    let mut headers = sigv4_headers(
+        &aws,
+        &msg("/sigv4/items", body, "s-3"),
+        "eu-west-1",
+        "execute-api",
+    );
+    let ok = send("POST", "/sigv4/items", &headers, body);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    headers.push(("x-amz-security-token".into(), "added-later".into()));
+    assert_reply(
+        &send("POST", "/sigv4/items", &headers, body),
+        401,
+        "invalid_signature",
+        "unsigned session token",
+    );
+
+    assert_eq!(upstream.attempts(), 4);
+    assert_eq!(
+        envoy.stat("wasmgate_hmac_auth_rejected_wrong_credential_scope"),
+        2
+    );
+    assert_eq!(
+        envoy.stat("wasmgate_hmac_auth_rejected_invalid_signature"),
+        3
+    );
+}
+
+/// Configurations that would switch a check off without saying so are refused by Envoy at load,
+/// with the JSON path and the reason in the one log line.
+#[test]
+fn weakening_configurations_are_refused_at_load() {
+    let cases = [
+        (
+            serde_json::json!({
+                "scheme": "custom", "secrets": [{"id": "a", "value": "x"}],
+                "custom": {"signature_header": "x-signature", "timestamp_header": "x-timestamp"},
+            }),
+            "custom.timestamp_header: is not signed",
+        ),
+        (
+            serde_json::json!({
+                "scheme": "http_signature", "secrets": [{"id": "a", "value": "x"}],
+                "http_signature": {"required_components": []},
+            }),
+            "http_signature.required_components: must not be empty",
+        ),
+        (
+            serde_json::json!({"scheme": "aws_sigv4", "secrets": [{"id": "a", "value": "x"}]}),
+            "aws_sigv4: scheme \"aws_sigv4\" needs an \"aws_sigv4\" block",
+        ),
+    ];
+    for (config, expected) in cases {
+        let result = std::panic::catch_unwind(|| start(&config, EnvoyOptions::default(), "unused"));
+        let message = match result {
+            Ok(_) => panic!("Envoy accepted {config}"),
+            Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        assert!(
+            message.contains(&format!(
+                "wasmgate hmac-auth: invalid configuration at {expected}"
+            )),
+            "{expected}: {message}"
+        );
+    }
 }

@@ -656,6 +656,22 @@ const KNOWN_DERIVED: [&str; 7] = [
     "@scheme",
 ];
 
+/// The derived components that name the request target (`@target-uri` and `@request-target`
+/// include the query; a request with a query whose signature covers only `@path` is refused at
+/// request time).
+pub const TARGET_COMPONENTS: [&str; 3] = ["@path", "@target-uri", "@request-target"];
+
+/// Hop-by-hop fields (RFC 9110 7.6.1): a proxy removes or rewrites them, so they are never what
+/// the sender signed; Envoy drops them before the filter runs.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
 fn compile_http_signature(
     at: &str,
     raw: Option<&RawHttpSignature>,
@@ -667,6 +683,7 @@ fn compile_http_signature(
                 .map(String::from)
                 .to_vec()
         });
+    let path = format!("{at}.required_components");
     let mut out = Vec::with_capacity(required.len());
     for (i, component) in required.iter().enumerate() {
         let c = component.to_ascii_lowercase();
@@ -677,14 +694,62 @@ fn compile_http_signature(
         };
         if !valid {
             return Err(ConfigError::new(
-                format!("{at}http_signature.required_components[{i}]"),
+                format!("{path}[{i}]"),
                 format!("unsupported component {component:?}"),
+            ));
+        }
+        if HOP_BY_HOP.contains(&c.as_str()) {
+            return Err(ConfigError::new(
+                format!("{path}[{i}]"),
+                hop_by_hop_reason(&c),
             ));
         }
         out.push(c);
     }
+    if out.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "must not be empty: a signature that covers nothing authorizes any method, path and body",
+        ));
+    }
+    if !out.iter().any(|c| c == "@method") {
+        return Err(ConfigError::new(
+            path,
+            "must include \"@method\": otherwise a signed GET also authorizes a DELETE of the same target",
+        ));
+    }
+    if !out.iter().any(|c| TARGET_COMPONENTS.contains(&c.as_str())) {
+        return Err(ConfigError::new(
+            path,
+            "must include \"@path\", \"@target-uri\" or \"@request-target\": otherwise the signature authorizes any path",
+        ));
+    }
     Ok(HttpSignatureSettings {
         required_components: out,
+    })
+}
+
+/// A credential scope part: what AWS writes there (`us-east-1`, `execute-api`), never a pattern.
+fn scope_part(path: String, value: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError::new(
+            path,
+            format!("{value:?} must be 1-64 characters of a-z 0-9 - (as in a credential scope)"),
+        ))
+    }
+}
+
+fn compile_aws_sigv4(at: &str, raw: &RawAwsSigv4) -> Result<AwsSigv4Settings, ConfigError> {
+    Ok(AwsSigv4Settings {
+        region: scope_part(format!("{at}.region"), &raw.region)?,
+        service: scope_part(format!("{at}.service"), &raw.service)?,
     })
 }
 
@@ -695,42 +760,83 @@ fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+fn hop_by_hop_reason(name: &str) -> String {
+    format!(
+        "{name:?} is a hop-by-hop header: a proxy removes or rewrites it (Envoy does before the \
+         filter runs), so it is never what the sender signed"
+    )
+}
+
 fn header_field(path: &str, name: &str) -> Result<String, ConfigError> {
-    if is_header_name(name) {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(ConfigError::new(
+    if !is_header_name(name) {
+        return Err(ConfigError::new(
             path,
             format!("invalid header name {name:?}"),
-        ))
+        ));
     }
+    let name = name.to_ascii_lowercase();
+    if HOP_BY_HOP.contains(&name.as_str()) {
+        return Err(ConfigError::new(path, hop_by_hop_reason(&name)));
+    }
+    Ok(name)
 }
 
 fn compile_custom(at: &str, raw: &RawCustom) -> Result<CustomSettings, ConfigError> {
     let signature_header = header_field(&format!("{at}.signature_header"), &raw.signature_header)?;
-    let timestamp_header = raw
-        .timestamp_header
-        .as_deref()
-        .map(|h| header_field(&format!("{at}.timestamp_header"), h))
-        .transpose()?;
-    let id_header = raw
-        .id_header
-        .as_deref()
-        .map(|h| header_field(&format!("{at}.id_header"), h))
-        .transpose()?;
+    let companion = |field: &str, value: Option<&str>| -> Result<Option<String>, ConfigError> {
+        let path = format!("{at}.{field}");
+        let Some(name) = value else { return Ok(None) };
+        let name = header_field(&path, name)?;
+        if name == signature_header {
+            return Err(ConfigError::new(
+                path,
+                "must not be the signature_header: the signature cannot sign itself",
+            ));
+        }
+        Ok(Some(name))
+    };
+    let timestamp_header = companion("timestamp_header", raw.timestamp_header.as_deref())?;
+    let id_header = companion("id_header", raw.id_header.as_deref())?;
     let template = raw.signed_payload.as_deref().unwrap_or("{body}");
+    let payload_path = format!("{at}.signed_payload");
     let payload = compile_template(template)
-        .map_err(|reason| ConfigError::new(format!("{at}.signed_payload"), reason))?;
+        .map_err(|reason| ConfigError::new(&payload_path, reason))?
+        .into_iter()
+        // `{header:<timestamp_header>}` signs the same value as `{timestamp}`.
+        .map(|part| match part {
+            Part::Header(h) if Some(&h) == timestamp_header.as_ref() => Part::Timestamp,
+            Part::Header(h) if Some(&h) == id_header.as_ref() => Part::Id,
+            other => other,
+        })
+        .collect::<Vec<_>>();
+    if payload.contains(&Part::Header(signature_header.clone())) {
+        return Err(ConfigError::new(
+            payload_path,
+            format!("{{header:{signature_header}}} is the signature header: the signature cannot sign itself"),
+        ));
+    }
     if payload.contains(&Part::Timestamp) && timestamp_header.is_none() {
         return Err(ConfigError::new(
-            format!("{at}.signed_payload"),
+            payload_path,
             "{timestamp} needs \"timestamp_header\"",
         ));
     }
     if payload.contains(&Part::Id) && id_header.is_none() {
+        return Err(ConfigError::new(payload_path, "{id} needs \"id_header\""));
+    }
+    if timestamp_header.is_some() && !payload.contains(&Part::Timestamp) {
         return Err(ConfigError::new(
-            format!("{at}.signed_payload"),
-            "{id} needs \"id_header\"",
+            format!("{at}.timestamp_header"),
+            "is not signed: add {timestamp} to signed_payload (the freshness check of an \
+             unsigned timestamp reads a value an attacker chooses)",
+        ));
+    }
+    if id_header.is_some() && !payload.contains(&Part::Id) {
+        return Err(ConfigError::new(
+            format!("{at}.id_header"),
+            "is not signed: add {id} to signed_payload, or remove id_header (an unsigned id \
+             cannot name the message for replay protection; without id_header the signed bytes \
+             name it)",
         ));
     }
     let algorithm = match raw.algorithm.unwrap_or(AlgorithmName::Sha256) {
@@ -771,6 +877,9 @@ pub fn compile_template(template: &str) -> Result<Vec<Part>, String> {
             "method" => Part::Method,
             "path" => Part::Path,
             _ => match name.strip_prefix("header:") {
+                Some(h) if HOP_BY_HOP.contains(&h.to_ascii_lowercase().as_str()) => {
+                    return Err(hop_by_hop_reason(&h.to_ascii_lowercase()))
+                }
                 Some(h) if is_header_name(h) => Part::Header(h.to_ascii_lowercase()),
                 _ => return Err(format!("unknown placeholder {{{name}}}")),
             },
@@ -1037,6 +1146,289 @@ mod tests {
             assert_eq!(e.path, path, "{json}: {e}");
             assert!(e.reason.contains(reason), "{json}: {e}");
         }
+    }
+
+    /// Every configuration that would switch a check off, or weaken it, without saying so.
+    #[test]
+    fn weakening_configs_are_refused() {
+        let custom = |fields: &str| {
+            format!(
+                r#"{{"scheme": "custom", "secrets": [{{"id": "a", "value": "s"}}],
+                    "custom": {{"signature_header": "x-signature", {fields}}}}}"#
+            )
+        };
+        let httpsig = |components: &str| {
+            format!(
+                r#"{{"scheme": "http_signature", "secrets": [{{"id": "a", "value": "s"}}],
+                    "http_signature": {{"required_components": {components}}}}}"#
+            )
+        };
+        let sigv4 = |block: &str| {
+            format!(
+                r#"{{"scheme": "aws_sigv4", "secrets": [{{"id": "AKID", "value": "s"}}]{block}}}"#
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            // custom: a timestamp or id the signature does not cover.
+            (
+                custom(r#""timestamp_header": "x-timestamp""#),
+                "custom.timestamp_header",
+                "is not signed: add {timestamp}",
+            ),
+            (
+                custom(
+                    r#""timestamp_header": "x-timestamp", "signed_payload": "{header:x-other}.{body}""#,
+                ),
+                "custom.timestamp_header",
+                "is not signed",
+            ),
+            (
+                custom(r#""id_header": "x-id", "signed_payload": "{body}""#),
+                "custom.id_header",
+                "is not signed: add {id}",
+            ),
+            // custom: headers that can never carry what the sender signed.
+            (
+                custom(r#""timestamp_header": "X-Signature", "signed_payload": "{timestamp}{body}""#),
+                "custom.timestamp_header",
+                "must not be the signature_header",
+            ),
+            (
+                custom(r#""id_header": "x-signature", "signed_payload": "{id}{body}""#),
+                "custom.id_header",
+                "must not be the signature_header",
+            ),
+            (
+                custom(r#""signed_payload": "{header:x-signature}{body}""#),
+                "custom.signed_payload",
+                "cannot sign itself",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}], "custom": {"signature_header": "Connection"}}"#.into(),
+                "custom.signature_header",
+                "hop-by-hop",
+            ),
+            (
+                custom(r#""timestamp_header": "te", "signed_payload": "{timestamp}{body}""#),
+                "custom.timestamp_header",
+                "hop-by-hop",
+            ),
+            (
+                custom(r#""signed_payload": "{header:Transfer-Encoding}{body}""#),
+                "custom.signed_payload",
+                "hop-by-hop",
+            ),
+            // custom: an empty template, or one without the body.
+            (custom(r#""signed_payload": """#), "custom.signed_payload", "{body}"),
+            (
+                custom(r#""signed_payload": "{method} {path}""#),
+                "custom.signed_payload",
+                "{body}",
+            ),
+            // http_signature: a signature that covers nothing, or not the method, or no target.
+            (
+                httpsig("[]"),
+                "http_signature.required_components",
+                "must not be empty",
+            ),
+            (
+                httpsig(r#"["@path", "content-digest"]"#),
+                "http_signature.required_components",
+                "\"@method\"",
+            ),
+            (
+                httpsig(r#"["@method", "@authority", "@query", "content-digest"]"#),
+                "http_signature.required_components",
+                "\"@path\", \"@target-uri\" or \"@request-target\"",
+            ),
+            (
+                httpsig(r#"["@method", "@path", "upgrade"]"#),
+                "http_signature.required_components[2]",
+                "hop-by-hop",
+            ),
+            // http_signature: an inherited top-level block is reported where it is written.
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                    "http_signature": {"required_components": ["@method"]},
+                    "rules": [{"match": {}, "scheme": "http_signature"}]}"#
+                    .into(),
+                "http_signature.required_components",
+                "@path",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                    "rules": [{"match": {}, "scheme": "http_signature",
+                               "http_signature": {"required_components": []}}]}"#
+                    .into(),
+                "rules[0].http_signature.required_components",
+                "must not be empty",
+            ),
+            // aws_sigv4: region and service are required, and literal.
+            (sigv4(""), "aws_sigv4", "\"region\" and \"service\""),
+            (
+                sigv4(r#", "aws_sigv4": {"region": "us-east-1"}"#),
+                "aws_sigv4.service",
+                "missing field",
+            ),
+            (
+                sigv4(r#", "aws_sigv4": {"region": "*", "service": "s3"}"#),
+                "aws_sigv4.region",
+                "a-z 0-9 -",
+            ),
+            (
+                sigv4(r#", "aws_sigv4": {"region": "us-east-1", "service": ""}"#),
+                "aws_sigv4.service",
+                "1-64",
+            ),
+            (
+                sigv4(r#", "aws_sigv4": {"region": "us-east-1", "service": "s3", "regions": []}"#),
+                "aws_sigv4.regions",
+                "unknown field",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                    "rules": [{"match": {}, "scheme": "aws_sigv4"}]}"#
+                    .into(),
+                "rules[0].aws_sigv4",
+                "needs an \"aws_sigv4\" block",
+            ),
+            // Timestamp tolerance: zero or more than an hour.
+            (
+                r#"{"scheme": "slack", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "500ms"}"#.into(),
+                "timestamp_tolerance",
+                "at least 1s",
+            ),
+            (
+                r#"{"scheme": "slack", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "61m"}"#.into(),
+                "timestamp_tolerance",
+                "at most 1h",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                    "rules": [{"match": {}, "timestamp_tolerance": "1000h"}]}"#
+                    .into(),
+                "rules[0].timestamp_tolerance",
+                "at most 1h",
+            ),
+            // Replay ids forgotten while their timestamp is still fresh.
+            (
+                r#"{"scheme": "stripe", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "6m"}"#.into(),
+                "replay.ttl",
+                "is 10m but must be at least 12m (2 x timestamp_tolerance 6m of the stripe scheme)",
+            ),
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "replay": {"ttl": "1h"},
+                    "rules": [{"match": {}, "scheme": "standard_webhooks", "timestamp_tolerance": "45m",
+                               "secrets": [{"id": "b", "value": "whsec_AAEC"}]}]}"#
+                    .into(),
+                "replay.ttl",
+                "at least 90m (2 x timestamp_tolerance 45m of the standard_webhooks scheme of rules[0])",
+            ),
+            (
+                r#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}], "replay": {"ttl": "9m"},
+                    "custom": {"signature_header": "x-sig", "timestamp_header": "x-ts",
+                               "signed_payload": "{timestamp}.{body}"}}"#
+                    .into(),
+                "replay.ttl",
+                "at least 10m",
+            ),
+            // Secrets: none at all, for the filter or a rule.
+            (
+                r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {}, "secrets": []}]}"#.into(),
+                "rules[0].secrets",
+                "at least one",
+            ),
+        ];
+        for (json, path, reason) in &cases {
+            let e = err(json);
+            assert_eq!(e.path, *path, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+    }
+
+    /// What is accepted near those limits, and why it is not a weakening.
+    #[test]
+    fn accepted_near_the_limits() {
+        // A signed timestamp written as a header placeholder signs the same value.
+        let c = parse(
+            br#"{"scheme": "custom", "secrets": [{"id": "a", "value": "s"}],
+                 "custom": {"signature_header": "x-sig", "timestamp_header": "X-TS", "id_header": "x-id",
+                            "signed_payload": "{header:x-ts}.{header:X-Id}.{body}"}}"#,
+        )
+        .unwrap();
+        let Scheme::Custom(custom) = &c.policies.default_policy().scheme else {
+            panic!()
+        };
+        assert_eq!(
+            custom.payload,
+            vec![
+                Part::Timestamp,
+                Part::Literal(".".into()),
+                Part::Id,
+                Part::Literal(".".into()),
+                Part::Body
+            ]
+        );
+        // Schemes without a signed timestamp set no bound on the ttl (it is their only window).
+        for scheme in [
+            r#""scheme": "github""#,
+            r#""scheme": "shopify""#,
+            r#""scheme": "custom", "custom": {"signature_header": "x-sig"}"#,
+        ] {
+            let json = format!(
+                r#"{{{scheme}, "secrets": [{{"id": "a", "value": "s"}}], "timestamp_tolerance": "1h",
+                    "replay": {{"ttl": "1s"}}}}"#
+            );
+            assert!(parse(json.as_bytes()).is_ok(), "{json}");
+        }
+        // Exactly twice the tolerance, an hour of tolerance, replay switched off by name.
+        for json in [
+            r#"{"scheme": "slack", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "1h", "replay": {"ttl": "2h"}}"#,
+            r#"{"scheme": "slack", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "1h", "replay": {"enabled": false}}"#,
+            r#"{"scheme": "slack", "secrets": [{"id": "a", "value": "s"}], "timestamp_tolerance": "5m"}"#,
+            // A rule switched off needs no settings.
+            r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "rules": [{"match": {}, "enabled": false, "scheme": "aws_sigv4"}]}"#,
+        ] {
+            assert!(parse(json.as_bytes()).is_ok(), "{json}");
+        }
+        // The defaults and the narrowest accepted RFC 9421 set.
+        let c = parse(br#"{"scheme": "http_signature", "secrets": [{"id": "a", "value": "s"}]}"#)
+            .unwrap();
+        assert_eq!(
+            c.policies.default_policy().scheme,
+            Scheme::HttpSignature(HttpSignatureSettings {
+                required_components: ["@method", "@authority", "@path", "content-digest"]
+                    .map(String::from)
+                    .to_vec()
+            })
+        );
+        for components in [r#"["@method", "@path"]"#, r#"["@METHOD", "@target-uri"]"#] {
+            let json = format!(
+                r#"{{"scheme": "http_signature", "secrets": [{{"id": "a", "value": "s"}}],
+                    "http_signature": {{"required_components": {components}}}}}"#
+            );
+            assert!(parse(json.as_bytes()).is_ok(), "{json}");
+        }
+        let c = parse(
+            br#"{"scheme": "aws_sigv4", "secrets": [{"id": "AKID", "value": "s"}],
+                 "aws_sigv4": {"region": "eu-west-1", "service": "execute-api"},
+                 "rules": [{"match": {"path_prefix": "/s3/"}, "aws_sigv4": {"region": "eu-west-1", "service": "s3"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.policies.default_policy().scheme,
+            Scheme::AwsSigv4(AwsSigv4Settings {
+                region: "eu-west-1".into(),
+                service: "execute-api".into()
+            })
+        );
+        assert_eq!(
+            c.policies.rules()[0].policy.as_ref().unwrap().scheme,
+            Scheme::AwsSigv4(AwsSigv4Settings {
+                region: "eu-west-1".into(),
+                service: "s3".into()
+            })
+        );
     }
 
     #[test]

@@ -12,9 +12,10 @@ use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, 
 use wasmgate_host::{select, Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
 
 /// The reject codes that have a `rejected_<code>` counter.
-const REJECT_CODES: [&str; 5] = [
+const REJECT_CODES: [&str; 6] = [
     "missing_signature",
     "invalid_signature",
+    "wrong_credential_scope",
     "stale_timestamp",
     "malformed_signature",
     "body_too_large",

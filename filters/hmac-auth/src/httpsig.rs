@@ -1,5 +1,10 @@
 //! RFC 9421 HTTP Message Signatures with `hmac-sha256`, and RFC 9530 `Content-Digest`
 //! (`sha-256`, `sha-512`) when the signature covers it.
+//!
+//! Whatever `required_components` says, an accepted signature covers the query when the request
+//! has one (`@query`, `@target-uri` or `@request-target`) and `content-digest` when the request
+//! has a body: the configuration guarantees the method and path, these two are checked per
+//! request so that body-less and query-less requests need not carry them.
 
 use crate::config::{HttpSignatureSettings, Key};
 use crate::crypto::{self, Algorithm};
@@ -103,6 +108,19 @@ pub fn prepare(
                 "The signature does not cover the required components.".into(),
             ));
         }
+        if req.query().is_some()
+            && !covered
+                .iter()
+                .any(|c| matches!(c.as_str(), "@query" | "@target-uri" | "@request-target"))
+        {
+            return Err(Reject::Invalid(
+                "The request has a query, and its signature does not cover it.".into(),
+            ));
+        }
+        let covers_digest = covered.iter().any(|c| c == "content-digest");
+        if !covers_digest && declares_body(req) {
+            return Err(uncovered_body());
+        }
         let created = match param(params, "created") {
             Some(Bare::Integer(c)) if *c >= 0 => c.unsigned_abs(),
             _ => return Err(malformed("Signature-Input has no valid created parameter.")),
@@ -122,7 +140,7 @@ pub fn prepare(
             }
         }
         let base = signature_base(req, &covered, &sf::serialize_inner_list(items, params))?;
-        let digests = if covered.iter().any(|c| c == "content-digest") {
+        let digests = if covers_digest {
             Some(content_digests(req)?)
         } else {
             None
@@ -145,6 +163,18 @@ pub fn prepare(
         ));
     }
     Ok(Prepared { candidates })
+}
+
+fn uncovered_body() -> Reject {
+    Reject::Invalid(
+        "The request has a body, and its signature does not cover Content-Digest.".into(),
+    )
+}
+
+/// A `Content-Length` above zero (a body without one is caught when it has arrived).
+fn declares_body(req: &Request) -> bool {
+    req.header("content-length")
+        .is_some_and(|v| v.trim().parse::<u64>().map_or(true, |n| n > 0))
 }
 
 /// The RFC 9421 signature base: one line per covered component, then `"@signature-params"`
@@ -246,6 +276,9 @@ pub fn verify(prepared: &Prepared, keys: &[Key], body: &[u8]) -> Result<Verified
         if !crypto::matches_any(&mac, std::slice::from_ref(&candidate.signature)) {
             continue;
         }
+        if candidate.digests.is_none() && !body.is_empty() {
+            return Err(uncovered_body());
+        }
         if let Some(digests) = &candidate.digests {
             for (algorithm, expected) in digests {
                 let actual = match algorithm {
@@ -311,14 +344,55 @@ mod tests {
         ))
     }
 
+    /// A policy that requires only `components`: below what a configuration may require (see
+    /// `config`), set directly to check the RFC's own signature.
+    fn requiring(mut p: crate::config::Policy, components: &[&str]) -> crate::config::Policy {
+        p.scheme = crate::config::Scheme::HttpSignature(HttpSignatureSettings {
+            required_components: components.iter().map(|c| c.to_string()).collect(),
+        });
+        p
+    }
+
     #[test]
     fn rfc9421_b25_with_pinned_clock() {
         let v = vectors("rfc9421.json");
         let b25 = &v["B.2.5_hmac_sha256"];
         let created = b25["created"].as_u64().unwrap();
-        let p = rfc_policy(&v, r#"["@authority"]"#);
-        let req = rfc_request(&v, &[]);
+        // B.2.5 covers date, @authority and content-type only: a configuration cannot accept
+        // so little ...
+        let e = crate::config::parse(
+            br#"{"scheme": "http_signature", "secrets": [{"id": "k", "value": "x"}],
+                 "http_signature": {"required_components": ["@authority"]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "http_signature.required_components");
+        // ... so the RFC's signature is checked with a policy set directly.
+        let strict = rfc_policy(
+            &v,
+            r#"["@method", "@authority", "@path", "content-digest"]"#,
+        );
+        let p = requiring(strict.clone(), &["@authority"]);
         let body = v["body_exact"].as_str().unwrap().as_bytes();
+        // The test request has a query and a body, neither covered: refused whatever the policy.
+        let req = rfc_request(&v, &[]);
+        assert_eq!(
+            check(&p, &req, body, created).unwrap_err().message(),
+            "The request has a query, and its signature does not cover it."
+        );
+        let mut no_query = rfc_request(&v, &[(":path", "/foo")]);
+        assert_eq!(
+            check(&p, &no_query, body, created).unwrap_err().message(),
+            "The request has a body, and its signature does not cover Content-Digest."
+        );
+        // Without Content-Length the body is caught once it has arrived.
+        no_query.headers.retain(|(n, _)| n != "content-length");
+        assert_eq!(
+            check(&p, &no_query, body, created).unwrap_err().message(),
+            "The request has a body, and its signature does not cover Content-Digest."
+        );
+        // The same signature on a request without query and body (the path is not covered):
+        // the exact signature base, and the RFC's signature verifies.
+        let req = no_query;
         let Ok(crate::verify::Pending::HttpSignature(prepared)) =
             crate::verify::prepare(&p, &req, created)
         else {
@@ -328,48 +402,47 @@ mod tests {
             String::from_utf8(prepared.candidates[0].base.clone()).unwrap(),
             b25["signature_base_exact"].as_str().unwrap()
         );
-        let ok = check(&p, &req, body, created).unwrap();
+        let ok = check(&p, &req, b"", created).unwrap();
         assert_eq!(ok.key_index, 1);
         assert_eq!(ok.replay_id, "pxcQw6G3AjtMBQjwo8XzkZf/bws5LelbaMk5rGIGtE8=");
-        // Content-digest is not covered by B.2.5, so another body still verifies.
-        assert!(check(&p, &req, b"other", created).is_ok());
         // Clock far from `created`.
         assert_eq!(
-            check(&p, &req, body, created + 301).unwrap_err(),
+            check(&p, &req, b"", created + 301).unwrap_err(),
             Reject::Stale
         );
         // The default required components (@method, @path, content-digest) are not covered.
-        let strict = rfc_policy(
-            &v,
-            r#"["@method", "@authority", "@path", "content-digest"]"#,
-        );
         assert_eq!(
-            check(&strict, &req, body, created).unwrap_err().code(),
+            check(&strict, &req, b"", created).unwrap_err().code(),
             "invalid_signature"
         );
         // A changed covered header breaks the signature.
-        let changed = rfc_request(&v, &[("content-type", "text/plain")]);
-        assert_eq!(check(&p, &changed, body, created).unwrap_err(), no_match());
+        let mut changed = req.clone();
+        for (n, v) in &mut changed.headers {
+            if n == "content-type" {
+                *v = "text/plain".into();
+            }
+        }
+        assert_eq!(check(&p, &changed, b"", created).unwrap_err(), no_match());
         // Unknown key id.
-        let other_key = policy(
-            r#"{"scheme": "http_signature", "secrets": [{"id": "k", "value": "x"}],
-                "http_signature": {"required_components": []}}"#,
+        let other_key = requiring(
+            policy(r#"{"scheme": "http_signature", "secrets": [{"id": "k", "value": "x"}]}"#),
+            &["@authority"],
         );
         assert_eq!(
-            check(&other_key, &req, body, created).unwrap_err().code(),
+            check(&other_key, &req, b"", created).unwrap_err().code(),
             "invalid_signature"
         );
         // Missing headers, malformed headers.
         let mut no_sig = req.clone();
         no_sig.headers.retain(|(n, _)| n != "signature");
         assert_eq!(
-            check(&p, &no_sig, body, created).unwrap_err(),
+            check(&p, &no_sig, b"", created).unwrap_err(),
             Reject::Missing("Signature".into())
         );
         let mut no_input = req.clone();
         no_input.headers.retain(|(n, _)| n != "signature-input");
         assert_eq!(
-            check(&p, &no_input, body, created).unwrap_err(),
+            check(&p, &no_input, b"", created).unwrap_err(),
             Reject::Missing("Signature-Input".into())
         );
         let bad = rfc_request(&v, &[("signature", "sig-b25=pxc")]);
@@ -444,7 +517,7 @@ mod tests {
     fn expires_and_wrong_alg() {
         let p = policy(
             r#"{"scheme": "http_signature", "secrets": [{"id": "k1", "value": "secret"}],
-                "http_signature": {"required_components": ["@method"]}}"#,
+                "http_signature": {"required_components": ["@method", "@path"]}}"#,
         );
         let base = || -> Vec<(String, String)> {
             vec![
@@ -457,7 +530,7 @@ mod tests {
         sign(
             b"secret",
             &mut h,
-            r#""@method""#,
+            r#""@method" "@path""#,
             r#";created=1000;expires=1010;keyid="k1""#,
         );
         let req = Request::from_headers(h);
@@ -467,7 +540,7 @@ mod tests {
         sign(
             b"secret",
             &mut h,
-            r#""@method""#,
+            r#""@method" "@path""#,
             r#";created=1000;keyid="k1";alg="rsa-pss-sha512""#,
         );
         assert_eq!(
@@ -477,7 +550,7 @@ mod tests {
             "invalid_signature"
         );
         let mut h = base();
-        sign(b"secret", &mut h, r#""@method""#, r#";keyid="k1""#);
+        sign(b"secret", &mut h, r#""@method" "@path""#, r#";keyid="k1""#);
         assert_eq!(
             check(&p, &Request::from_headers(h), b"", 1000)
                 .unwrap_err()
@@ -489,7 +562,7 @@ mod tests {
         sign(
             b"secret",
             &mut h,
-            r#""@method" "x-extra""#,
+            r#""@method" "@path" "x-extra""#,
             r#";created=1000;keyid="k1""#,
         );
         h.retain(|(n, _)| n != "x-extra");
@@ -499,5 +572,78 @@ mod tests {
                 .code(),
             "invalid_signature"
         );
+    }
+
+    /// A configuration requiring only the method and the path: what a request carries beyond
+    /// them (a query, a body) must still be covered.
+    #[test]
+    fn query_and_body_must_be_covered_when_present() {
+        let p = policy(
+            r#"{"scheme": "http_signature", "secrets": [{"id": "k1", "value": "secret"}],
+                "http_signature": {"required_components": ["@method", "@path"]}}"#,
+        );
+        let headers = |method: &str, path: &str, extra: &[(&str, &str)]| {
+            let mut h: Vec<(String, String)> = vec![
+                (":method".into(), method.into()),
+                (":path".into(), path.into()),
+                (":authority".into(), "api.example.com".into()),
+            ];
+            h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            h
+        };
+        let params = r#";created=1000;keyid="k1""#;
+        let signed = |mut h: Vec<(String, String)>, components: &str| {
+            sign(b"secret", &mut h, components, params);
+            Request::from_headers(h)
+        };
+        // A GET without query and body needs neither @query nor content-digest.
+        let get = signed(headers("GET", "/orders/1", &[]), r#""@method" "@path""#);
+        assert!(check(&p, &get, b"", 1000).is_ok());
+        // The same signature with a query added, or a body added, is refused.
+        let query_err = "The request has a query, and its signature does not cover it.";
+        let body_err = "The request has a body, and its signature does not cover Content-Digest.";
+        for path in ["/orders/1?all=1", "/orders/1?"] {
+            let mut h = headers("GET", path, &[]);
+            h.extend(
+                get.headers
+                    .iter()
+                    .filter(|(n, _)| !n.starts_with(':'))
+                    .cloned(),
+            );
+            let req = Request::from_headers(h);
+            assert_eq!(check(&p, &req, b"", 1000).unwrap_err().message(), query_err);
+        }
+        assert_eq!(check(&p, &get, b"x", 1000).unwrap_err().message(), body_err);
+        let declared = signed(
+            headers("POST", "/orders", &[("content-length", "2")]),
+            r#""@method" "@path""#,
+        );
+        assert_eq!(
+            check(&p, &declared, b"{}", 1000).unwrap_err().message(),
+            body_err,
+            "refused at the header phase"
+        );
+        let empty = signed(
+            headers("POST", "/orders", &[("content-length", "0")]),
+            r#""@method" "@path""#,
+        );
+        assert!(check(&p, &empty, b"", 1000).is_ok());
+        // @query, @request-target and @target-uri each cover the query.
+        for components in [
+            r#""@method" "@path" "@query""#,
+            r#""@method" "@path" "@request-target""#,
+            r#""@method" "@path" "@target-uri""#,
+        ] {
+            let req = signed(headers("GET", "/orders?all=1", &[]), components);
+            assert!(check(&p, &req, b"", 1000).is_ok(), "{components}");
+        }
+        // A body covered by content-digest passes.
+        let body = b"{}";
+        let digest = format!("sha-256=:{}:", STANDARD.encode(crypto::sha256(body)));
+        let post = signed(
+            headers("POST", "/orders", &[("content-digest", &digest)]),
+            r#""@method" "@path" "content-digest""#,
+        );
+        assert!(check(&p, &post, body, 1000).is_ok());
     }
 }

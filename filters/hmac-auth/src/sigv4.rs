@@ -1,7 +1,7 @@
 //! AWS Signature Version 4 (`Authorization: AWS4-HMAC-SHA256 ...` with `X-Amz-Date`), header
-//! form only; the region and service come from the credential scope.
+//! form only; the credential scope must name the configured region and service.
 
-use crate::config::Key;
+use crate::config::{AwsSigv4Settings, Key};
 use crate::crypto::{self, Algorithm};
 use crate::verify::{no_match, within, Reject, Request, Verified};
 
@@ -24,8 +24,15 @@ fn malformed(why: &str) -> Reject {
     Reject::Malformed(why.to_string())
 }
 
-/// Reads `Authorization` and `X-Amz-Date`, checks the time and picks the key by access key id.
-pub fn prepare(keys: &[Key], req: &Request, now: u64, tolerance: u64) -> Result<Prepared, Reject> {
+/// Reads `Authorization` and `X-Amz-Date`, checks the scope and the time and picks the key by
+/// access key id.
+pub fn prepare(
+    settings: &AwsSigv4Settings,
+    keys: &[Key],
+    req: &Request,
+    now: u64,
+    tolerance: u64,
+) -> Result<Prepared, Reject> {
     let auth = match req.header("authorization") {
         Some(a) if !a.trim().is_empty() => a.trim(),
         _ => return Err(Reject::Missing("Authorization".into())),
@@ -54,6 +61,14 @@ pub fn prepare(keys: &[Key], req: &Request, now: u64, tolerance: u64) -> Result<
             "The credential is not <key>/<date>/<region>/<service>/aws4_request.",
         ));
     };
+    // A signature made for another service or region (another API, another deployment) never
+    // authorizes a request here.
+    if *region != settings.region || *service != settings.service {
+        return Err(Reject::WrongScope(format!(
+            "The credential scope must name region {} and service {}.",
+            settings.region, settings.service
+        )));
+    }
     let amz_date = match req.header("x-amz-date") {
         Some(d) => d.trim(),
         None => return Err(malformed("The X-Amz-Date header is missing.")),
@@ -73,6 +88,15 @@ pub fn prepare(keys: &[Key], req: &Request, now: u64, tolerance: u64) -> Result<
         .any(|h| h.is_empty() || req.header(h).is_none())
     {
         return Err(Reject::Invalid("A signed header is missing.".into()));
+    }
+    // A session token is forwarded, never validated here: it must at least be signed, so that
+    // nobody adds or swaps one on a signed request.
+    if req.header("x-amz-security-token").is_some()
+        && !signed_headers.iter().any(|h| h == "x-amz-security-token")
+    {
+        return Err(Reject::Invalid(
+            "X-Amz-Security-Token must be a signed header.".into(),
+        ));
     }
     let signature = match hex::decode(signature) {
         Ok(s) if s.len() == 32 => s,
@@ -380,13 +404,23 @@ mod tests {
         for case in cases {
             let name = case["case"].as_str().unwrap();
             let ctx = &case["context"];
-            let p = policy(&format!(
-                r#"{{"scheme": "aws_sigv4", "timestamp_tolerance": "15m", "secrets": [
-                    {{"id": "AKIDOTHER", "value": "nope"}},
-                    {{"id": "{}", "value": "{}"}}]}}"#,
-                ctx["credentials"]["access_key_id"].as_str().unwrap(),
-                ctx["credentials"]["secret_access_key"].as_str().unwrap()
-            ));
+            let pinned = |region: &str, service: &str| {
+                policy(&format!(
+                    r#"{{"scheme": "aws_sigv4", "timestamp_tolerance": "15m",
+                        "replay": {{"ttl": "30m"}},
+                        "aws_sigv4": {{"region": "{region}", "service": "{service}"}},
+                        "secrets": [
+                        {{"id": "AKIDOTHER", "value": "nope"}},
+                        {{"id": "{}", "value": "{}"}}]}}"#,
+                    ctx["credentials"]["access_key_id"].as_str().unwrap(),
+                    ctx["credentials"]["secret_access_key"].as_str().unwrap()
+                ))
+            };
+            let (region, service) = (
+                ctx["region"].as_str().unwrap(),
+                ctx["service"].as_str().unwrap(),
+            );
+            let p = pinned(region, service);
             let (req, body) = signed_request(case["header-signed-request.txt"].as_str().unwrap());
             let now = parse_amz_date("20150830T123600Z").unwrap();
             let auth = req.header("authorization").unwrap();
@@ -433,12 +467,40 @@ mod tests {
                 Reject::Stale,
                 "{name}"
             );
+            // The same signature where another region or service is configured.
+            for other in [pinned("eu-west-1", service), pinned(region, "execute-api")] {
+                let err = check(&other, &req, &body, now).unwrap_err();
+                assert_eq!(err.code(), "wrong_credential_scope", "{name}");
+                assert_eq!(err.status(), 401);
+            }
+            // A session token: the suite's signs it (and it passes above); one that is sent
+            // but not signed is refused.
+            let has_token = ctx["credentials"].get("token").is_some();
+            assert_eq!(
+                req.header("x-amz-security-token").is_some(),
+                has_token,
+                "{name}"
+            );
+            if !has_token {
+                let mut added = req.clone();
+                added
+                    .headers
+                    .push(("x-amz-security-token".into(), "injected".into()));
+                assert_eq!(
+                    check(&p, &added, &body, now).unwrap_err().message(),
+                    "X-Amz-Security-Token must be a signed header.",
+                    "{name}"
+                );
+            }
         }
     }
 
     #[test]
     fn malformed_and_missing() {
-        let p = policy(r#"{"scheme": "aws_sigv4", "secrets": [{"id": "AKID", "value": "s"}]}"#);
+        let p = policy(
+            r#"{"scheme": "aws_sigv4", "secrets": [{"id": "AKID", "value": "s"}],
+                "aws_sigv4": {"region": "us-east-1", "service": "service"}}"#,
+        );
         let now = 1_440_938_160;
         let r = |headers: &[(&str, &str)]| crate::verify::tests::request("GET", "/", headers);
         assert_eq!(

@@ -81,6 +81,8 @@ pub enum Reject {
     Missing(String),
     /// Signature does not match any secret: 401 `invalid_signature`.
     Invalid(String),
+    /// A SigV4 credential scope for another region or service: 401 `wrong_credential_scope`.
+    WrongScope(String),
     /// Timestamp outside the tolerance: 401 `stale_timestamp`.
     Stale,
     /// Header present but unreadable: 400 `malformed_signature`.
@@ -97,6 +99,7 @@ impl Reject {
         match self {
             Self::Missing(_) => "missing_signature",
             Self::Invalid(_) => "invalid_signature",
+            Self::WrongScope(_) => "wrong_credential_scope",
             Self::Stale => "stale_timestamp",
             Self::Malformed(_) => "malformed_signature",
             Self::TooLarge(_) => "body_too_large",
@@ -107,7 +110,7 @@ impl Reject {
     /// The HTTP status.
     pub fn status(&self) -> u32 {
         match self {
-            Self::Missing(_) | Self::Invalid(_) | Self::Stale => 401,
+            Self::Missing(_) | Self::Invalid(_) | Self::WrongScope(_) | Self::Stale => 401,
             Self::Malformed(_) => 400,
             Self::TooLarge(_) => 413,
             Self::Replayed => 409,
@@ -118,7 +121,7 @@ impl Reject {
     pub fn message(&self) -> String {
         match self {
             Self::Missing(header) => format!("The request has no {header} header."),
-            Self::Invalid(why) => why.clone(),
+            Self::Invalid(why) | Self::WrongScope(why) => why.clone(),
             Self::Stale => "The request timestamp is outside the allowed window.".into(),
             Self::Malformed(why) => why.clone(),
             Self::TooLarge(limit) => format!("The request body is larger than {limit} bytes."),
@@ -229,8 +232,9 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
             httpsig::prepare(settings, &policy.keys, req, now, policy.tolerance_secs)
                 .map(Pending::HttpSignature)
         }
-        Scheme::AwsSigv4 => {
-            sigv4::prepare(&policy.keys, req, now, policy.tolerance_secs).map(Pending::AwsSigv4)
+        Scheme::AwsSigv4(settings) => {
+            sigv4::prepare(settings, &policy.keys, req, now, policy.tolerance_secs)
+                .map(Pending::AwsSigv4)
         }
     }
 }
@@ -967,6 +971,11 @@ pub(crate) mod tests {
         assert_eq!(Reject::Replayed.status(), 409);
         assert_eq!(Reject::Stale.status(), 401);
         assert_eq!(Reject::Malformed("x".into()).status(), 400);
+        assert_eq!(Reject::WrongScope("x".into()).status(), 401);
+        assert_eq!(
+            Reject::WrongScope("x".into()).code(),
+            "wrong_credential_scope"
+        );
         assert!(Reject::Missing("X-A".into()).message().contains("X-A"));
         assert_eq!(display_name("x-hub-signature-256"), "X-Hub-Signature-256");
     }
