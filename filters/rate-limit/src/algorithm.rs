@@ -82,6 +82,27 @@ impl Limit {
         }
     }
 
+    /// The earliest instant (ns since the epoch) from which `state` counts nothing: from then
+    /// on it decides, reports and counts exactly like `[0, 0, 0]`, the state of a key never
+    /// seen, and it stays so until the key is counted again. 0 for a state that counts nothing.
+    ///
+    /// - token bucket: the bucket is full again at `tat`;
+    /// - fixed window: a count stops counting at the end of its window;
+    /// - sliding window: the current count still weighs during the next window, the previous
+    ///   count until the current window ends.
+    pub fn idle_at(&self, state: &State) -> u64 {
+        let w = self.window_ns.max(1);
+        match self.algorithm {
+            Algorithm::TokenBucket { .. } => state[0],
+            Algorithm::FixedWindow if state[1] > 0 => state[0].saturating_add(w),
+            Algorithm::SlidingWindow if state[1] > 0 => {
+                state[0].saturating_add(w.saturating_mul(2))
+            }
+            Algorithm::SlidingWindow if state[2] > 0 => state[0].saturating_add(w),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => 0,
+        }
+    }
+
     /// Whether one more request fits, for a state already normalized to `now`.
     pub fn allows(&self, state: &State, now: u64) -> bool {
         self.retry_after_ns(state, now) == 0
@@ -371,6 +392,63 @@ mod tests {
         assert!(hit(&l, &mut st, T0 + 15 * S));
         let r = l.report(&st, T0 + 15 * S);
         assert_eq!((r.remaining, r.reset_ns), (9, Some(45 * S)));
+    }
+
+    /// What a state decides at `t`: the report, the wait, and the state after one more request.
+    fn behaviour(l: &Limit, state: State, t: u64) -> (Report, u64, State) {
+        let normalized = l.normalize(state, t);
+        (
+            l.report(&normalized, t),
+            l.retry_after_ns(&normalized, t),
+            l.consume(normalized, t),
+        )
+    }
+
+    /// From `idle_at` on a state acts exactly like a key never seen (so its slot entry may go to
+    /// another key); one nanosecond before, it still counts.
+    #[test]
+    fn idle_at_is_when_a_state_stops_counting() {
+        let limits = [
+            limit(3, 10 * S, Algorithm::TokenBucket { burst: 3 }),
+            limit(3, 10 * S, Algorithm::FixedWindow),
+            limit(3, 10 * S, Algorithm::SlidingWindow),
+        ];
+        for l in &limits {
+            assert_eq!(l.idle_at(&[0; 3]), 0, "{:?}: never seen", l.algorithm);
+            for sent in 1..=4 {
+                let mut st = [0; 3];
+                admitted(l, &mut st, T0 + 2 * S, sent);
+                let mut states = vec![st];
+                if l.algorithm == Algorithm::SlidingWindow {
+                    // Rolled into the next window: only the previous count weighs.
+                    states.push(l.normalize(st, T0 + 12 * S));
+                }
+                for st in states {
+                    let idle = l.idle_at(&st);
+                    assert!(idle > T0 + 2 * S, "{:?} {st:?}", l.algorithm);
+                    for t in [idle, idle + 1, idle + 7 * S, idle + 1000 * S] {
+                        assert_eq!(
+                            behaviour(l, st, t),
+                            behaviour(l, [0; 3], t),
+                            "{:?} {st:?} at idle_at + {}",
+                            l.algorithm,
+                            t - idle
+                        );
+                    }
+                    assert_ne!(
+                        behaviour(l, st, idle - 1).0,
+                        behaviour(l, [0; 3], idle - 1).0,
+                        "{:?} {st:?} still counts just before idle_at",
+                        l.algorithm
+                    );
+                }
+            }
+        }
+        let fixed = &limits[1];
+        assert_eq!(fixed.idle_at(&[T0, 3, 0]), T0 + 10 * S);
+        let sliding = &limits[2];
+        assert_eq!(sliding.idle_at(&[T0, 1, 0]), T0 + 20 * S);
+        assert_eq!(sliding.idle_at(&[T0, 0, 2]), T0 + 10 * S);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use wasmgate_core::{ConfigError, Duration, Match, Policies};
 
 /// The filter's name in logs and metrics.
 pub const FILTER: &str = "rate-limit";
-/// Largest accepted `max_keys` (each slot is one shared-data entry).
+/// Largest accepted `max_keys` (entries of the slot table, in shared-data buckets of 8).
 pub const MAX_KEYS_LIMIT: u64 = 10_000_000;
 /// Default `max_keys`.
 pub const DEFAULT_MAX_KEYS: u64 = 100_000;
@@ -194,10 +194,12 @@ pub struct Config {
     pub policies: Policies<Rule>,
     /// Trusted proxies in front of Envoy (0: use the downstream address).
     pub xff_num_trusted_hops: u32,
-    /// Size of the slot table in shared data.
+    /// Size of the slot table in shared data (entries).
     pub max_keys: u64,
     /// The request headers the rules and keys read.
     pub header_needs: HeaderNeeds,
+    /// The table's hash seed once read from shared data (see `store::seed`).
+    pub seed: crate::store::SeedCell,
 }
 
 /// The request headers `rules` read to match and build keys. Every X-Forwarded-For line counts
@@ -292,6 +294,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         policies,
         xff_num_trusted_hops,
         max_keys,
+        seed: crate::store::SeedCell::default(),
     })
 }
 

@@ -18,6 +18,7 @@ struct Metrics {
     limited: Counter,
     shadow_limited: Counter,
     keys_evicted: Counter,
+    overflow: Counter,
     missing_key: Counter,
     errors: Counter,
     global_calls: Counter,
@@ -32,6 +33,7 @@ impl Metrics {
             limited: setup.counter("limited"),
             shadow_limited: setup.counter("shadow_limited"),
             keys_evicted: setup.counter("keys_evicted"),
+            overflow: setup.counter("overflow"),
             missing_key: setup.counter("missing_key"),
             errors: setup.counter("errors"),
             global_calls: setup.counter("global_calls"),
@@ -63,6 +65,9 @@ impl RateLimit {
         let m = &self.plugin.metrics;
         if verdict.evicted {
             cx.count(m.keys_evicted);
+        }
+        if verdict.overflow {
+            cx.count(m.overflow);
         }
         match verdict.count {
             Some(Count::Allowed) => cx.count(m.allowed),

@@ -44,8 +44,10 @@ pub struct Verdict {
     pub response_headers: Vec<(String, String)>,
     /// The counter to add one to, if any.
     pub count: Option<Count>,
-    /// The request's key replaced another key in the slot table.
+    /// The request's key took the entry of an idle key in the slot table.
     pub evicted: bool,
+    /// The request's key found no room in the slot table: the rule's overflow entry decided.
+    pub overflow: bool,
     /// Global mode: ask the rate limit service, then decide with [`crate::global::verdict`].
     pub call: Option<Call>,
 }
@@ -121,25 +123,38 @@ pub fn check<H: Host + ?Sized>(
             ..Verdict::default()
         };
     }
-    let full_key = format!("{}|{key}", rule.fingerprint);
-    let slot = store::slot_key(prefix, &full_key, config.max_keys);
     let now = wasmgate_core::clock::unix_nanos(host.now());
-    let decision = match store::decide(host, &slot, &full_key, &rule.limits, now) {
+    let counted = store::seed(host, prefix, &config.seed)
+        .map_err(|err| format!("the slot table's seed is not available ({err:?})"))
+        .and_then(|seed| {
+            let table = store::Table::new(prefix, config.max_keys, seed);
+            let key = store::Key {
+                rule: index,
+                fingerprint: &rule.fingerprint,
+                value: &key,
+            };
+            store::decide(host, &table, &key, &rule.limits, now)
+                .map_err(|err| format!("shared data update failed ({err:?})"))
+        });
+    let decision = match counted {
         Ok(decision) => decision,
         Err(err) => {
             // Fail open: a shared-data failure must not turn into an outage.
-            log::warn!(
-                "wasmgate rate-limit: shared data update failed ({err:?}); passing the request"
-            );
+            log::warn!("wasmgate rate-limit: {err}; passing the request");
             return Verdict {
                 count: Some(Count::Error),
                 ..Verdict::default()
             };
         }
     };
+    if decision.overflow {
+        log::debug!(
+            "wasmgate rate-limit: every entry of the key's bucket is held by an active key; counted in the rule's overflow entry"
+        );
+    }
     let headers =
         headers::rate_limit_headers(rule.response_headers, &rule.limits, &decision.reports);
-    let evicted = decision.evicted;
+    let (evicted, overflow) = (decision.evicted, decision.overflow);
     if call.is_some() && (decision.allowed || rule.shadow) {
         // local_first: the local pre-check passed; the rate limit service decides (and its
         // answer gives the headers).
@@ -151,6 +166,7 @@ pub fn check<H: Host + ?Sized>(
         return Verdict {
             call,
             evicted,
+            overflow,
             ..Verdict::default()
         };
     }
@@ -167,6 +183,7 @@ pub fn check<H: Host + ?Sized>(
                 Count::ShadowLimited
             }),
             evicted,
+            overflow,
             call: None,
         };
     }
@@ -185,6 +202,7 @@ pub fn check<H: Host + ?Sized>(
         response_headers: Vec::new(),
         count: Some(Count::Limited),
         evicted,
+        overflow,
         call: None,
     }
 }
@@ -301,5 +319,51 @@ mod tests {
                 .response_headers
                 .contains(&("x-ratelimit-remaining".to_string(), "0".to_string())));
         }
+    }
+
+    /// A client refused under its API key sends thousands of other key values (the issue's
+    /// "Hostile requests"): they fill the small table's free entries and then share one overflow
+    /// quota; the refused key stays refused, and the seed of the keyed hash sits in shared data.
+    #[test]
+    fn other_key_values_do_not_reset_a_refused_key() {
+        let config = config(
+            r#"{"max_keys": 16, "rules": [{"key": [{"header": "x-api-key"}],
+                "limits": [{"name": "h", "requests": 3, "window": "1h"}]}]}"#,
+        );
+        let with_key = |value: &str| {
+            let mut host = host("/", 1_700_002_800);
+            host.headers.push(("x-api-key".into(), value.into()));
+            host
+        };
+        let victim = with_key("victim");
+        for _ in 0..3 {
+            assert_eq!(check(&config, PREFIX, &victim).count, Some(Count::Allowed));
+        }
+        assert_eq!(check(&config, PREFIX, &victim).count, Some(Count::Limited));
+        let mut host = victim;
+        let (mut allowed, mut overflow) = (0, 0);
+        for i in 0..5_000 {
+            host.headers.pop();
+            host.headers
+                .push(("x-api-key".into(), format!("other-{i}")));
+            let verdict = check(&config, PREFIX, &host);
+            allowed += usize::from(verdict.count == Some(Count::Allowed));
+            overflow += usize::from(verdict.overflow);
+            assert!(!verdict.evicted);
+        }
+        assert_eq!(
+            allowed,
+            15 + 3,
+            "the free entries, then one quota for all the others"
+        );
+        assert_eq!(overflow, 5_000 - 15);
+        host.headers.pop();
+        host.headers.push(("x-api-key".into(), "victim".into()));
+        let verdict = check(&config, PREFIX, &host);
+        assert_eq!(verdict.count, Some(Count::Limited));
+        assert!(!verdict.overflow);
+        use wasmgate_core::shared::SharedStore;
+        let (seed, _) = host.get_shared(&format!("{PREFIX}/seed")).unwrap();
+        assert_eq!(seed.map(|s| s.len()), Some(16));
     }
 }

@@ -192,3 +192,40 @@ fn a_missing_key_part_is_400_and_unmatched_requests_get_no_headers() {
     assert!(response_values(&env, "ratelimit").is_empty());
     assert!(response_values(&env, "x-ratelimit-remaining").is_empty());
 }
+
+/// Under pressure (the table's entries all held by active keys) new keys share the rule's
+/// overflow entry, and `wasmgate_rate_limit_overflow` counts them; an active key keeps its count.
+#[test]
+fn new_keys_overflow_a_full_table_and_are_counted() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = Rc::new(Worker::default());
+    let config = r#"{"max_keys": 2, "rules": [{"key": [{"header": "x-api-key"}],
+        "limits": [{"name": "per_minute", "requests": 2, "window": "1m"}]}]}"#;
+    assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
+    let mut id = 0;
+    let mut send_key = |key: &str| {
+        id += 1;
+        request(&env, "10.0.0.1", "/x", &[("x-api-key", key)]);
+        send(&env, &worker, id, &[(":status", "200")])
+    };
+    for _ in 0..2 {
+        assert_eq!(send_key("victim"), Action::Continue);
+    }
+    assert_eq!(send_key("victim"), Action::Pause);
+    // One free entry, then the overflow entry's quota of 2, then 429s.
+    let actions: Vec<Action> = (0..10).map(|i| send_key(&format!("k{i}"))).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == Action::Continue).count(),
+        1 + 2
+    );
+    assert_eq!(metric(&env, "overflow"), 9);
+    assert_eq!(metric(&env, "keys_evicted"), 0);
+    assert_eq!(send_key("victim"), Action::Pause, "still refused");
+    assert_eq!(metric(&env, "limited"), 2 + 7);
+
+    // A minute later every entry is idle: new keys take them (counted as evictions).
+    env.advance_ms(60_000);
+    assert_eq!(send_key("fresh"), Action::Continue);
+    assert_eq!(metric(&env, "keys_evicted"), 1);
+    assert_eq!(metric(&env, "overflow"), 9);
+}
