@@ -10,7 +10,8 @@ cat <<TXT
   curl -s '$LISTENER/transform/v1/users?debug=1&id=7' -H 'x-internal: secret' -H 'x-jwt-sub: alice'
   # JSON body edits: password removed, user_name renamed, meta.source set (response: header_list removed)
   curl -s $LISTENER/transform/v1/users -H 'content-type: application/json' -d '{"user_name": "bob", "password": "hunter2"}'
-  # refused: invalid JSON (400 invalid_json) and a JSON body over 1024 bytes (413 body_too_large)
+  # refused: a body that is not JSON (415 unsupported_media_type), invalid JSON (400 invalid_json) and a JSON body over 1024 bytes (413 body_too_large)
+  curl -s $LISTENER/transform/v1/users -H 'content-type: text/plain' -d '{"password": "hunter2"}'
   curl -s $LISTENER/transform/v1/users -H 'content-type: application/json' -d '{"user_name": '
   curl -s $LISTENER/transform/v1/users -H 'content-type: application/json' -d "{\"d\": \"\$(printf '%02000d' 0)\"}"
 TXT

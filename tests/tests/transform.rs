@@ -1,5 +1,6 @@
 //! transform end-to-end: header, query, path and JSON body edits in a real Envoy, re-routing after
-//! a rewrite, bodies that must pass untouched, body limits and invalid JSON, response edits.
+//! a rewrite, edits that keep every byte they do not name, bodies the edits cannot apply to
+//! (refused or passed), body limits and invalid JSON, response edits.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -273,11 +274,124 @@ fn json_request_body_is_edited() {
     assert_eq!(upstream.attempts(), 2);
 }
 
+/// [`CONFIG`] with `change` applied to its JSON.
+fn config_with(change: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut json: serde_json::Value = serde_json::from_str(CONFIG).expect("test config is JSON");
+    change(&mut json);
+    json.to_string()
+}
+
 #[test]
-fn non_json_bodies_pass_byte_for_byte() {
+fn json_edits_change_only_the_members_they_name() {
     let Setup {
         upstream, envoy, ..
     } = start();
+    let client = envoy.client();
+    // Big integers, decimals, escapes, member order and whitespace are the client's: a digest or
+    // signature over the parts the edits do not name still holds. The password is written with
+    // an escape, which does not hide it from the remove.
+    let body = "{\n  \"order_id\": 12345678901234567890123,\n  \"amount\": 1.50,\n  \
+                \"z_last\": \"caf\\u00e9 \\\"q\\\"\",\n  \"p\\u0061ssword\": \"hunter2\",\n  \
+                \"tags\": [ \"a\" ],\n  \"a/b\": {\"m~n\": 1, \"keep\": 1e2}\n}\n";
+    let expected = "{\n  \"order_id\": 12345678901234567890123,\n  \"amount\": 1.50,\n  \
+                    \"z_last\": \"caf\\u00e9 \\\"q\\\"\",\n  \"tags\": [ \"a\", \"wasmgate\" ],\n  \
+                    \"a/b\": {\"m~n\": 2, \"keep\": 1e2},\n  \
+                    \"meta\": {\"source\":\"gateway\",\"user\":\"alice\"}\n}\n";
+    let response = client.send(
+        "POST",
+        "/api/orders",
+        &[("content-type", "application/json"), ("x-jwt-sub", "alice")],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let echo = response.json();
+    assert_eq!(echo["body"], expected);
+    // The response edit (set /served_by) leaves the upstream's text as it was, too.
+    let text = response.text();
+    assert!(text.ends_with(r#","served_by":"wasmgate"}"#), "{text}");
+    assert_eq!(upstream.attempts(), 1);
+
+    // A body with duplicate member names is refused: the filter would edit one "role" and the
+    // upstream might read the other.
+    for body in [
+        r#"{"role": "user", "role": "admin"}"#,
+        r#"{"password": "a", "p\u0061ssword": "b"}"#,
+    ] {
+        let response = client.send(
+            "POST",
+            "/api/users",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(response.status, 400, "{body}");
+        assert_eq!(response.json()["error"], "invalid_json");
+        assert!(
+            response.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("same name"),
+            "{}",
+            response.text()
+        );
+    }
+    for received in upstream.received().iter().skip(1) {
+        assert_eq!(received["body_len"], 0, "never a body: {received}");
+    }
+    assert_eq!(stat(&envoy, "invalid_json"), 2);
+}
+
+#[test]
+fn request_bodies_the_edits_cannot_apply_to_are_refused() {
+    let Setup {
+        upstream, envoy, ..
+    } = start();
+    let client = envoy.client();
+    let body = br#"{"password": "hunter2"}"#;
+    for headers in [
+        &[("content-type", "text/plain")][..],
+        &[("content-type", "application/jsonx")],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+    ] {
+        let response = client.send("POST", "/api/upload", headers, body);
+        assert_eq!(response.status, 415, "{headers:?}: {}", response.text());
+        assert_eq!(response.json()["error"], "unsupported_media_type");
+    }
+    assert_eq!(upstream.attempts(), 0, "refused before the upstream");
+    assert_eq!(stat(&envoy, "unsupported_media_type"), 3);
+    // JSON media types are recognised with parameters, in any case, with a +json suffix.
+    for content_type in [
+        "Application/JSON ; charset=UTF-8",
+        "application/merge-patch+json",
+    ] {
+        let response = client.send(
+            "POST",
+            "/api/users",
+            &[("content-type", content_type)],
+            body,
+        );
+        assert_eq!(response.status, 200, "{content_type}: {}", response.text());
+        let sent = response.json()["body"].as_str().unwrap().to_string();
+        // password removed; the sets create their parents (tags was absent: an object).
+        assert_eq!(
+            sent, r#"{"a/b": {"m~n":2},"meta": {"source":"gateway"},"tags": {"-":"wasmgate"}}"#,
+            "{content_type}"
+        );
+    }
+    // An empty body has nothing to edit, whatever its type.
+    let response = client.send("POST", "/api/empty", &[("content-type", "text/plain")], b"");
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 3);
+}
+
+#[test]
+fn with_pass_non_json_bodies_go_byte_for_byte() {
+    let config = config_with(|json| json["request"]["body"]["on_unsupported"] = "pass".into());
+    let Setup {
+        upstream, envoy, ..
+    } = start_with(&config, false);
     let client = envoy.client();
     let body = b"{\"password\": \"not json because text/plain\"\n\x01\x7f trailing";
     let response = client.send(
@@ -291,7 +405,16 @@ fn non_json_bodies_pass_byte_for_byte() {
     assert_eq!(echo["body"], String::from_utf8_lossy(body).as_ref());
     assert_eq!(echo["body_len"], body.len());
     assert_eq!(echo["headers"]["content-length"], body.len().to_string());
-    // A response that is not JSON is not buffered nor changed.
+    // Invalid JSON passes unchanged too.
+    let response = client.send(
+        "POST",
+        "/api/bad",
+        &[("content-type", "application/json")],
+        br#"{"password": "#,
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["body"], r#"{"password": "#);
+    // A response that is not JSON is not buffered nor changed (responses pass by default).
     let plain = b"plain {\"internal\": 1}".to_vec();
     upstream.script([Scripted::status(200)
         .header("content-type", "text/plain")
@@ -299,7 +422,44 @@ fn non_json_bodies_pass_byte_for_byte() {
     let response = client.get("/api/plain");
     assert_eq!(response.body, plain);
     assert_eq!(response.header("x-served-by"), Some("wasmgate"));
-    assert_eq!(stat(&envoy, "body_errors"), 0);
+    assert_eq!(stat(&envoy, "unsupported_media_type"), 1);
+    assert_eq!(stat(&envoy, "invalid_json"), 1);
+    assert_eq!(stat(&envoy, "response_unsupported_media_type"), 1);
+    assert_eq!(stat(&envoy, "body_errors"), 3);
+}
+
+#[test]
+fn responses_the_edits_cannot_apply_to_can_be_refused() {
+    let config = config_with(|json| json["response"]["body"]["on_unsupported"] = "refuse".into());
+    // Held headers: the response waits for its body, so a refusal is a clean 502.
+    let Setup {
+        upstream, envoy, ..
+    } = start_with(&config, true);
+    let client = envoy.client();
+    upstream.script([
+        Scripted::status(200)
+            .header("content-type", "text/html")
+            .body("<p>internal</p>"),
+        Scripted::status(200)
+            .header("content-type", "application/json")
+            .body(r#"{"internal": 1, "internal": 2}"#),
+        Scripted::status(200)
+            .header("content-type", "application/json")
+            .header("content-encoding", "br")
+            .body("not really br"),
+    ]);
+    for (path, error) in [
+        ("/api/html", "unsupported_media_type"),
+        ("/api/duplicate", "invalid_json"),
+        ("/api/compressed", "unsupported_media_type"),
+    ] {
+        let response = client.get(path);
+        assert_eq!(response.status, 502, "{path}: {}", response.text());
+        assert_eq!(response.json()["error"], error, "{path}");
+        assert!(!response.text().contains("internal"), "{path}");
+    }
+    assert_eq!(stat(&envoy, "response_unsupported_media_type"), 2);
+    assert_eq!(stat(&envoy, "response_invalid_json"), 1);
 }
 
 #[test]

@@ -18,7 +18,6 @@ pub const DEFAULT_MAX_JWKS_BYTES: usize = 64 * 1024;
 /// Default `cache_duration` of a remote JWKS (Envoy's default).
 pub const DEFAULT_CACHE_DURATION_MS: u64 = 5 * 60 * 1000;
 
-
 /// The largest `clock_skew_seconds` accepted: ten minutes.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 #[derive(Debug, Deserialize)]

@@ -1,9 +1,11 @@
-//! JSON body edits and the decision whether a body is buffered at all.
+//! JSON body edits, and what a body is by its headers (whether it is edited at all).
 
+use crate::doc::{Document, Invalid, Renamed};
 use crate::ops::Outcome;
-use crate::pointer::{self, Pointer, Renamed};
-use crate::template::{HostFacts, RequestVars, Template};
+use crate::pointer::Pointer;
+use crate::template::{is_token_byte, HostFacts, RequestVars, Template};
 use serde_json::Value;
+use wasmgate_core::request::declared_length;
 
 /// A value `set` writes: a fixed JSON value, or a template rendered to a JSON string.
 #[derive(Debug, Clone)]
@@ -25,13 +27,6 @@ pub struct JsonEdits {
     pub set: Vec<(Pointer, SetValue)>,
 }
 
-/// Why a body could not be edited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
-    /// The body is not valid JSON.
-    InvalidJson,
-}
-
 impl JsonEdits {
     /// The host facts the templates of these edits read.
     pub fn host_facts(&self) -> HostFacts {
@@ -47,19 +42,20 @@ impl JsonEdits {
     }
 
     /// Edits a JSON body. `Ok((None, _))` means nothing changed and the original bytes pass
-    /// as they are; an edited document is written back compactly.
+    /// as they are; otherwise the new body is the original text with the edits spliced in
+    /// ([`crate::doc`]).
     pub fn apply(
         &self,
         body: &[u8],
         vars: &RequestVars,
-    ) -> Result<(Option<Vec<u8>>, Outcome), BodyError> {
-        let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyError::InvalidJson)?;
+    ) -> Result<(Option<Vec<u8>>, Outcome), Invalid> {
+        let mut doc = Document::parse(body)?;
         let mut outcome = Outcome::default();
         for target in &self.remove {
-            outcome.changed |= pointer::remove(&mut doc, target).is_some();
+            outcome.changed |= doc.remove(target.tokens())?;
         }
         for (from, to) in &self.rename {
-            match pointer::rename(&mut doc, from, to) {
+            match doc.rename(from.tokens(), to.tokens())? {
                 Renamed::Moved => outcome.changed = true,
                 Renamed::Absent => {}
                 Renamed::Blocked => outcome.skipped += 1,
@@ -76,62 +72,77 @@ impl JsonEdits {
                     }
                 },
             };
-            match pointer::set(&mut doc, target, value) {
-                Ok(()) => outcome.changed = true,
-                Err(_) => outcome.skipped += 1,
+            if doc.set(target.tokens(), value)? {
+                outcome.changed = true;
+            } else {
+                outcome.skipped += 1;
             }
         }
         if !outcome.changed {
             return Ok((None, outcome));
         }
-        let bytes = serde_json::to_vec(&doc).map_err(|_| BodyError::InvalidJson)?;
+        let bytes = doc.render()?;
         outcome.changed = bytes != body;
         Ok((outcome.changed.then_some(bytes), outcome))
     }
 }
 
-/// `application/json` or any `application/<x>+json`, parameters ignored, case-insensitive.
-pub fn is_json(content_type: Option<&str>) -> bool {
-    let Some(content_type) = content_type else {
+/// A JSON media type: `application/json` or `application/<name>+json`, compared
+/// case-insensitively, parameters (`; charset=utf-8`) ignored.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
     };
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    if !kind.eq_ignore_ascii_case("application") || !subtype.bytes().all(is_token_byte) {
+        return false;
+    }
+    let subtype = subtype.to_ascii_lowercase();
+    subtype == "json"
+        || subtype
+            .strip_suffix("+json")
+            .is_some_and(|name| !name.is_empty())
 }
 
-/// Whether a body with these headers is buffered for editing: JSON, not compressed, and
-/// (when announced) not bigger than the limit. `Err(TooLarge)` means the announced length is
-/// already over the limit.
-pub fn should_buffer(headers: &[(String, String)], max_body_bytes: u64) -> Result<bool, TooLarge> {
-    let header = |name: &str| {
+/// What a body is, by its headers, for JSON edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `content-length: 0`: there is nothing to edit.
+    Empty,
+    /// JSON and not compressed: it is collected and edited.
+    Json,
+    /// No `content-type`, or one that is not a JSON media type.
+    NotJson,
+    /// JSON, but with a `content-encoding` other than `identity`.
+    Compressed,
+}
+
+/// What a body with these headers is. Every `content-type` line must be a JSON media type, and
+/// every `content-encoding` coding `identity`.
+pub fn classify(headers: &[(String, String)]) -> BodyKind {
+    let values = |name: &'static str| {
         headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    if !is_json(header("content-type")) {
-        return Ok(false);
+    if declared_length(headers) == Some(0) {
+        return BodyKind::Empty;
     }
-    let encoded = header("content-encoding")
-        .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
-    if encoded {
-        return Ok(false);
+    let mut types = values("content-type").peekable();
+    if types.peek().is_none() || !types.all(is_json) {
+        return BodyKind::NotJson;
     }
-    match header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
-        Some(0) => Ok(false),
-        Some(length) if length > max_body_bytes => Err(TooLarge),
-        _ => Ok(true),
+    let compressed = values("content-encoding")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+    if compressed {
+        BodyKind::Compressed
+    } else {
+        BodyKind::Json
     }
 }
-
-/// The announced body is over `max_body_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooLarge;
 
 #[cfg(test)]
 mod tests {
@@ -175,10 +186,9 @@ mod tests {
     fn edits_in_order() {
         let body = br#"{"user_name": "bob", "password": "hunter2", "n": [1, 2]}"#;
         let (new, outcome) = edits().apply(body, &vars()).unwrap();
-        let doc: Value = serde_json::from_slice(&new.unwrap()).unwrap();
         assert_eq!(
-            doc,
-            json!({"username": "bob", "n": [1, 2], "meta": {"source": "gateway", "sub": "alice"}})
+            String::from_utf8(new.unwrap()).unwrap(),
+            r#"{"n": [1, 2], "username": "bob", "meta": {"source":"gateway","sub":"alice"}}"#
         );
         assert_eq!(
             outcome,
@@ -186,6 +196,16 @@ mod tests {
                 changed: true,
                 skipped: 1
             }
+        );
+    }
+
+    #[test]
+    fn only_the_named_members_change() {
+        let body = "{\n  \"id\": 12345678901234567890123,\n  \"amount\": 1.50,\n  \"user_name\": \"bob\",\n  \"password\": \"hunter2\",\n  \"note\": \"caf\\u00e9\"\n}";
+        let (new, _) = edits().apply(body.as_bytes(), &vars()).unwrap();
+        assert_eq!(
+            String::from_utf8(new.unwrap()).unwrap(),
+            "{\n  \"id\": 12345678901234567890123,\n  \"amount\": 1.50,\n  \"note\": \"caf\\u00e9\",\n  \"username\": \"bob\",\n  \"meta\": {\"source\":\"gateway\",\"sub\":\"alice\"}\n}"
         );
     }
 
@@ -198,17 +218,27 @@ mod tests {
         let (new, outcome) = only_remove.apply(b" {\"a\": 1} ", &vars()).unwrap();
         assert_eq!(new, None);
         assert!(!outcome.changed);
+        // A set that writes the very text already there is no change either.
+        let same = JsonEdits {
+            set: vec![(p("/a"), SetValue::Json(json!(1)))],
+            ..JsonEdits::default()
+        };
+        let (new, outcome) = same.apply(br#"{"a":1}"#, &vars()).unwrap();
+        assert_eq!((new, outcome.changed), (None, false));
     }
 
     #[test]
     fn invalid_json() {
         assert_eq!(
             edits().apply(b"{\"a\": ", &vars()).unwrap_err(),
-            BodyError::InvalidJson
+            Invalid::Syntax
         );
+        assert_eq!(edits().apply(b"", &vars()).unwrap_err(), Invalid::Syntax);
         assert_eq!(
-            edits().apply(b"", &vars()).unwrap_err(),
-            BodyError::InvalidJson
+            edits()
+                .apply(br#"{"password": "a", "password": "b"}"#, &vars())
+                .unwrap_err(),
+            Invalid::DuplicateName
         );
     }
 
@@ -219,19 +249,38 @@ mod tests {
             ..JsonEdits::default()
         };
         let (new, _) = set_first.apply(b"[{\"id\": 1}]", &vars()).unwrap();
-        assert_eq!(new.unwrap(), b"[{\"id\":7}]");
+        assert_eq!(new.unwrap(), b"[{\"id\": 7}]");
         let (new, outcome) = set_first.apply(b"\"text\"", &vars()).unwrap();
         assert_eq!((new, outcome.skipped), (None, 1));
     }
 
     #[test]
-    fn json_content_types() {
-        assert!(is_json(Some("application/json")));
-        assert!(is_json(Some("Application/JSON; charset=utf-8")));
-        assert!(is_json(Some("application/problem+json")));
-        assert!(!is_json(Some("text/plain")));
-        assert!(!is_json(Some("application/jsonx")));
-        assert!(!is_json(None));
+    fn json_media_types() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/json ; charset=\"UTF-8\"",
+            "application/problem+json",
+            "APPLICATION/VND.API+JSON;v=2",
+            " application/merge-patch+json ",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/json-seq",
+            "application/+json",
+            "application/x+json+xml",
+            "application/ json",
+            "application /json",
+            "application/json, text/plain",
+            "json",
+            "",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -242,22 +291,34 @@ mod tests {
     }
 
     #[test]
-    fn buffering_decision() {
+    fn body_kinds() {
         let json = |extra: &[(&str, &str)]| {
             let mut h = headers(&[("content-type", "application/json")]);
             h.extend(headers(extra));
-            should_buffer(&h, 100)
+            classify(&h)
         };
-        assert_eq!(json(&[]), Ok(true));
-        assert_eq!(json(&[("content-length", "100")]), Ok(true));
-        assert_eq!(json(&[("content-length", "101")]), Err(TooLarge));
-        assert_eq!(json(&[("content-length", "0")]), Ok(false));
-        assert_eq!(json(&[("content-encoding", "gzip")]), Ok(false));
-        assert_eq!(json(&[("content-encoding", "identity")]), Ok(true));
+        assert_eq!(json(&[]), BodyKind::Json);
+        assert_eq!(json(&[("content-length", "100")]), BodyKind::Json);
+        assert_eq!(json(&[("content-length", "0")]), BodyKind::Empty);
+        assert_eq!(json(&[("content-encoding", "gzip")]), BodyKind::Compressed);
         assert_eq!(
-            should_buffer(&headers(&[("content-type", "text/plain")]), 100),
-            Ok(false)
+            json(&[("Content-Encoding", "identity, br")]),
+            BodyKind::Compressed
         );
-        assert_eq!(should_buffer(&[], 100), Ok(false));
+        assert_eq!(json(&[("content-encoding", "Identity")]), BodyKind::Json);
+        assert_eq!(
+            json(&[("content-type", "text/plain")]),
+            BodyKind::NotJson,
+            "every content-type line must be JSON"
+        );
+        assert_eq!(
+            classify(&headers(&[("content-type", "text/plain")])),
+            BodyKind::NotJson
+        );
+        assert_eq!(classify(&[]), BodyKind::NotJson);
+        assert_eq!(
+            classify(&headers(&[("content-length", "0")])),
+            BodyKind::Empty
+        );
     }
 }

@@ -104,6 +104,23 @@ struct RawBody {
     json: Option<RawJson>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    /// A body the edits cannot apply to (not JSON, compressed, not valid JSON): `"pass"` it
+    /// unchanged or `"refuse"` it. Default: `"refuse"` for requests, `"pass"` for responses.
+    #[serde(default)]
+    on_unsupported: Option<OnUnsupported>,
+}
+
+/// What happens to a body the JSON edits cannot apply to: not JSON, compressed, or not valid
+/// JSON (duplicate member names included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnsupported {
+    /// The body goes on unchanged (counted).
+    Pass,
+    /// The filter answers: a request with 415 `unsupported_media_type` (not JSON, compressed) or
+    /// 400 `invalid_json`; a response with 502 and the same codes.
+    Refuse,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,8 +154,10 @@ struct RawRule {
 pub struct BodyPolicy {
     /// The JSON edits.
     pub edits: JsonEdits,
-    /// Bodies over this size are refused (requests: 413) or never edited.
+    /// Bodies over this size are refused (requests: 413, responses: 502).
     pub max_body_bytes: u64,
+    /// A body the edits cannot apply to: passed or refused.
+    pub on_unsupported: OnUnsupported,
 }
 
 /// What happens to a request.
@@ -274,7 +293,7 @@ fn compile_request(raw: Option<RawRequest>, at: &str) -> Result<RequestPolicy, C
             query,
             path,
         },
-        body: compile_body(raw.body, &format!("{at}.body"))?,
+        body: compile_body(raw.body, &format!("{at}.body"), OnUnsupported::Refuse)?,
     })
 }
 
@@ -285,7 +304,7 @@ fn compile_response(raw: Option<RawResponse>, at: &str) -> Result<ResponsePolicy
             Some(ops) => compile_ops(ops, &format!("{at}.headers"), Kind::Header)?,
             None => Ops::default(),
         },
-        body: compile_body(raw.body, &format!("{at}.body"))?,
+        body: compile_body(raw.body, &format!("{at}.body"), OnUnsupported::Pass)?,
     })
 }
 
@@ -446,7 +465,13 @@ fn compile_pointer(text: &str, at: &str) -> Result<Pointer, ConfigError> {
     Pointer::parse(text).map_err(|reason| ConfigError::new(at, reason))
 }
 
-fn compile_body(raw: Option<RawBody>, at: &str) -> Result<Option<BodyPolicy>, ConfigError> {
+/// `default_unsupported`: what a body the edits cannot apply to gets when the configuration does
+/// not say (requests are refused: a client picks its content type; responses pass).
+fn compile_body(
+    raw: Option<RawBody>,
+    at: &str,
+    default_unsupported: OnUnsupported,
+) -> Result<Option<BodyPolicy>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -512,6 +537,7 @@ fn compile_body(raw: Option<RawBody>, at: &str) -> Result<Option<BodyPolicy>, Co
     Ok(Some(BodyPolicy {
         edits,
         max_body_bytes,
+        on_unsupported: raw.on_unsupported.unwrap_or(default_unsupported),
     }))
 }
 
@@ -633,6 +659,48 @@ mod tests {
         let selected = config.policies.select(&info("/a"));
         let policy = selected.policy().unwrap();
         assert_eq!(policy.request.ops.headers.add[0].0, "x-a");
+    }
+
+    #[test]
+    fn on_unsupported_defaults_and_values() {
+        let body = |json: &str, request: bool| {
+            let config = parse(json.as_bytes()).unwrap();
+            let policy = config.policies.default_policy();
+            let body = if request {
+                policy.request.body.as_ref()
+            } else {
+                policy.response.body.as_ref()
+            };
+            body.unwrap().on_unsupported
+        };
+        let edits = r#"{"json": {"remove": ["/a"]}}"#;
+        assert_eq!(
+            body(&format!(r#"{{"request": {{"body": {edits}}}}}"#), true),
+            OnUnsupported::Refuse,
+            "requests are refused by default"
+        );
+        assert_eq!(
+            body(&format!(r#"{{"response": {{"body": {edits}}}}}"#), false),
+            OnUnsupported::Pass,
+            "responses pass by default"
+        );
+        assert_eq!(
+            body(
+                r#"{"request": {"body": {"json": {"remove": ["/a"]}, "on_unsupported": "pass"}}}"#,
+                true
+            ),
+            OnUnsupported::Pass
+        );
+        assert_eq!(
+            body(
+                r#"{"response": {"body": {"json": {"remove": ["/a"]}, "on_unsupported": "refuse"}}}"#,
+                false
+            ),
+            OnUnsupported::Refuse
+        );
+        let e =
+            err(r#"{"request": {"body": {"json": {"remove": ["/a"]}, "on_unsupported": "skip"}}}"#);
+        assert_eq!(e.path, "request.body.on_unsupported");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The transform filter on the wasmgate frame: edit request headers, query and path, then the
 //! JSON bodies of both directions within `max_body_bytes`, and the response headers.
 
-use crate::body::{should_buffer, BodyError};
-use crate::config::{self, BodyPolicy, Config, Policy, FILTER};
+use crate::body::{classify, BodyKind};
+use crate::config::{self, BodyPolicy, Config, OnUnsupported, Policy, FILTER};
+use crate::doc::Invalid;
 use crate::template::RequestVars;
 use std::rc::Rc;
 use wasmgate_core::edits::Edit;
@@ -22,6 +23,8 @@ struct Metrics {
     body_too_large: Counter,
     invalid_json: Counter,
     response_invalid_json: Counter,
+    unsupported_media_type: Counter,
+    response_unsupported_media_type: Counter,
 }
 
 impl Metrics {
@@ -35,6 +38,8 @@ impl Metrics {
             body_too_large: setup.counter("body_too_large"),
             invalid_json: setup.counter("invalid_json"),
             response_invalid_json: setup.counter("response_invalid_json"),
+            unsupported_media_type: setup.counter("unsupported_media_type"),
+            response_unsupported_media_type: setup.counter("response_unsupported_media_type"),
         }
     }
 }
@@ -82,10 +87,26 @@ fn has_content_length(headers: &[(String, String)]) -> bool {
 }
 
 impl Transform {
-    /// Whether a body with these headers is collected: JSON, not compressed, not empty. An
-    /// announced length over the limit is collected too: the frame then answers 413 or 502.
-    fn body_need(&self, body: &BodyPolicy, headers: &[(String, String)]) -> Option<BodyNeed> {
-        let collect = should_buffer(headers, body.max_body_bytes).unwrap_or(true);
+    /// What to do with a body by its headers: collect it for editing (JSON, not compressed;
+    /// an announced length over the limit is collected too, and the frame answers 413 or 502),
+    /// let it go on (empty, or one the edits cannot apply to that is passed), or refuse it.
+    fn body_need(
+        &self,
+        cx: &mut Cx<'_>,
+        direction: Direction,
+        body: &BodyPolicy,
+        headers: &[(String, String)],
+    ) -> Result<Option<BodyNeed>, LocalReply> {
+        let kind = classify(headers);
+        match kind {
+            BodyKind::Empty => return Ok(None),
+            BodyKind::Json => {}
+            BodyKind::NotJson | BodyKind::Compressed => {
+                return self
+                    .unsupported(cx, direction, body.on_unsupported, kind)
+                    .map(|()| None)
+            }
+        }
         let mode = if self.plugin.config.hold_headers {
             // Envoy lets the plugin stop on headers: they wait for the edited body, whose
             // length then replaces Content-Length.
@@ -93,33 +114,103 @@ impl Transform {
         } else {
             BodyMode::Buffer
         };
-        collect.then_some(BodyNeed {
+        Ok(Some(BodyNeed {
             limit: body.max_body_bytes,
             mode,
             declared: declared_length(headers),
-        })
+        }))
     }
 
-    /// Applies the body edits; the new body (if changed) with its length header when held.
-    fn edit_body(
-        &mut self,
+    /// A body that is not JSON or is compressed: counted, then passed or refused.
+    fn unsupported(
+        &self,
         cx: &mut Cx<'_>,
         direction: Direction,
-        body: &[u8],
-    ) -> Result<(), BodyError> {
+        on_unsupported: OnUnsupported,
+        kind: BodyKind,
+    ) -> Result<(), LocalReply> {
+        let metrics = self.plugin.metrics;
+        let what = if kind == BodyKind::Compressed {
+            "compressed"
+        } else {
+            "not JSON"
+        };
+        let (counter, status, message) = match direction {
+            Direction::Request => (
+                metrics.unsupported_media_type,
+                415,
+                "The request body must be JSON (application/json or application/*+json) and not \
+                 compressed.",
+            ),
+            Direction::Response => (
+                metrics.response_unsupported_media_type,
+                502,
+                "The upstream response body is not uncompressed JSON.",
+            ),
+        };
+        cx.count(counter);
+        cx.count(metrics.body_errors);
+        match on_unsupported {
+            OnUnsupported::Pass => {
+                log::debug!("wasmgate {FILTER}: {direction:?} body {what}: passed unedited");
+                Ok(())
+            }
+            OnUnsupported::Refuse => {
+                log::debug!("wasmgate {FILTER}: {direction:?} body {what}: refused");
+                Err(LocalReply::new(status, "unsupported_media_type", message))
+            }
+        }
+    }
+
+    /// Applies the body edits: the new body (if changed) with its length header when held. A
+    /// body that is not valid JSON is counted, then passed (`Continue`) or refused.
+    fn edit_body(&mut self, cx: &mut Cx<'_>, direction: Direction, body: &[u8]) -> Outcome {
         let policy = self.policy.clone();
         let edits = match direction {
             Direction::Request => policy.as_ref().and_then(|p| p.request.body.as_ref()),
             Direction::Response => policy.as_ref().and_then(|p| p.response.body.as_ref()),
         };
-        let Some(edits) = edits else {
-            return Ok(());
+        // An empty body has nothing to edit (as when it announced `content-length: 0`).
+        let Some(edits) = edits.filter(|_| !body.is_empty()) else {
+            return Outcome::Continue;
         };
-        let (edited, outcome) = edits.edits.apply(body, &self.vars)?;
-        cx.add(
-            self.plugin.metrics.operations_skipped,
-            i64::from(outcome.skipped),
-        );
+        let metrics = self.plugin.metrics;
+        let (edited, outcome) = match edits.edits.apply(body, &self.vars) {
+            Ok(applied) => applied,
+            Err(invalid) => {
+                let (counter, status, whose) = match direction {
+                    Direction::Request => (metrics.invalid_json, 400, "The request body"),
+                    Direction::Response => (
+                        metrics.response_invalid_json,
+                        502,
+                        "The upstream response body",
+                    ),
+                };
+                cx.count(counter);
+                cx.count(metrics.body_errors);
+                let why = match invalid {
+                    Invalid::Syntax => "is not valid JSON",
+                    Invalid::DuplicateName => {
+                        "is not valid JSON for editing: an object has two members with the same name"
+                    }
+                };
+                return match edits.on_unsupported {
+                    OnUnsupported::Pass => {
+                        log::debug!("wasmgate {FILTER}: {direction:?} body {why}; passed unedited");
+                        Outcome::Continue
+                    }
+                    OnUnsupported::Refuse => {
+                        log::debug!("wasmgate {FILTER}: {direction:?} body {why}; refused");
+                        Outcome::Reply(LocalReply::new(
+                            status,
+                            "invalid_json",
+                            format!("{whose} {why}."),
+                        ))
+                    }
+                };
+            }
+        };
+        cx.add(metrics.operations_skipped, i64::from(outcome.skipped));
         if let Some(edited) = edited {
             let changes = self.changes(direction);
             if changes.held {
@@ -129,7 +220,7 @@ impl Transform {
             changes.changed = true;
             cx.replace_body(edited);
         }
-        Ok(())
+        Outcome::Continue
     }
 
     fn changes(&mut self, direction: Direction) -> &mut Changes {
@@ -200,12 +291,13 @@ impl Filter for Transform {
             plugin.metrics.operations_skipped,
             i64::from(outcome.skipped),
         );
-        let need = policy
-            .request
-            .body
-            .as_ref()
-            .filter(|_| !end_of_stream)
-            .and_then(|body| self.body_need(body, &new_headers));
+        let need = match policy.request.body.as_ref().filter(|_| !end_of_stream) {
+            Some(body) => match self.body_need(cx, Direction::Request, body, &new_headers) {
+                Ok(need) => need,
+                Err(refused) => return Outcome::Reply(refused),
+            },
+            None => None,
+        };
         self.request.held = has_content_length(&new_headers);
         if outcome.changed {
             // Envoy clears its route cache on every request header a Wasm filter writes, so the
@@ -241,20 +333,11 @@ impl Filter for Transform {
         let Body::Complete(body) = body else {
             return Outcome::Continue;
         };
-        let metrics = self.plugin.metrics;
-        if let Err(BodyError::InvalidJson) = self.edit_body(cx, Direction::Request, body) {
-            cx.count(metrics.invalid_json);
-            cx.count(metrics.body_errors);
-            return Outcome::Reply(LocalReply::new(
-                400,
-                "invalid_json",
-                "The request body is not valid JSON.",
-            ));
+        let outcome = self.edit_body(cx, Direction::Request, body);
+        if self.request.changed && matches!(outcome, Outcome::Continue) {
+            cx.count(self.plugin.metrics.requests_transformed);
         }
-        if self.request.changed {
-            cx.count(metrics.requests_transformed);
-        }
-        Outcome::Continue
+        outcome
     }
 
     fn on_body_too_large(&mut self, cx: &mut Cx<'_>, _: Direction) {
@@ -279,11 +362,13 @@ impl Filter for Transform {
         let outcome = response.headers.apply_headers(&mut regular, &self.vars);
         cx.add(metrics.operations_skipped, i64::from(outcome.skipped));
         new_headers.extend(regular);
-        let need = response
-            .body
-            .as_ref()
-            .filter(|_| !end_of_stream)
-            .and_then(|body| self.body_need(body, &new_headers));
+        let need = match response.body.as_ref().filter(|_| !end_of_stream) {
+            Some(body) => match self.body_need(cx, Direction::Response, body, &new_headers) {
+                Ok(need) => need,
+                Err(refused) => return Outcome::Reply(refused),
+            },
+            None => None,
+        };
         self.response.held = has_content_length(&new_headers);
         if outcome.changed {
             cx.response.replace_all(headers, new_headers);
@@ -311,16 +396,11 @@ impl Filter for Transform {
         let Body::Complete(body) = body else {
             return Outcome::Continue;
         };
-        let metrics = self.plugin.metrics;
-        if let Err(BodyError::InvalidJson) = self.edit_body(cx, Direction::Response, body) {
-            log::debug!("wasmgate {FILTER}: response body is not JSON; passed unchanged");
-            cx.count(metrics.response_invalid_json);
-            cx.count(metrics.body_errors);
+        let outcome = self.edit_body(cx, Direction::Response, body);
+        if self.response.changed && matches!(outcome, Outcome::Continue) {
+            cx.count(self.plugin.metrics.responses_transformed);
         }
-        if self.response.changed {
-            cx.count(metrics.responses_transformed);
-        }
-        Outcome::Continue
+        outcome
     }
 }
 

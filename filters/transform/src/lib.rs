@@ -1,9 +1,10 @@
 //! wasmgate transform: header, query, path and JSON body transformation for requests and
 //! responses. [`filter`] holds the filter's hooks; the edits live in [`ops`], [`body`],
-//! [`pointer`] and [`template`].
+//! [`doc`], [`pointer`] and [`template`].
 
 pub mod body;
 pub mod config;
+pub mod doc;
 pub mod filter;
 pub mod ops;
 pub mod pointer;

@@ -156,7 +156,7 @@ fn held_headers_get_the_length_of_the_edited_json_body() {
     );
     assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
     let edited = env.request_body.borrow().clone();
-    assert_eq!(edited, br#"{"meta":{"source":"gateway"},"user":"bob"}"#);
+    assert_eq!(edited, br#"{"user": "bob", "meta": {"source":"gateway"}}"#);
     assert_eq!(
         header(&env, HeaderMap::Request, "content-length"),
         Some(edited.len().to_string())
@@ -214,25 +214,217 @@ fn request_bodies_over_the_limit_or_not_json_are_refused() {
     assert_eq!(metric(&env, "body_errors"), 3);
 }
 
+/// A POST of `body` with these headers (and its Content-Length) on a new stream; the stream.
+fn post(
+    env: &FakeEnv,
+    worker: &Rc<Worker<Transform>>,
+    id: u32,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (Bound<Transform>, Action) {
+    let length = body.len().to_string();
+    let mut headers = vec![("content-length", length.as_str())];
+    headers.extend_from_slice(extra);
+    request(env, "POST", "/users", &headers);
+    env.set_body(Direction::Request, body);
+    let s = stream(worker, id);
+    let action = s.request_headers(env, false);
+    (s, action)
+}
+
 #[test]
-fn bodies_that_are_not_json_or_are_compressed_stream_untouched() {
+fn request_bodies_the_edits_cannot_apply_to_are_refused_by_default() {
     let env = FakeEnv::default();
-    let worker = configure(&env, &request_body_config(true));
+    let worker = configure(&env, &request_body_config(false));
     let body = br#"{"password": "hunter2"}"#;
-    for extra in [("content-type", "text/plain"), ("content-encoding", "gzip")] {
-        let length = body.len().to_string();
-        let mut headers = vec![("content-length", length.as_str()), extra];
-        if extra.0 == "content-encoding" {
-            headers.push(("content-type", "application/json"));
-        }
-        request(&env, "POST", "/users", &headers);
-        env.set_body(Direction::Request, body);
-        let s = stream(&worker, 1);
-        assert_eq!(s.request_headers(&env, false), Action::Continue);
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("content-type", "text/plain")],
+        &[],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        &[
+            ("content-type", "application/json"),
+            ("content-type", "text/plain"),
+        ],
+    ];
+    for (id, extra) in (1..).zip(cases) {
+        let (_, action) = post(&env, &worker, id, extra, body);
+        assert_eq!(action, Action::Pause, "{extra:?}");
+        let sent = env.last_response().expect("a reply");
+        assert_eq!(
+            status_and_error(&sent),
+            (415, "unsupported_media_type".into()),
+            "{extra:?}"
+        );
+    }
+    assert_eq!(metric(&env, "unsupported_media_type"), 4);
+    assert_eq!(metric(&env, "body_errors"), 4);
+    // JSON media types with parameters, other case and +json suffixes are edited.
+    for (id, content_type) in (10..).zip([
+        "Application/JSON; charset=utf-8",
+        "application/vnd.api+json",
+    ]) {
+        let (s, action) = post(&env, &worker, id, &[("content-type", content_type)], body);
+        assert_eq!(action, Action::Continue, "{content_type}");
+        assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+        assert!(!String::from_utf8_lossy(&env.request_body.borrow()).contains("hunter2"));
+    }
+    // An empty body has nothing to edit, whatever its type.
+    let (_, action) = post(&env, &worker, 20, &[("content-type", "text/plain")], b"");
+    assert_eq!(action, Action::Continue);
+    request(
+        &env,
+        "POST",
+        "/users",
+        &[("content-type", "application/json")],
+    );
+    env.set_body(Direction::Request, b"");
+    let s = stream(&worker, 21);
+    assert_eq!(s.request_headers(&env, false), Action::Continue);
+    assert_eq!(s.request_body(&env, 0, true), Action::Continue);
+    assert_eq!(env.responses().len(), 4);
+}
+
+#[test]
+fn with_pass_such_bodies_stream_untouched_and_are_counted() {
+    let env = FakeEnv::default();
+    let config = REQUEST_BODY
+        .replace(
+            "\"max_body_bytes\"",
+            "\"on_unsupported\": \"pass\", \"max_body_bytes\"",
+        )
+        .replace("HOLD", "true");
+    let worker = configure(&env, &config);
+    let body = br#"{"password": "hunter2"}"#;
+    for (id, extra) in (1..).zip([
+        &[("content-type", "text/plain")][..],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+    ]) {
+        let (s, action) = post(&env, &worker, id, extra, body);
+        assert_eq!(action, Action::Continue, "{extra:?}");
         assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
         assert_eq!(*env.request_body.borrow(), body, "{extra:?}");
     }
+    // Invalid JSON and duplicate names pass unchanged too.
+    for (id, bad) in (3..).zip([&b"{not json"[..], br#"{"password": 1, "password": 2}"#]) {
+        let (s, action) = post(
+            &env,
+            &worker,
+            id,
+            &[("content-type", "application/json")],
+            bad,
+        );
+        assert_eq!(action, Action::Pause, "held");
+        assert_eq!(s.request_body(&env, bad.len(), true), Action::Continue);
+        assert_eq!(*env.request_body.borrow(), bad);
+    }
+    assert!(env.responses().is_empty());
+    assert_eq!(metric(&env, "unsupported_media_type"), 2);
+    assert_eq!(metric(&env, "invalid_json"), 2);
+    assert_eq!(metric(&env, "body_errors"), 4);
     assert_eq!(metric(&env, "requests_transformed"), 0);
+}
+
+#[test]
+fn duplicate_member_names_are_refused() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(true));
+    // The filter would remove one "password" and the upstream might read the other.
+    for (id, body) in (1..).zip([
+        &br#"{"password": "a", "password": "b"}"#[..],
+        br#"{"role": "user", "r\u006fle": "admin"}"#,
+    ]) {
+        post_json(&env, body);
+        let s = stream(&worker, id);
+        assert_eq!(s.request_headers(&env, false), Action::Pause);
+        assert_eq!(s.request_body(&env, body.len(), true), Action::Pause);
+        let sent = env.last_response().expect("a reply");
+        assert_eq!(status_and_error(&sent), (400, "invalid_json".into()));
+        let reply: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+        assert!(
+            reply["message"].as_str().unwrap().contains("same name"),
+            "{reply}"
+        );
+    }
+    assert_eq!(metric(&env, "invalid_json"), 2);
+}
+
+#[test]
+fn edited_bodies_keep_every_byte_the_edits_do_not_name() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &request_body_config(true).replace("64", "1024"));
+    let body = "{\n  \"amount\": 1.50,\n  \"id\": 12345678901234567890123,\n  \"password\": \"x\",\n  \"z\": \"caf\\u00e9\"\n}";
+    post_json(&env, body.as_bytes());
+    let s = stream(&worker, 1);
+    s.request_headers(&env, false);
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+    assert_eq!(
+        String::from_utf8_lossy(&env.request_body.borrow()),
+        "{\n  \"amount\": 1.50,\n  \"id\": 12345678901234567890123,\n  \"z\": \"caf\\u00e9\",\n  \"meta\": {\"source\":\"gateway\"}\n}"
+    );
+}
+
+const RESPONSE_REFUSE: &str = r#"{"response": {
+    "body": {"json": {"remove": ["/internal"]}, "on_unsupported": "refuse"}}}"#;
+
+fn respond(env: &FakeEnv, s: &Bound<Transform>, extra: &[(&str, &str)], body: &[u8]) -> Action {
+    let length = body.len().to_string();
+    let mut headers = vec![(":status", "200"), ("content-length", length.as_str())];
+    headers.extend_from_slice(extra);
+    env.set_map(HeaderMap::Response, &headers);
+    env.set_body(Direction::Response, body);
+    s.response_headers(env, false)
+}
+
+#[test]
+fn responses_pass_by_default_or_are_refused_with_502() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, RESPONSE_BODY);
+    let html = b"<html>internal</html>";
+    request(&env, "GET", "/users", &[]);
+    let s = stream(&worker, 1);
+    s.request_headers(&env, true);
+    assert_eq!(
+        respond(&env, &s, &[("content-type", "text/html")], html),
+        Action::Continue
+    );
+    assert_eq!(metric(&env, "response_unsupported_media_type"), 1);
+    let s = stream(&worker, 2);
+    s.request_headers(&env, true);
+    let bad = b"{\"internal\": 1,";
+    respond(&env, &s, &[("content-type", "application/json")], bad);
+    assert_eq!(s.response_body(&env, bad.len(), true), Action::Continue);
+    assert_eq!(*env.response_body.borrow(), bad);
+    assert_eq!(metric(&env, "response_invalid_json"), 1);
+    assert!(env.responses().is_empty());
+    assert_eq!(metric(&env, "body_errors"), 2);
+
+    let env = FakeEnv::default();
+    let worker = configure(&env, RESPONSE_REFUSE);
+    let s = stream(&worker, 3);
+    s.request_headers(&env, true);
+    assert_eq!(
+        respond(&env, &s, &[("content-type", "text/html")], html),
+        Action::Pause
+    );
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(
+        status_and_error(&sent),
+        (502, "unsupported_media_type".into())
+    );
+    let s = stream(&worker, 4);
+    s.request_headers(&env, true);
+    let dup = br#"{"internal": 1, "internal": 2}"#;
+    respond(&env, &s, &[("content-type", "application/json")], dup);
+    assert_eq!(s.response_body(&env, dup.len(), true), Action::Pause);
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (502, "invalid_json".into()));
+    assert_eq!(metric(&env, "body_errors"), 2);
 }
 
 #[test]
@@ -286,6 +478,6 @@ fn internal_fields_are_removed_from_a_json_response() {
     );
     env.set_body(Direction::Response, body);
     assert_eq!(s.response_body(&env, body.len(), true), Action::Continue);
-    assert_eq!(*env.response_body.borrow(), br#"{"id":1}"#);
+    assert_eq!(*env.response_body.borrow(), br#"{"id": 1}"#);
     assert_eq!(metric(&env, "responses_transformed"), 1);
 }
