@@ -24,7 +24,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt clean help
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -136,6 +136,33 @@ lint: toolchain
 	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p wasmgate-host -p passthrough -- -D warnings
 	@! cargo tree -p wasmgate-core -e normal --prefix none | grep -q '^proxy-wasm ' || \
 	  { echo "wasmgate-core must not depend on proxy-wasm (the frame is wasmgate-host)"; exit 1; }
+
+FUZZ_SECONDS ?= 30
+# What the minimized corpus of one target may keep (smallest inputs first), so the committed
+# corpus stays small; the seeds are always written again on top.
+FUZZ_CORPUS_KB ?= 8
+FUZZ_TARGETS   = $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+
+## fuzz: every fuzz target (fuzz/README.md) for FUZZ_SECONDS each (default 30) with cargo-fuzz on
+## the nightly toolchain (ONLY=a,b: those targets), then minimizes fuzz/corpus/ (at most
+## FUZZ_CORPUS_KB per target, default 8); crashes land in fuzz/artifacts/ (make test replays both)
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (libFuzzer instrumentation): rustup toolchain install nightly"; exit 1; }
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	@python3 fuzz/seeds.py
+	cd fuzz && cargo +nightly fuzz build -O
+	@failed=; for t in $(if $(ONLY),$(subst $(comma), ,$(ONLY)),$(FUZZ_TARGETS)); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  before=$$(ls fuzz/artifacts/$$t | wc -l); \
+	  (cd fuzz && cargo +nightly fuzz run -O $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 2>&1 | tail -n 25); \
+	  [ "$$(ls fuzz/artifacts/$$t | wc -l)" = "$$before" ] || failed="$$failed $$t"; \
+	  (cd fuzz && cargo +nightly fuzz cmin -O $$t corpus/$$t -- -use_counters=0 >/dev/null 2>&1) || true; \
+	done; \
+	python3 fuzz/seeds.py trim $(FUZZ_CORPUS_KB); \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs under fuzz/artifacts/)"; exit 1; fi
+
+comma := ,
 
 ## fmt: format every crate with rustfmt
 fmt:

@@ -129,8 +129,8 @@ impl Limit {
             Algorithm::SlidingWindow => {
                 let elapsed = self.elapsed(state, now);
                 let (cur, prev) = (u128::from(state[1]), u128::from(state[2]));
-                let used = prev * (w - elapsed) + cur * w;
-                let need = (used + w).saturating_sub(q * w);
+                let used = sliding_used(prev, cur, w, elapsed);
+                let need = used.saturating_add(w).saturating_sub(q * w);
                 if need == 0 {
                     return 0;
                 }
@@ -191,7 +191,7 @@ impl Limit {
             },
             Algorithm::SlidingWindow => {
                 let elapsed = self.elapsed(state, now);
-                let used = u128::from(state[2]) * (w - elapsed) + u128::from(state[1]) * w;
+                let used = sliding_used(u128::from(state[2]), u128::from(state[1]), w, elapsed);
                 let remaining = to_u64((q * w).saturating_sub(used) / w);
                 let reset_ns = if remaining > 0 {
                     to_u64(w - elapsed)
@@ -223,6 +223,14 @@ impl Limit {
     }
 }
 
+/// The sliding window's weighted count, scaled by `w`: `prev * (w - elapsed) + cur * w`.
+/// Saturating: counts come from shared data, where a corrupt or foreign value may hold anything
+/// up to `u64::MAX`, and two such products overflow even a `u128`.
+fn sliding_used(prev: u128, cur: u128, w: u128, elapsed: u128) -> u128 {
+    prev.saturating_mul(w - elapsed)
+        .saturating_add(cur.saturating_mul(w))
+}
+
 fn to_u64(value: u128) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
 }
@@ -238,6 +246,24 @@ mod tests {
 
     const S: u64 = NANOS_PER_SECOND;
     const MS: u64 = 1_000_000;
+
+    /// Found by fuzzing (fuzz/artifacts/state_rate_limit): a stored sliding-window state with
+    /// counts near `u64::MAX` overflowed the weighted count.
+    #[test]
+    fn sliding_counts_near_u64_max_saturate() {
+        let limit = Limit {
+            name: "p".into(),
+            requests: 10,
+            window_ns: u64::MAX,
+            algorithm: Algorithm::SlidingWindow,
+        };
+        let state = [0, u64::MAX, u64::MAX];
+        let now = 5;
+        assert!(!limit.allows(&state, now));
+        assert!(limit.retry_after_ns(&state, now) > 0);
+        assert_eq!(limit.report(&state, now).remaining, 0);
+    }
+
     /// A fake clock: an instant well after the epoch, aligned to every window used here.
     const T0: u64 = 1_700_000_040 * S;
 

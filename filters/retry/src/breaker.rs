@@ -192,7 +192,7 @@ impl State {
                 successes,
                 since_ms,
             } => {
-                let successes = successes + 1;
+                let successes = successes.saturating_add(1);
                 if successes >= config.half_open_requests {
                     (Self::Closed { failures: 0 }, Some(Transition::Closed))
                 } else {
@@ -272,6 +272,17 @@ mod tests {
             half_open_requests: half_open,
             failure_status_codes: vec![503],
         }
+    }
+
+    /// Found by fuzzing (fuzz/artifacts/state_breaker): a stored half-open state with
+    /// `successes` at `u32::MAX` overflowed when a probe succeeded.
+    #[test]
+    fn half_open_counts_saturate() {
+        let stored = format!("half:{}:{}:{}", u32::MAX, u32::MAX, u64::MAX);
+        let state = State::decode(stored.as_bytes());
+        let (next, transition) = state.record(&config(u32::MAX), 0, true, true);
+        assert_eq!(transition, Some(Transition::Closed));
+        assert_eq!(next, State::Closed { failures: 0 });
     }
 
     #[test]

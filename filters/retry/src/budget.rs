@@ -7,6 +7,12 @@ use wasmgate_core::shared::{update, SharedStore, UpdateError};
 /// Length of the window, in one-second buckets.
 pub const WINDOW_SECONDS: u64 = 10;
 
+/// Whether the bucket of second `sec` counts at `now`, without overflow for any stored second
+/// (a corrupt or foreign value in shared data may hold one near `u64::MAX`).
+fn in_window(sec: u64, now: u64) -> bool {
+    sec <= now && now - sec < WINDOW_SECONDS
+}
+
 /// Requests and retries per second over the last [`WINDOW_SECONDS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
@@ -41,8 +47,7 @@ impl Window {
     }
 
     fn prune(&mut self, now: u64) {
-        self.buckets
-            .retain(|(sec, _, _)| *sec + WINDOW_SECONDS > now && *sec <= now);
+        self.buckets.retain(|(sec, _, _)| in_window(*sec, now));
     }
 
     fn current(&mut self, now: u64) -> &mut (u64, u64, u64) {
@@ -58,13 +63,16 @@ impl Window {
     pub fn totals(&self, now: u64) -> (u64, u64) {
         self.buckets
             .iter()
-            .filter(|(sec, _, _)| *sec + WINDOW_SECONDS > now && *sec <= now)
-            .fold((0, 0), |(q, r), (_, bq, br)| (q + bq, r + br))
+            .filter(|(sec, _, _)| in_window(*sec, now))
+            .fold((0, 0), |(q, r), (_, bq, br)| {
+                (q.saturating_add(*bq), r.saturating_add(*br))
+            })
     }
 
     /// Counts one request.
     pub fn record_request(&mut self, now: u64) {
-        self.current(now).1 += 1;
+        let requests = &mut self.current(now).1;
+        *requests = requests.saturating_add(1);
     }
 
     /// Would one more retry fit the budget at `now`?
@@ -81,14 +89,15 @@ impl Window {
         #[allow(clippy::cast_precision_loss)]
         let allowed = config.ratio * requests as f64;
         #[allow(clippy::cast_precision_loss)]
-        let used = (retries + 1) as f64;
+        let used = retries.saturating_add(1) as f64;
         used <= allowed
     }
 
     /// Takes one retry from the budget if it fits; returns whether it did.
     pub fn try_retry(&mut self, now: u64, config: &BudgetConfig) -> bool {
         if self.allows_retry(now, config) {
-            self.current(now).2 += 1;
+            let retries = &mut self.current(now).2;
+            *retries = retries.saturating_add(1);
             true
         } else {
             false
@@ -185,6 +194,30 @@ mod tests {
         ratio: 0.5,
         min_per_second: 0,
     };
+
+    /// Found by fuzzing (fuzz/artifacts/state_budget): counts and seconds near `u64::MAX` in
+    /// a stored window (another module version, a corrupt write) overflowed.
+    #[test]
+    fn counters_near_u64_max_saturate() {
+        let max = u64::MAX;
+        let mut w = Window::decode(format!("{max}:{max}:{max};{}:{max}:{max}", max - 1).as_bytes());
+        assert_eq!(w.totals(max), (max, max), "saturated, not wrapped");
+        w.record_request(max);
+        let all = BudgetConfig {
+            ratio: 1.0,
+            min_per_second: 0,
+        };
+        assert!(w.try_retry(max, &all));
+        assert_eq!(w.totals(max), (max, max));
+        let mut w = Window::decode(format!("{max}:1:1").as_bytes());
+        assert_eq!(
+            w.totals(5),
+            (0, 0),
+            "a second from the future does not count"
+        );
+        w.record_request(5);
+        assert_eq!(w.totals(5), (1, 0));
+    }
 
     #[test]
     fn ratio_limits_retries() {
