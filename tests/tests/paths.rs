@@ -250,3 +250,122 @@ fn transform_and_retry_rules_see_the_normal_path() {
     assert_eq!(get(&envoy, "/health", &[]).0, 200);
     assert_eq!(get(&envoy, "/health/../x", &[]).0, 400);
 }
+
+/// Runs `check` for every looks-exempt path against a fresh Envoy per mode (Envoy's
+/// normalization off, then on); `prepare` runs once per Envoy before the paths.
+fn every_class(
+    template: &str,
+    vars: impl Fn(&Upstream) -> Vec<(&'static str, String)>,
+    prepare: impl Fn(&Envoy),
+    check: impl Fn(&Envoy, &Upstream, &str) -> Result<(), String>,
+) {
+    for envoy_normalizes in [false, true] {
+        let upstream = Upstream::start();
+        let envoy = start(template, &vars(&upstream), envoy_normalizes);
+        prepare(&envoy);
+        for path in LOOKS_EXEMPT {
+            if let Err(why) = check(&envoy, &upstream, path) {
+                panic!("{template}, {path} (Envoy normalizes: {envoy_normalizes}): {why}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rate_limit_exemptions_hold_with_envoy_normalization_off_and_on() {
+    let config = json!({"rules": [
+        {"match": {"path_prefix": "/health"}, "enabled": false},
+        {"match": {}, "key": [{"constant": "all"}],
+         "limits": [{"name": "m", "requests": 1, "window": "1m"}]}]});
+    every_class(
+        "rate-limit.yaml",
+        |upstream| {
+            vec![
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("CONFIG", config.to_string()),
+            ]
+        },
+        |envoy| assert_eq!(get(envoy, "/admin", &[]).0, 200, "the one request allowed"),
+        |envoy, _, path| match get(envoy, path, &[]).0 {
+            400 | 429 => Ok(()),
+            other => Err(format!("{other}: the limit was skipped")),
+        },
+    );
+}
+
+#[test]
+fn transform_exemptions_hold_with_envoy_normalization_off_and_on() {
+    let config = json!({
+        "request": {"headers": {"set": {"x-policy": "default"}}},
+        "rules": [{"match": {"path_prefix": "/health"},
+                   "request": {"headers": {"set": {"x-policy": "health"}}}}]});
+    every_class(
+        "transform.yaml",
+        |upstream| {
+            vec![
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("UPSTREAM_B_PORT", upstream.port().to_string()),
+                ("TRANSFORM_CONFIG", config.to_string()),
+                ("ALLOW_STOP", "false".to_string()),
+            ]
+        },
+        |_| {},
+        |envoy, _, path| match get(envoy, path, &[]) {
+            (400, _) | (404, _) => Ok(()),
+            (_, body) if body.contains("\"x-policy\":\"health\"") => {
+                Err(format!("the /health rule applied: {body}"))
+            }
+            _ => Ok(()),
+        },
+    );
+}
+
+#[test]
+fn retry_exemptions_hold_with_envoy_normalization_off_and_on() {
+    let config = json!({"mode": "router", "max_retries": 2, "retry_on": ["5xx"],
+                        "backoff": {"base": "10ms", "max": "50ms"},
+                        "budget": {"ratio": 1.0, "min_per_second": 10000},
+                        "rules": [{"match": {"path_prefix": "/health"}, "max_retries": 0}]});
+    every_class(
+        "retry.yaml",
+        |upstream| {
+            vec![
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("RETRY_CONFIG", config.to_string()),
+            ]
+        },
+        |_| {},
+        |envoy, upstream, path| {
+            upstream.script((0..3).map(|_| wasmgate_e2e::Scripted::status(503)));
+            let before = upstream.attempts();
+            let status = get(envoy, path, &[]).0;
+            let attempts = upstream.attempts() - before;
+            match (status, attempts) {
+                (400, 0) | (_, 3) => Ok(()),
+                _ => Err(format!(
+                    "{status} after {attempts} attempts: the /health rule applied"
+                )),
+            }
+        },
+    );
+}
+
+#[test]
+fn hmac_auth_exemptions_hold_with_envoy_normalization_on() {
+    let config = json!({
+        "scheme": "github",
+        "secrets": [{"id": "a", "value": "s3cret"}],
+        "rules": [{"match": {"path_prefix": "/health"}, "enabled": false}]
+    });
+    let upstream = Upstream::start();
+    let vars = [
+        ("UPSTREAM_PORT", upstream.port().to_string()),
+        ("HMAC_CONFIG", config.to_string()),
+        ("FIXED_ENV", String::new()),
+    ];
+    let envoy = start("hmac-auth.yaml", &vars, true);
+    for path in LOOKS_EXEMPT {
+        let (status, body) = get(&envoy, path, &[]);
+        assert!(status == 400 || status == 401, "{path}: {status} {body}");
+    }
+}
