@@ -97,18 +97,20 @@ impl JwtAuth {
             Ok(selected) => selected,
             Err(refused) => return refused,
         };
+        // Clients must never be able to forge the headers this filter sets, on any route (a
+        // route where the filter is off included: its upstream may trust them too); only the
+        // ones the client sent are removed (a host call per configured name would cost every
+        // request).
+        let outputs = &config.output_headers;
+        for name in outputs.iter().filter(|o| info.header(o).is_some()) {
+            cx.request.remove(name.clone());
+        }
         let policy = match selected {
             Selected::Disabled => return Outcome::Continue,
             Selected::Default(policy) | Selected::Rule { policy, .. } => policy,
         };
         let path = info.raw_path().to_string();
         let now = cx.host().now_ms();
-        // Clients must never be able to forge the headers this filter sets; only the ones the
-        // client sent are removed (a host call per configured name would cost every request).
-        let outputs = &config.output_headers;
-        for name in outputs.iter().filter(|o| info.header(o).is_some()) {
-            cx.request.remove(name.clone());
-        }
         let mut headers = info.headers;
         headers.retain(|(n, _)| !outputs.contains(n));
         let request = RequestView {

@@ -33,7 +33,8 @@ fn config(keys: &str) -> String {
             "claim_to_headers": [{{"header_name": "x-jwt-sub", "claim_name": "sub"}}]
           }}}},
           "rules": [{{"match": {{"path_prefix": "/maybe"}},
-                     "requires": {{"allow_missing": {{}}}}}}]
+                     "requires": {{"allow_missing": {{}}}}}},
+                    {{"match": {{"path_prefix": "/public"}}, "enabled": false}}]
         }}"#
     )
 }
@@ -177,6 +178,22 @@ fn forged_output_headers_are_removed_when_no_token_is_needed() {
     assert!(env.responses().is_empty(), "allow_missing lets it pass");
     assert_eq!(request_header(&env, "x-jwt-sub"), None);
     assert_eq!(request_header(&env, "x-jwt-payload"), None);
+}
+
+#[test]
+fn forged_output_headers_are_removed_where_the_filter_is_off() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &local_config());
+    request(&env, "/public/page", &[("x-jwt-sub", "admin")]);
+    assert_eq!(
+        stream(&worker, 1).request_headers(&env, true),
+        Action::Continue
+    );
+    assert!(
+        env.responses().is_empty(),
+        "the rule switches the filter off"
+    );
+    assert_eq!(request_header(&env, "x-jwt-sub"), None);
 }
 
 #[test]
