@@ -152,11 +152,7 @@ impl HmacAuth {
 impl Filter for HmacAuth {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
-    const USES: Uses = Uses {
-        bodies: true,
-        callouts: false,
-        waits: false,
-    };
+    const USES: Uses = Uses::BODIES;
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         let config = config::parse(json)?;

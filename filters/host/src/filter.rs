@@ -218,6 +218,12 @@ impl Uses {
         callouts: true,
         waits: true,
     };
+    /// Bodies, no callout, no wait (filters that read or edit bodies).
+    pub const BODIES: Self = Self {
+        bodies: true,
+        callouts: false,
+        waits: false,
+    };
     /// Headers only: no body, no callout, no wait.
     pub const HEADERS: Self = Self {
         bodies: false,

@@ -234,11 +234,7 @@ impl Transform {
 impl Filter for Transform {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
-    const USES: Uses = Uses {
-        bodies: true,
-        callouts: false,
-        waits: false,
-    };
+    const USES: Uses = Uses::BODIES;
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         Ok(Plugin {
