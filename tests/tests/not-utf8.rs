@@ -72,7 +72,7 @@ fn hmac_auth_answers_400_to_a_signature_that_is_not_utf8() {
 fn rate_limit_keys_on_a_value_that_is_not_utf8() {
     let config = json!({"rules": [{"match": {"headers": {"x-name": {"present": true}}},
         "key": [{"header": "x-name"}],
-        "limits": [{"name": "l", "requests": 1, "window": "1m", "algorithm": "fixed_window"}]}]});
+        "limits": [{"name": "l", "requests": 1, "window": "1h", "algorithm": "token_bucket"}]}]});
     let text = config.to_string();
     let envoy = Envoy::start("rate-limit-direct.yaml", &[("CONFIG", text)]);
     let name = b"X-Name: caf\xe9\r\n";
