@@ -191,7 +191,7 @@ fn hmac_auth_exemptions_hold() {
 fn rate_limit_cannot_be_evaded_by_spelling_the_path_differently() {
     let upstream = Upstream::start();
     let config = json!({"rules": [{"match": {"path_prefix": "/login"}, "key": [{"constant": "all"}],
-                                  "limits": [{"name": "m", "requests": 1, "window": "1m"}]}]});
+                                  "limits": [{"name": "m", "requests": 1, "window": "1h", "algorithm": "token_bucket"}]}]});
     let vars = [
         ("UPSTREAM_PORT", upstream.port().to_string()),
         ("CONFIG", config.to_string()),
@@ -276,7 +276,7 @@ fn rate_limit_exemptions_hold_with_envoy_normalization_off_and_on() {
     let config = json!({"rules": [
         {"match": {"path_prefix": "/health"}, "enabled": false},
         {"match": {}, "key": [{"constant": "all"}],
-         "limits": [{"name": "m", "requests": 1, "window": "1m"}]}]});
+         "limits": [{"name": "m", "requests": 1, "window": "1h", "algorithm": "token_bucket"}]}]});
     every_class(
         "rate-limit.yaml",
         |upstream| {
