@@ -136,6 +136,13 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// Defines the counter `wasmgate_<filter>_<what>` while a request is handled, for counters
+    /// named after something configured that may be too numerous to define up front (one per
+    /// client of 100,000); the caller keeps the counter so each is defined once per plugin.
+    pub fn define_counter(&self, filter: &str, what: &str) -> Counter {
+        Counter(self.env.define_metric(&metric_name(filter, what)))
+    }
+
     /// Replaces the body the body hook was given.
     pub fn replace_body(&mut self, body: Vec<u8>) {
         self.body = Some(body);
