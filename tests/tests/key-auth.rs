@@ -1,0 +1,347 @@
+//! key-auth end-to-end in a real Envoy: each key source (header, `Bearer`, query parameter,
+//! cookie), rotation (old and new key both valid, then the old one retired by its `not_after`),
+//! scopes and allowed clients per route, forged identity headers, hidden credentials, two keys
+//! in one request, a key from the VM's environment, metrics, configuration errors, and a
+//! configuration of 100,000 keys.
+
+// Test-only code: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant, SystemTime};
+use wasmgate_e2e::{Envoy, EnvoyOptions, Response, Upstream};
+
+const TEAM_A: &str = "team-a-current-key-0123456789";
+const TEAM_A_NEXT: &str = "team-a-next-key-from-env-0123";
+const PARTNER: &str = "partner-x-key-0123456789abcdef";
+
+fn sha256_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn config(team_a_old_key_not_after: &str) -> Value {
+    json!({
+        "clients": [
+            {"id": "team-a", "scopes": ["orders:read", "orders:write"], "keys": [
+                {"sha256": sha256_hex(TEAM_A), "not_after": team_a_old_key_not_after},
+                {"secret": {"env": "KEY_AUTH_E2E_NEXT"}}]},
+            {"id": "partner-x", "scopes": ["orders:read"], "keys": [{"secret": {"value": PARTNER}}]}
+        ],
+        "key_sources": [{"header": "x-api-key"}, {"header": "authorization", "value_prefix": "Bearer "},
+                        {"query": "api_key"}, {"cookie": "api_key"}],
+        "forward": {"client_header": "x-client-id", "scopes_header": "x-client-scopes", "hide_credentials": true},
+        "rules": [
+            {"match": {"path_prefix": "/health"}, "enabled": false},
+            {"match": {"path_prefix": "/orders", "methods": ["POST"]}, "required_scopes": ["orders:write"]},
+            {"match": {"path_prefix": "/admin"}, "allowed_clients": ["team-a"]},
+            {"match": {"path_prefix": "/public"}, "allow_missing": true}
+        ]
+    })
+}
+
+fn start(config: &Value) -> (Upstream, Envoy) {
+    let upstream = Upstream::start();
+    let options = EnvoyOptions {
+        env: vec![("KEY_AUTH_E2E_NEXT".into(), TEAM_A_NEXT.into())],
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_with(
+        "key-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("KEY_AUTH_CONFIG", config.to_string()),
+        ],
+        options,
+    );
+    (upstream, envoy)
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn far_future() -> String {
+    "2100-01-01T00:00:00Z".into()
+}
+
+/// The headers the upstream received with the last request.
+fn upstream_saw(upstream: &Upstream) -> Value {
+    upstream
+        .received()
+        .last()
+        .cloned()
+        .expect("the upstream got a request")
+}
+
+fn assert_refused(response: &Response, status: u16, error: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.json()["error"], error, "{}", response.text());
+}
+
+#[test]
+fn every_source_identifies_the_client_and_the_key_stays_here() {
+    let (upstream, envoy) = start(&config(&far_future()));
+    let client = envoy.client();
+    let bearer = format!("Bearer {TEAM_A}");
+    let cookie = format!("theme=dark; api_key={TEAM_A}");
+    let query = format!("/orders?page=2&api_key={TEAM_A}");
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/orders?page=2", vec![("x-api-key", TEAM_A)]),
+        ("/orders?page=2", vec![("authorization", &bearer)]),
+        (&query, vec![]),
+        ("/orders?page=2", vec![("cookie", &cookie)]),
+    ];
+    for (path, headers) in &cases {
+        let response = client.send("GET", path, headers, b"");
+        assert_eq!(
+            response.status,
+            200,
+            "{path} {headers:?}: {}",
+            response.text()
+        );
+        let seen = upstream_saw(&upstream);
+        assert_eq!(seen["headers"]["x-client-id"], "team-a");
+        assert_eq!(
+            seen["headers"]["x-client-scopes"],
+            "orders:read orders:write"
+        );
+        assert!(
+            !seen.to_string().contains(TEAM_A),
+            "the key reached the upstream: {seen}"
+        );
+        assert!(
+            seen["query"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("page=2"),
+            "{seen}"
+        );
+    }
+    let cookies = &upstream_saw(&upstream)["headers"]["cookie"];
+    assert_eq!(cookies, "theme=dark", "other cookies are kept");
+    assert_eq!(envoy.stat("wasmgate_key_auth_allowed"), 4);
+    assert_eq!(envoy.stat("wasmgate_key_auth_client_team_a_allowed"), 4);
+}
+
+#[test]
+fn missing_invalid_ambiguous_and_their_challenges() {
+    let (upstream, envoy) = start(&config(&far_future()));
+    let client = envoy.client();
+    let missing = client.get("/orders");
+    assert_refused(&missing, 401, "missing_api_key");
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some(
+            r#"ApiKey header="x-api-key", Bearer, ApiKey query="api_key", ApiKey cookie="api_key""#
+        )
+    );
+    let wrong = client.send(
+        "GET",
+        "/orders",
+        &[("x-api-key", "not-a-key-0123456789")],
+        b"",
+    );
+    assert_refused(&wrong, 401, "invalid_api_key");
+    assert_eq!(
+        wrong.header("www-authenticate"),
+        Some(r#"ApiKey header="x-api-key""#)
+    );
+    let wrong_bearer = client.send(
+        "GET",
+        "/orders",
+        &[("authorization", "Bearer nope-0123456789")],
+        b"",
+    );
+    assert_refused(&wrong_bearer, 401, "invalid_api_key");
+    assert_eq!(
+        wrong_bearer.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    // Two different keys: in two sources, or the header twice.
+    let query = format!("/orders?api_key={PARTNER}");
+    assert_refused(
+        &client.send("GET", &query, &[("x-api-key", TEAM_A)], b""),
+        400,
+        "ambiguous_credentials",
+    );
+    let twice = client.send(
+        "GET",
+        "/orders",
+        &[("x-api-key", TEAM_A), ("x-api-key", PARTNER)],
+        b"",
+    );
+    assert_refused(&twice, 400, "ambiguous_credentials");
+    // An encoded parameter name is the same parameter.
+    let encoded = format!("/orders?api_key={TEAM_A}&api%5Fkey={PARTNER}");
+    assert_refused(&client.get(&encoded), 400, "ambiguous_credentials");
+    assert_eq!(
+        upstream.attempts(),
+        0,
+        "nothing refused reached the upstream"
+    );
+    assert_eq!(envoy.stat("wasmgate_key_auth_denied_missing_api_key"), 1);
+    assert_eq!(envoy.stat("wasmgate_key_auth_denied_invalid_api_key"), 2);
+    assert_eq!(
+        envoy.stat("wasmgate_key_auth_denied_ambiguous_credentials"),
+        3
+    );
+    assert_eq!(envoy.stat("wasmgate_key_auth_denied"), 6);
+}
+
+#[test]
+fn scopes_allowed_clients_and_optional_routes() {
+    let (upstream, envoy) = start(&config(&far_future()));
+    let client = envoy.client();
+    let partner = [("x-api-key", PARTNER)];
+    let team_a = [("x-api-key", TEAM_A)];
+    assert_eq!(client.send("POST", "/orders", &team_a, b"{}").status, 200);
+    assert_refused(
+        &client.send("POST", "/orders", &partner, b"{}"),
+        403,
+        "insufficient_scope",
+    );
+    assert_eq!(client.send("GET", "/orders", &partner, b"").status, 200);
+    assert_eq!(client.send("GET", "/admin/users", &team_a, b"").status, 200);
+    assert_refused(
+        &client.send("GET", "/admin/users", &partner, b""),
+        403,
+        "client_not_allowed",
+    );
+    // Optional route: no key passes without identity, a wrong key never does.
+    assert_eq!(client.get("/public/info").status, 200);
+    assert_eq!(upstream_saw(&upstream)["headers"].get("x-client-id"), None);
+    let wrong = [("x-api-key", "wrong-0123456789abcdef")];
+    assert_refused(
+        &client.send("GET", "/public/info", &wrong, b""),
+        401,
+        "invalid_api_key",
+    );
+    assert_eq!(
+        client.send("GET", "/public/info", &partner, b"").status,
+        200
+    );
+    assert_eq!(
+        upstream_saw(&upstream)["headers"]["x-client-id"],
+        "partner-x"
+    );
+    // A path through the switched-off route reaches /admin's rule (Envoy normalises first).
+    let dodge = client.send("GET", "/health/../admin/users", &partner, b"");
+    assert_refused(&dodge, 403, "client_not_allowed");
+    assert_eq!(envoy.stat("wasmgate_key_auth_client_partner_x_denied"), 3);
+    assert_eq!(envoy.stat("wasmgate_key_auth_allowed_anonymous"), 1);
+}
+
+#[test]
+fn forged_identity_headers_never_reach_the_upstream() {
+    let (upstream, envoy) = start(&config(&far_future()));
+    let client = envoy.client();
+    let forged = [
+        ("x-client-id", "team-a"),
+        ("x-client-scopes", "orders:write admin"),
+    ];
+    for path in ["/health", "/public/x"] {
+        assert_eq!(client.send("GET", path, &forged, b"").status, 200);
+        let seen = upstream_saw(&upstream);
+        assert_eq!(seen["headers"].get("x-client-id"), None, "{path}: {seen}");
+        assert_eq!(
+            seen["headers"].get("x-client-scopes"),
+            None,
+            "{path}: {seen}"
+        );
+    }
+    let mut with_key = forged.to_vec();
+    with_key.push(("x-api-key", PARTNER));
+    assert_eq!(client.send("GET", "/orders", &with_key, b"").status, 200);
+    let seen = upstream_saw(&upstream);
+    assert_eq!(seen["headers"]["x-client-id"], "partner-x");
+    assert_eq!(seen["headers"]["x-client-scopes"], "orders:read");
+}
+
+#[test]
+fn rotation_old_and_new_key_then_the_old_one_retires() {
+    let retire_at = SystemTime::now() + Duration::from_secs(3);
+    let (_upstream, envoy) = start(&config(&rfc3339(retire_at)));
+    let client = envoy.client();
+    let old = [("x-api-key", TEAM_A)];
+    let next = [("x-api-key", TEAM_A_NEXT)];
+    assert_eq!(
+        client.send("GET", "/orders", &old, b"").status,
+        200,
+        "old key still valid"
+    );
+    assert_eq!(
+        client.send("GET", "/orders", &next, b"").status,
+        200,
+        "new key from the env"
+    );
+    // Wait until the old key's not_after (whole seconds) has passed.
+    while SystemTime::now() < retire_at + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_refused(
+        &client.send("GET", "/orders", &old, b""),
+        401,
+        "invalid_api_key",
+    );
+    assert_eq!(client.send("GET", "/orders", &next, b"").status, 200);
+}
+
+#[test]
+fn invalid_configurations_are_refused_with_their_path() {
+    let mut bad = config(&far_future());
+    bad["rules"][2]["allowed_clients"] = json!(["team-b"]);
+    let result = std::panic::catch_unwind(|| start(&bad));
+    let message = match result {
+        Ok(_) => panic!("Envoy accepted an invalid configuration"),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains(
+            "wasmgate key-auth: invalid configuration at rules[2].allowed_clients[0]: no client has the id"
+        ),
+        "{message}"
+    );
+    assert!(
+        !message.contains(PARTNER) && !message.contains(TEAM_A_NEXT),
+        "no key in the log"
+    );
+}
+
+#[test]
+fn a_hundred_thousand_keys() {
+    const CLIENTS: usize = 100_000;
+    let key = |i: usize| format!("bulk-client-key-{i:08}-padding");
+    let clients: Vec<Value> = (0..CLIENTS)
+        .map(|i| json!({"id": format!("c{i}"), "keys": [{"sha256": sha256_hex(&key(i))}]}))
+        .collect();
+    let config = json!({"clients": clients});
+    let started = Instant::now();
+    let (_upstream, envoy) = start(&config);
+    let loaded = started.elapsed();
+    let client = envoy.client();
+    for i in [0, 54_321, CLIENTS - 1] {
+        let response = client.send("GET", "/", &[("x-api-key", &key(i))], b"");
+        assert_eq!(response.status, 200, "client {i}: {}", response.text());
+    }
+    let response = client.send("GET", "/", &[("x-api-key", &key(CLIENTS))], b"");
+    assert_refused(&response, 401, "invalid_api_key");
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", envoy.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").to_string())
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "100,000 keys: config {} bytes, Envoy ready in {loaded:?}, resident {} MiB",
+        config.to_string().len(),
+        rss_kib / 1024
+    );
+    assert!(
+        rss_kib < 2 * 1024 * 1024,
+        "Envoy holds {rss_kib} KiB with 100,000 keys"
+    );
+}
