@@ -486,6 +486,47 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         wasm_variant(ours, "hmac_auth");
     }
 
+    // API keys: Envoy's api_key_auth vs key-auth with the same keys, 10 and 100,000 clients;
+    // each request carries the key of a client in the middle of the list.
+    for (label, clients) in [("10", 10usize), ("100k", 100_000)] {
+        let key = |i: usize| format!("bench-api-key-{i:06}-0123456789");
+        let credentials: Vec<Value> = (0..clients)
+            .map(|i| json!({"key": key(i), "client": format!("client-{i}")}))
+            .collect();
+        let native_name = format!("native_api_key_{label}");
+        let mut native = variant(
+            &native_name,
+            None,
+            "baseline",
+            vec![
+                json!({"name": "envoy.filters.http.api_key_auth", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+                "credentials": credentials, "key_sources": [{"header": "x-api-key"}],
+                "forwarding": {"header": "x-client-id", "hide_credentials": true}}}),
+            ],
+        );
+        let presented = vec![("x-api-key".to_string(), key(clients / 2))];
+        native.requests = simple("GET", presented.clone(), vec![]);
+        variants_push(&mut wasm_variant, native);
+        let ours_clients: Vec<Value> = (0..clients)
+            .map(
+                |i| json!({"id": format!("client-{i}"), "keys": [{"sha256": sha256_hex(&key(i))}]}),
+            )
+            .collect();
+        let mut ours = variant(
+            &format!("key_auth_{label}"),
+            Some(&native_name),
+            "floor",
+            vec![wasm(
+                "key-auth",
+                module("key_auth"),
+                json!({"clients": ours_clients}),
+            )],
+        );
+        ours.requests = simple("GET", presented, vec![]);
+        wasm_variant(ours, "key_auth");
+    }
+
     // Retry: the router's retry_policy vs the retry filter in router mode, no failures.
     let mut native_retry = proxied(variant(
         "native_retry_policy",
@@ -518,6 +559,11 @@ const NATIVE: &str = "__native__";
 /// Adds a native variant (no module needed).
 fn variants_push(push: &mut impl FnMut(Variant, &str), v: Variant) {
     push(v, NATIVE);
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 fn json_body_1k() -> Vec<u8> {

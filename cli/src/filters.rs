@@ -11,7 +11,7 @@ pub struct Filter {
 }
 
 /// Every filter, with the function its `on_configure` uses to parse and compile a configuration.
-pub const FILTERS: [Filter; 5] = [
+pub const FILTERS: [Filter; 6] = [
     Filter {
         name: "hmac-auth",
         parse: |json| hmac_auth::config::parse(json).map(drop),
@@ -21,6 +21,11 @@ pub const FILTERS: [Filter; 5] = [
         name: "jwt-auth",
         parse: |json| jwt_auth::config::Config::from_json(json).map(drop),
         schema: || serde_json::to_value(jwt_auth::config::schema()).unwrap_or_default(),
+    },
+    Filter {
+        name: "key-auth",
+        parse: |json| key_auth::config::parse(json).map(drop),
+        schema: || serde_json::to_value(key_auth::config::schema()).unwrap_or_default(),
     },
     Filter {
         name: "rate-limit",

@@ -1,7 +1,9 @@
 //! `wasmgate`: validate filter configurations with each filter's own parser, mint test JWTs and
-//! key pairs with jwt-auth's signing code, and sign test requests for every hmac-auth scheme with
-//! hmac-auth's own canonicalisation; print JSON Schemas generated from the filters' config types.
+//! key pairs with jwt-auth's signing code, make key-auth API keys, sign test requests for every
+//! hmac-auth scheme with hmac-auth's own canonicalisation; print JSON Schemas generated from the
+//! filters' config types.
 
+mod apikey;
 mod filters;
 mod sign;
 mod token;
@@ -31,6 +33,8 @@ enum Command {
     Keys(token::KeysArgs),
     /// Print the signature headers of a request for an hmac-auth scheme, ready for curl.
     Sign(sign::Args),
+    /// Make an API key for key-auth and print its SHA-256 digest and a configuration snippet.
+    Apikey(apikey::Args),
 }
 
 /// Arguments of `wasmgate schema`.
@@ -41,7 +45,7 @@ enum Command {
     ranges, regexes, key material): wasmgate validate is the authority."
 )]
 struct SchemaArgs {
-    /// hmac-auth, jwt-auth, rate-limit, retry or transform.
+    /// hmac-auth, jwt-auth, key-auth, rate-limit, retry or transform.
     filter: String,
 }
 
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run_token(&args),
         Command::Keys(args) => token::run_keys(&args),
         Command::Sign(args) => sign::run(&args),
+        Command::Apikey(args) => apikey::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -62,7 +62,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn every_subcommand_has_help() {
     let top = ok(&["--help"]);
-    for sub in ["validate", "schema", "token", "keys", "sign"] {
+    for sub in ["validate", "schema", "token", "keys", "sign", "apikey"] {
         assert!(top.contains(sub), "{top}");
         let help = ok(&[sub, "--help"]);
         assert!(
@@ -143,7 +143,14 @@ fn every_shipped_example_validates() {
 #[test]
 fn shipped_configs_conform_to_the_schemas() {
     let mut validators = std::collections::BTreeMap::new();
-    for filter in ["hmac-auth", "jwt-auth", "rate-limit", "retry", "transform"] {
+    for filter in [
+        "hmac-auth",
+        "jwt-auth",
+        "key-auth",
+        "rate-limit",
+        "retry",
+        "transform",
+    ] {
         let schema: Value = serde_json::from_str(&ok(&["schema", filter])).unwrap();
         assert_eq!(schema["title"], format!("wasmgate {filter} configuration"));
         let validator = jsonschema::validator_for(&schema).unwrap();
@@ -170,7 +177,7 @@ fn shipped_configs_conform_to_the_schemas() {
     }
     assert_eq!(
         checked.len(),
-        5,
+        6,
         "every filter has a shipped config: {checked:?}"
     );
     // And the schema refuses what the filter refuses structurally.
@@ -287,6 +294,10 @@ fn broken_config_gives_the_filter_log_line() {
         (
             "jwt-auth",
             json!({"providers": {"p": {"issuer": "x", "local_jwks": {"inline_string": "{}"}, "audience": ["a"]}}}),
+        ),
+        (
+            "key-auth",
+            json!({"clients": [{"id": "a", "keys": [{"secret": {"value": "short"}}]}]}),
         ),
         ("rate-limit", json!({"unknown_field": 1})),
         ("retry", json!({"unknown_field": 1})),
@@ -537,4 +548,45 @@ fn signed_requests_pass_hmac_auth_in_envoy() {
         .unwrap();
     assert_eq!(stdout(&out), "200", "{curl}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A key made by `wasmgate apikey`, configured by the digest it printed, passes key-auth in
+/// Envoy; another fresh key does not.
+#[test]
+fn made_api_keys_pass_key_auth_in_envoy() {
+    let out = ok(&["apikey", "--client", "cli-team"]);
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no key in: {out}"));
+    let snippet_start = out
+        .find('{')
+        .unwrap_or_else(|| panic!("no snippet in: {out}"));
+    let client: Value = serde_json::from_str(&out[snippet_start..]).unwrap();
+    assert_eq!(client["id"], "cli-team");
+    assert!(
+        !out[snippet_start..].contains(key),
+        "the snippet holds the digest only"
+    );
+    let digest = ok(&["apikey", "--digest-of", key]);
+    assert_eq!(client["keys"][0]["sha256"], digest.trim());
+    let config = json!({"clients": [client]}).to_string();
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        "key-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("KEY_AUTH_CONFIG", config),
+        ],
+    );
+    let status = |key: &str| {
+        envoy
+            .client()
+            .send("GET", "/", &[("x-api-key", key)], b"")
+            .status
+    };
+    assert_eq!(status(key), 200);
+    let other = ok(&["apikey", "--quiet"]);
+    assert_eq!(status(other.trim()), 401);
 }

@@ -345,3 +345,43 @@ fn a_hundred_thousand_keys() {
         "Envoy holds {rss_kib} KiB with 100,000 keys"
     );
 }
+
+/// The shipped `envoy/key-auth.yaml` runs as documented (ports and module path adapted).
+#[test]
+fn shipped_envoy_config_runs_as_documented() {
+    let upstream = Upstream::start();
+    let text = std::fs::read_to_string(wasmgate_e2e::repo_root().join("envoy/key-auth.yaml"))
+        .expect("envoy/key-auth.yaml");
+    let module = wasmgate_e2e::wasm_dir().join("key_auth.wasm");
+    let config = text
+        .replace("port_value: 9901", "port_value: 0")
+        .replace("port_value: 10000", "port_value: 0")
+        .replace(
+            "port_value: 18080",
+            &format!("port_value: {}", upstream.port()),
+        )
+        .replace("dist/key_auth.wasm", &module.display().to_string());
+    let envoy = Envoy::start_config(&config, EnvoyOptions::default());
+    let client = envoy.client();
+    let team_a = [("x-api-key", "wg_demo_team_a_key_not_for_production")];
+    let next = [(
+        "authorization",
+        "Bearer wg_demo_team_a_next_key_not_for_production",
+    )];
+    let partner = [("x-api-key", "wg_demo_partner_key_not_for_production")];
+    assert_eq!(client.send("POST", "/orders", &team_a, b"{}").status, 200);
+    assert_eq!(client.send("POST", "/orders", &next, b"{}").status, 200);
+    assert_refused(
+        &client.send("POST", "/orders", &partner, b"{}"),
+        403,
+        "insufficient_scope",
+    );
+    assert_refused(
+        &client.send("GET", "/admin", &partner, b""),
+        403,
+        "client_not_allowed",
+    );
+    assert_refused(&client.get("/orders"), 401, "missing_api_key");
+    assert_eq!(client.get("/public/x").status, 200);
+    assert_eq!(client.get("/health").status, 200);
+}

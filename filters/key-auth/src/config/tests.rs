@@ -289,3 +289,16 @@ fn a_secret_from_the_environment() {
     );
     assert_eq!(e.path, "clients[0].keys[0].secret");
 }
+
+/// The shipped Istio manifest's pluginConfig (JSON inside YAML) is a valid configuration.
+#[test]
+fn istio_manifest_plugin_config_is_valid() {
+    let path = format!("{}/../../examples/istio/key-auth.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("pluginConfig:").unwrap() + "pluginConfig:".len();
+    let mut stream =
+        serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+    let plugin_config = stream.next().unwrap().unwrap();
+    let config = parse(plugin_config.to_string().as_bytes()).unwrap();
+    assert_eq!(config.keys.len(), 3);
+}
