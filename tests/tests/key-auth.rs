@@ -385,3 +385,44 @@ fn shipped_envoy_config_runs_as_documented() {
     assert_eq!(client.get("/public/x").status, 200);
     assert_eq!(client.get("/health").status, 200);
 }
+
+/// The recipe "rate limit per API client": rate-limit keyed on the client id key-auth forwards.
+/// Each client has its own quota, whichever of its keys or sources it uses, and a forged
+/// x-client-id cannot spend another client's quota or escape its own.
+#[test]
+fn rate_limit_per_api_client() {
+    let upstream = Upstream::start();
+    let limit = json!({"rules": [{"match": {}, "key": [{"header": "x-client-id"}],
+        "limits": [{"name": "per_client", "requests": 2, "window": "1h", "algorithm": "token_bucket"}]}]});
+    let envoy = Envoy::start_with(
+        "key-auth-rate-limit.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("KEY_AUTH_CONFIG", config(&far_future()).to_string()),
+            ("RATE_LIMIT_CONFIG", limit.to_string()),
+        ],
+        EnvoyOptions {
+            env: vec![("KEY_AUTH_E2E_NEXT".into(), TEAM_A_NEXT.into())],
+            ..EnvoyOptions::default()
+        },
+    );
+    let client = envoy.client();
+    let status = |headers: &[(&str, &str)]| client.send("GET", "/orders", headers, b"").status;
+    let bearer = format!("Bearer {TEAM_A_NEXT}");
+    assert_eq!(status(&[("x-api-key", TEAM_A)]), 200);
+    assert_eq!(
+        status(&[("authorization", &bearer)]),
+        200,
+        "another key of team-a"
+    );
+    assert_eq!(
+        status(&[("x-api-key", TEAM_A), ("x-client-id", "partner-x")]),
+        429
+    );
+    assert_eq!(
+        status(&[("x-api-key", PARTNER), ("x-client-id", "team-a")]),
+        200
+    );
+    assert_eq!(status(&[("x-api-key", PARTNER)]), 200);
+    assert_eq!(status(&[("x-api-key", PARTNER)]), 429);
+}
