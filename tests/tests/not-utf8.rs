@@ -47,6 +47,24 @@ fn jwt_auth_answers_401_to_a_token_that_is_not_utf8() {
 }
 
 #[test]
+fn key_auth_answers_401_to_a_key_that_is_not_utf8() {
+    let config = json!({"clients": [{"id": "a", "keys": [{"secret": {"value": "caf\u{FFFD}-key-0123456789"}}]}],
+        "key_sources": [{"header": "x-api-key"}, {"cookie": "k"}]});
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(
+        "key-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("KEY_AUTH_CONFIG", config.to_string()),
+        ],
+    );
+    // The configured key holds U+FFFD; bytes that are not UTF-8 read as U+FFFD must not match it.
+    let key = b"X-Api-Key: caf\xe9-key-0123456789\r\nCookie: a=\xff; k=caf\xe9-key-0123456789\r\n";
+    assert_eq!(raw_status(&envoy, "GET", "/api", key), 401);
+    assert_alive(&envoy, "/api", 401);
+}
+
+#[test]
 fn hmac_auth_answers_400_to_a_signature_that_is_not_utf8() {
     let config = json!({"scheme": "github", "secrets": [{"id": "a", "value": "webhook-secret"}]});
     let upstream = Upstream::start();

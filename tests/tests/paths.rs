@@ -272,6 +272,31 @@ fn every_class(
 }
 
 #[test]
+fn key_auth_exemptions_hold_with_envoy_normalization_off_and_on() {
+    let digest = "1a986ee3342b96dbceb70862d1330931cffebb8a021698a1db34396c467dd0ce";
+    let config = json!({
+        "clients": [{"id": "a", "keys": [{"sha256": digest}]}],
+        "rules": [{"match": {"path_prefix": "/health"}, "enabled": false}]});
+    every_class(
+        "key-auth.yaml",
+        |upstream| {
+            vec![
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("KEY_AUTH_CONFIG", config.to_string()),
+            ]
+        },
+        |envoy| {
+            assert_eq!(get(envoy, "/health", &[]).0, 200, "the exemption works");
+            assert_eq!(get(envoy, "/admin", &[]).0, 401);
+        },
+        |envoy, _, path| match get(envoy, path, &[]).0 {
+            400 | 401 | 404 => Ok(()),
+            other => Err(format!("{other}: the key check was skipped")),
+        },
+    );
+}
+
+#[test]
 fn rate_limit_exemptions_hold_with_envoy_normalization_off_and_on() {
     let config = json!({"rules": [
         {"match": {"path_prefix": "/health"}, "enabled": false},

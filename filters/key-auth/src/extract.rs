@@ -3,6 +3,7 @@
 //! cookie) are refused, because the filter and the upstream could each pick a different one.
 
 use crate::config::Source;
+use wasmgate_core::host::was_lossy;
 use wasmgate_core::request::{decode_component, query_of, raw_pairs};
 use wasmgate_core::{HeaderEdits, RequestInfo};
 
@@ -91,7 +92,8 @@ fn cookie_value<'v>(pair: &'v str, name: &str) -> Option<&'v str> {
 }
 
 /// Removes `key` from the sources listed, keeping everything else: other values of a header,
-/// other query parameters (as sent), other cookies.
+/// other query parameters (as sent), other cookies. A kept header value or cookie that was not
+/// UTF-8 cannot be written back as sent ([`was_lossy`]), so it goes with the key.
 pub fn hide(
     sources: &[Source],
     found_in: &[usize],
@@ -106,7 +108,7 @@ pub fn hide(
                 for value in request.header_values(name) {
                     let holds_key =
                         strip_prefix(value, prefix.as_deref()).is_some_and(|k| k.trim() == key);
-                    if !holds_key {
+                    if !holds_key && !was_lossy(value) {
                         edits.add(name.clone(), value.to_string());
                     }
                 }
@@ -141,7 +143,7 @@ fn without_cookie(request: &RequestInfo, name: &str) -> Option<String> {
         .header_values("cookie")
         .flat_map(|header| header.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && cookie_value(pair, name).is_none())
+        .filter(|pair| !pair.is_empty() && !was_lossy(pair) && cookie_value(pair, name).is_none())
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }

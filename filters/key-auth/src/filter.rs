@@ -7,7 +7,7 @@ use crate::keys::Lookup;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use wasmgate_core::host::request_info;
+use wasmgate_core::host::{request_info, was_lossy};
 use wasmgate_core::{ConfigError, LocalReply, Outcome, RequestInfo, Selected};
 use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, Setup, Uses};
 
@@ -250,6 +250,11 @@ impl KeyAuth {
             Presented::Key { key, sources } => (key, sources),
         };
         let first = found_in.first().and_then(|&i| sources.get(i));
+        // A key that was not UTF-8 reads as U+FFFD replacements: many byte strings would read
+        // the same, so it matches nothing.
+        if was_lossy(&key) {
+            return Err(deny(cx, Denial::Invalid, first));
+        }
         let now = cx.host().now_ms() / 1000;
         let index = match config.keys.lookup(&key, now) {
             Lookup::Valid(index) => index,

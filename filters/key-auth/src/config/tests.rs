@@ -293,7 +293,10 @@ fn a_secret_from_the_environment() {
 /// The shipped Istio manifest's pluginConfig (JSON inside YAML) is a valid configuration.
 #[test]
 fn istio_manifest_plugin_config_is_valid() {
-    let path = format!("{}/../../examples/istio/key-auth.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../examples/istio/key-auth.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let start = text.find("pluginConfig:").unwrap() + "pluginConfig:".len();
     let mut stream =

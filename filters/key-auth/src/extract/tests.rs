@@ -180,3 +180,24 @@ fn hiding_the_only_parameter_or_cookie_leaves_none() {
     expected.remove("cookie");
     assert_eq!(edits, expected);
 }
+
+#[test]
+fn kept_values_that_were_not_utf8_go_with_the_key() {
+    let s = sources();
+    let bearer = format!("Bearer {KEY}");
+    let cookie = format!("a=caf\u{FFFD}; api_key={KEY}; b=ok");
+    let r = request(
+        "/",
+        &[
+            ("authorization", "Basic caf\u{FFFD}"),
+            ("authorization", &bearer),
+            ("cookie", &cookie),
+        ],
+    );
+    let mut edits = HeaderEdits::default();
+    hide(&s, &[1, 3], KEY, &r, &mut edits);
+    let mut expected = HeaderEdits::default();
+    expected.remove("authorization");
+    expected.set("cookie", "b=ok");
+    assert_eq!(edits, expected);
+}

@@ -251,3 +251,14 @@ fn no_key_reaches_a_reply() {
         }
     }
 }
+
+#[test]
+fn a_key_that_was_not_utf8_matches_nothing() {
+    // The frame reads such bytes as U+FFFD; a configured key holding U+FFFD must not match them.
+    let (status, error, _) = refused(
+        "GET",
+        "/orders",
+        &[("x-api-key", "team-a-key-\u{FFFD}\u{FFFD}")],
+    );
+    assert_eq!((status, error.as_str()), (401, "invalid_api_key"));
+}
