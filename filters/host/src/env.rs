@@ -54,4 +54,8 @@ pub trait Env: Host {
     fn define_metric(&self, name: &str) -> Option<u32>;
     /// Adds to a counter.
     fn increment_metric(&self, id: u32, by: i64);
+    /// Defines (or finds) a gauge; `None` when the host refused.
+    fn define_gauge(&self, name: &str) -> Option<u32>;
+    /// Sets a gauge.
+    fn record_metric(&self, id: u32, value: u64);
 }

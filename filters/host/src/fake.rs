@@ -58,6 +58,8 @@ pub enum Call {
     Tick(Duration),
     /// A counter incremented (by name).
     Metric(String, i64),
+    /// A gauge set (by name).
+    Gauge(String, u64),
 }
 
 /// A response the frame sent to the client ([`Call::Respond`]).
@@ -210,6 +212,14 @@ impl FakeEnv {
             .sum()
     }
 
+    /// The last value a gauge with this full name was set to.
+    pub fn gauge(&self, name: &str) -> Option<u64> {
+        self.calls.borrow().iter().rev().find_map(|c| match c {
+            Call::Gauge(n, value) if n == name => Some(*value),
+            _ => None,
+        })
+    }
+
     fn record(&self, call: Call) {
         self.calls.borrow_mut().push(call);
     }
@@ -355,5 +365,17 @@ impl Env for FakeEnv {
             .and_then(|i| self.metric_names.borrow().get(i).cloned())
             .unwrap_or_default();
         self.record(Call::Metric(name, by));
+    }
+
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.define_metric(name)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        let name = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.metric_names.borrow().get(i).cloned())
+            .unwrap_or_default();
+        self.record(Call::Gauge(name, value));
     }
 }

@@ -16,6 +16,11 @@ use wasmgate_core::{ConfigError, HeaderEdits, LocalReply, Policies, RequestInfo,
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter(Option<u32>);
 
+/// A gauge named `wasmgate_<filter>_<what>` (a value that goes up and down, such as an age);
+/// a no-op when the host refused to define it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauge(Option<u32>);
+
 /// Counters by a key such as a reject code or a secret id: a short list, which costs a module
 /// less than a map.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +77,11 @@ impl<'a> Setup<'a> {
     /// Defines the counter `wasmgate_<filter>_<what>`.
     pub fn counter(&self, what: &str) -> Counter {
         Counter(self.env.define_metric(&metric_name(self.filter, what)))
+    }
+
+    /// Defines the gauge `wasmgate_<filter>_<what>`.
+    pub fn gauge(&self, what: &str) -> Gauge {
+        Gauge(self.env.define_gauge(&metric_name(self.filter, what)))
     }
 
     /// Shared-data keys that outlive configuration changes of this plugin.
@@ -190,6 +200,13 @@ impl<'a> RootCx<'a> {
     pub fn add(&self, counter: Counter, n: i64) {
         if let (Some(id), true) = (counter.0, n != 0) {
             self.env.increment_metric(id, n);
+        }
+    }
+
+    /// Sets a gauge.
+    pub fn record(&self, gauge: Gauge, value: u64) {
+        if let Some(id) = gauge.0 {
+            self.env.record_metric(id, value);
         }
     }
 

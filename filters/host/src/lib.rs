@@ -11,7 +11,7 @@ pub mod frame;
 pub mod proxy;
 
 pub use env::{Direction, Env};
-pub use filter::{select, Counter, CounterSet, Cx, Filter, RootCx, Setup, Uses};
+pub use filter::{select, Counter, CounterSet, Cx, Filter, Gauge, RootCx, Setup, Uses};
 pub use proxy::ProxyHost;
 
 #[doc(hidden)]

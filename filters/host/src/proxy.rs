@@ -234,4 +234,21 @@ impl Env for ProxyHost {
     fn increment_metric(&self, id: u32, by: i64) {
         let _ = hostcalls::increment_metric(id, by);
     }
+
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        match hostcalls::define_metric(MetricType::Gauge, name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                log::warn!(
+                    "wasmgate {}: could not define gauge {name}: {status:?}",
+                    crate::context::filter_name()
+                );
+                None
+            }
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
 }
