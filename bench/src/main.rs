@@ -355,6 +355,9 @@ fn config(variants: &[Variant], upstream_port: u16) -> Value {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": listeners,
+            // The credential Envoy's credential_injector injects (variants.rs).
+            "secrets": [{"name": "bench_credential",
+                "generic_secret": {"secret": {"inline_string": variants::BENCH_CREDENTIAL}}}],
             "clusters": [{"name": "self_upstream", "type": "STATIC", "connect_timeout": "1s",
                 "load_assignment": {"cluster_name": "self_upstream", "endpoints": [{"lb_endpoints": [
                     {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]}}]

@@ -527,6 +527,37 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         wasm_variant(ours, "key_auth");
     }
 
+    // Credentials: Envoy's credential_injector (generic, from a static secret) vs
+    // credential-inject with the same header value.
+    variants_push(
+        &mut wasm_variant,
+        variant(
+            "native_credential_injector",
+            None,
+            "baseline",
+            vec![json!({"name": "envoy.filters.http.credential_injector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+                "overwrite": true,
+                "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                    "credential": {"name": "bench_credential"}, "header": "authorization"}}}})],
+        ),
+    );
+    wasm_variant(
+        variant(
+            "credential_inject_header",
+            Some("native_credential_injector"),
+            "floor",
+            vec![wasm(
+                "credential-inject",
+                module("credential_inject"),
+                json!({"credentials": {"api": {"header": {"name": "authorization",
+                    "value": {"value": BENCH_CREDENTIAL}}}}, "use": "api", "overwrite": true}),
+            )],
+        ),
+        "credential_inject",
+    );
+
     // Retry: the router's retry_policy vs the retry filter in router mode, no failures.
     let mut native_retry = proxied(variant(
         "native_retry_policy",
@@ -552,6 +583,9 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
 
     (variants, skipped)
 }
+
+/// The header value both credential variants inject.
+pub const BENCH_CREDENTIAL: &str = "Bearer bench-token-0123456789abcdef";
 
 /// Stands for "no module needed" in the module check.
 const NATIVE: &str = "__native__";

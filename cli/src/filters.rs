@@ -11,7 +11,12 @@ pub struct Filter {
 }
 
 /// Every filter, with the function its `on_configure` uses to parse and compile a configuration.
-pub const FILTERS: [Filter; 6] = [
+pub const FILTERS: [Filter; 7] = [
+    Filter {
+        name: "credential-inject",
+        parse: |json| credential_inject::config::parse(json).map(drop),
+        schema: || serde_json::to_value(credential_inject::config::schema()).unwrap_or_default(),
+    },
     Filter {
         name: "hmac-auth",
         parse: |json| hmac_auth::config::parse(json).map(drop),

@@ -45,7 +45,7 @@ enum Command {
     ranges, regexes, key material): wasmgate validate is the authority."
 )]
 struct SchemaArgs {
-    /// hmac-auth, jwt-auth, key-auth, rate-limit, retry or transform.
+    /// credential-inject, hmac-auth, jwt-auth, key-auth, rate-limit, retry or transform.
     filter: String,
 }
 

@@ -19,7 +19,7 @@ const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.htt
     --env, this environment, the Envoy config's environment_variables.key_values and the \
     manifest's INLINE vmConfig env values, as the VM would read them.")]
 pub struct Args {
-    /// The filter (hmac-auth, jwt-auth, key-auth, rate-limit, retry, transform), or the file when it is an
+    /// The filter (credential-inject, hmac-auth, jwt-auth, key-auth, rate-limit, retry, transform), or the file when it is an
     /// Envoy config or Istio manifest (then every embedded wasmgate configuration is checked).
     #[arg(value_name = "FILTER|FILE")]
     first: String,

@@ -127,6 +127,10 @@ fn every_shipped_example_validates() {
             "OLD_GITHUB_WEBHOOK_SECRET=b",
             "--env",
             "STRIPE_WEBHOOK_SECRET=c",
+            "--env",
+            "PAYMENTS_CLIENT_SECRET=d",
+            "--env",
+            "CRM_API_KEY=e",
         ];
         let mut args = vec!["validate", file.to_str().unwrap()];
         args.extend_from_slice(&env);
@@ -144,6 +148,7 @@ fn every_shipped_example_validates() {
 fn shipped_configs_conform_to_the_schemas() {
     let mut validators = std::collections::BTreeMap::new();
     for filter in [
+        "credential-inject",
         "hmac-auth",
         "jwt-auth",
         "key-auth",
@@ -177,7 +182,7 @@ fn shipped_configs_conform_to_the_schemas() {
     }
     assert_eq!(
         checked.len(),
-        6,
+        7,
         "every filter has a shipped config: {checked:?}"
     );
     // And the schema refuses what the filter refuses structurally.
@@ -298,6 +303,10 @@ fn broken_config_gives_the_filter_log_line() {
         (
             "key-auth",
             json!({"clients": [{"id": "a", "keys": [{"secret": {"value": "short"}}]}]}),
+        ),
+        (
+            "credential-inject",
+            json!({"credentials": {"a": {"header": {"name": "host", "value": {"value": "v"}}}}}),
         ),
         ("rate-limit", json!({"unknown_field": 1})),
         ("retry", json!({"unknown_field": 1})),

@@ -358,3 +358,31 @@ fn invalid_configurations_are_refused_with_their_path() {
     );
     assert!(!message.contains("orders-secret-for-tests-only"));
 }
+
+/// The shipped `envoy/credential-inject.yaml` runs as documented (ports and module path adapted).
+#[test]
+fn shipped_envoy_config_runs_as_documented() {
+    let server = Server::start(600, 0);
+    let upstream = Upstream::start();
+    let text = std::fs::read_to_string(repo_root().join("envoy/credential-inject.yaml"))
+        .expect("envoy/credential-inject.yaml");
+    let module = wasmgate_e2e::wasm_dir().join("credential_inject.wasm");
+    let config = text
+        .replace("port_value: 9901", "port_value: 0")
+        .replace("port_value: 10000", "port_value: 0")
+        .replace(
+            "port_value: 18080",
+            &format!("port_value: {}", upstream.port()),
+        )
+        .replace("port_value: 19000", &format!("port_value: {}", server.port))
+        .replace("dist/credential_inject.wasm", &module.display().to_string());
+    let envoy = Envoy::start_config(&config, EnvoyOptions::default());
+    assert_eq!(call(&envoy, "api.payments.example", &[]).status, 200);
+    assert!(server.active(&seen_token(&upstream)));
+    assert_eq!(call(&envoy, "api.crm.example", &[]).status, 200);
+    let last = upstream.received().last().cloned().unwrap();
+    assert_eq!(
+        last["headers"]["x-api-key"],
+        "demo-crm-key-not-for-production"
+    );
+}

@@ -207,3 +207,21 @@ fn mistakes_are_refused_with_their_path() {
         assert!(!e.reason.contains("s3cret"), "no secret in errors");
     }
 }
+
+/// The shipped Istio manifest's pluginConfig (JSON inside YAML) is a valid configuration.
+#[test]
+fn istio_manifest_plugin_config_is_valid() {
+    std::env::set_var("PAYMENTS_CLIENT_SECRET", "s3cret");
+    std::env::set_var("CRM_API_KEY", "crm-key");
+    let path = format!(
+        "{}/../../examples/istio/credential-inject.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text.find("pluginConfig:").unwrap() + "pluginConfig:".len();
+    let mut stream =
+        serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+    let plugin_config = stream.next().unwrap().unwrap();
+    let config = parse(plugin_config.to_string().as_bytes()).unwrap();
+    assert_eq!(config.credentials.len(), 2);
+}
