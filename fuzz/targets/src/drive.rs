@@ -147,6 +147,22 @@ pub fn rich_configs_accepted() -> Vec<(&'static str, bool)> {
             configure::<transform::filter::Transform>(&env, configs::TRANSFORM).is_some(),
         ),
         (
+            "key_auth",
+            configure::<key_auth::filter::KeyAuth>(
+                &env,
+                crate::credentials::credential_configs::KEY_AUTH,
+            )
+            .is_some(),
+        ),
+        (
+            "credential_inject",
+            configure::<credential_inject::filter::CredentialInject>(
+                &env,
+                crate::credentials::credential_configs::CREDENTIAL_INJECT,
+            )
+            .is_some(),
+        ),
+        (
             "retry",
             configure::<retry::filter::Retry>(&env, configs::RETRY).is_some(),
         ),

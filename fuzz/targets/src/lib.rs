@@ -7,10 +7,12 @@
 //! target; `tests/replay.rs` runs every committed corpus and crash input through the same
 //! functions on the stable toolchain (`make test`). [`TARGETS`] lists them all.
 
+pub mod credentials;
 pub mod drive;
 pub mod input;
 pub mod targets;
 
+pub use credentials::*;
 pub use targets::*;
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/` and `fuzz/artifacts/`, and the
@@ -38,14 +40,26 @@ pub const TARGETS: &[Target] = &[
     ("rate_limit_answer", targets::rate_limit_answer),
     ("retry_after", targets::retry_after),
     ("retry_request", targets::retry_request),
+    ("key_auth_request", credentials::key_auth_request),
+    (
+        "credential_inject_request",
+        credentials::credential_inject_request,
+    ),
+    ("token_answer", credentials::token_answer),
     ("state_jwks", targets::state_jwks),
     ("state_budget", targets::state_budget),
     ("state_breaker", targets::state_breaker),
     ("state_replay", targets::state_replay),
+    ("state_token", credentials::state_token),
     ("state_rate_limit", targets::state_rate_limit),
     ("config_jwt_auth", targets::config_jwt_auth),
     ("config_hmac_auth", targets::config_hmac_auth),
     ("config_rate_limit", targets::config_rate_limit),
     ("config_transform", targets::config_transform),
     ("config_retry", targets::config_retry),
+    ("config_key_auth", credentials::config_key_auth),
+    (
+        "config_credential_inject",
+        credentials::config_credential_inject,
+    ),
 ];
