@@ -535,12 +535,14 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             "native_credential_injector",
             None,
             "baseline",
-            vec![json!({"name": "envoy.filters.http.credential_injector", "typed_config": {
+            vec![
+                json!({"name": "envoy.filters.http.credential_injector", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
                 "overwrite": true,
                 "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
-                    "credential": {"name": "bench_credential"}, "header": "authorization"}}}})],
+                    "credential": {"name": "bench_credential"}, "header": "authorization"}}}}),
+            ],
         ),
     );
     wasm_variant(
