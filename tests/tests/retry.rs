@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use wasmgate_e2e::{Client, Envoy, EnvoyOptions, Scripted, Upstream};
 
 fn start(config: &Value) -> (Upstream, Envoy) {
-    let upstream = Upstream::start();
-    let envoy = Envoy::start(
-        "retry.yaml",
-        &[
-            ("UPSTREAM_PORT", upstream.port().to_string()),
-            ("RETRY_CONFIG", config.to_string()),
-        ],
-    );
-    (upstream, envoy)
+    start_workers(config, 1)
 }
 
 fn start_workers(config: &Value, workers: u32) -> (Upstream, Envoy) {
@@ -36,6 +28,21 @@ fn start_workers(config: &Value, workers: u32) -> (Upstream, Envoy) {
     (upstream, envoy)
 }
 
+/// Envoy with two upstreams (`retry-routes.yaml`): `backend` (routes `/`, and `/rewrite/`
+/// rewritten to `/rewritten/`) and `second` (route `/second/`).
+fn start_two(config: &Value) -> (Upstream, Upstream, Envoy) {
+    let (upstream, second) = (Upstream::start(), Upstream::start());
+    let envoy = Envoy::start(
+        "retry-routes.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("SECOND_PORT", second.port().to_string()),
+            ("RETRY_CONFIG", config.to_string()),
+        ],
+    );
+    (upstream, second, envoy)
+}
+
 fn router(extra: Value) -> Value {
     let mut config = json!({"mode": "router", "backoff": {"base": "10ms", "max": "50ms"}});
     merge(&mut config, extra);
@@ -46,7 +53,7 @@ fn filter(extra: Value) -> Value {
     let mut config = json!({
         "mode": "filter",
         "backoff": {"base": "10ms", "max": "100ms"},
-        "filter_mode": {"cluster": "backend", "timeout": "5s", "max_body_bytes": 1024}
+        "filter_mode": {"loopback_cluster": "retry_loopback", "timeout": "5s", "max_body_bytes": 1024}
     });
     merge(&mut config, extra);
     config
@@ -286,8 +293,8 @@ fn router_mode_budget_exhaustion_stops_retries() {
     upstream.script([Scripted::status(503)]);
     assert_eq!(client.get("/r").status, 503);
     assert_eq!(upstream.attempts(), 3 + 2 + 1);
-    // Router mode reserves retries up front, so every request granted fewer retries than its
-    // policy allows counts: the three warm-up requests, then the two above.
+    // Every request granted fewer retries than its policy allows counts: the three warm-up
+    // requests (the budget had no room for them yet), then the two above.
     assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 5);
 }
 
@@ -460,6 +467,8 @@ fn budget_is_shared_by_workers() {
     for _ in 0..3 {
         assert_eq!(fresh().get("/ok").status, 200);
     }
+    // Each worker writes the requests it counted once a second (its tick); wait for both.
+    std::thread::sleep(Duration::from_millis(2500));
     // Four requests counted across both workers allow exactly one retry.
     upstream.script(statuses(3, 503));
     let response = fresh().get("/f");
@@ -490,4 +499,288 @@ fn filter_mode_body_request_retries_a_router_timeout_as_no_response() {
     let response = envoy.client().send("PUT", "/slow", &[], b"data");
     assert_eq!(response.status, 503);
     assert_eq!(upstream.attempts(), 3);
+}
+
+#[test]
+fn filter_mode_every_retry_goes_through_the_route_table() {
+    let (backend, second, envoy) = start_two(&filter(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 1.0, "min_per_second": 100}
+    })));
+    let client = envoy.client();
+    // The route rewrites /rewrite/ to /rewritten/ and adds a header; its own retry_policy
+    // (3 retries) is overridden: exactly 1 + max_retries attempts.
+    backend.script(statuses(2, 503));
+    let response = client.get("/rewrite/item?x=1");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    let received = backend.received();
+    assert_eq!(received.len(), 3);
+    for echo in &received {
+        assert_eq!(echo["path"], "/rewritten/item", "{echo}");
+        assert_eq!(echo["query"], "x=1");
+        assert_eq!(echo["headers"]["x-route"], "rewrite", "{echo}");
+        assert_eq!(echo["headers"]["x-wasmgate-retry-attempt"], Value::Null);
+    }
+    // A route to the second cluster: every attempt reaches it, none the first.
+    second.script(statuses(2, 503));
+    let response = client.send("PUT", "/second/thing", &[], b"data");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    assert_eq!(second.attempts(), 3);
+    for echo in second.received() {
+        assert_eq!(echo["path"], "/second/thing");
+        assert_eq!(echo["body"], "data");
+    }
+    assert_eq!(backend.attempts(), 3, "nothing more reached backend");
+    assert_eq!(envoy.stat("wasmgate_retry_retries"), 4);
+}
+
+#[test]
+fn circuit_is_per_upstream() {
+    let (backend, second, envoy) = start_two(&router(json!({
+        "max_retries": 0,
+        "circuit_breaker": {"failure_threshold": 2, "open_for": "30s"}
+    })));
+    let client = envoy.client();
+    second.script(statuses(2, 503));
+    for _ in 0..2 {
+        assert_eq!(client.get("/second/x").status, 503);
+    }
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    let open = client.get("/second/x");
+    assert_eq!(open.json()["error"], "circuit_open");
+    assert_eq!(second.attempts(), 2);
+    // The other upstream is not affected: the default route and the rewriting route to it.
+    assert_eq!(client.get("/x").status, 200);
+    assert_eq!(client.get("/rewrite/x").status, 200);
+    assert_eq!(backend.attempts(), 2);
+    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 1);
+}
+
+#[test]
+fn filter_mode_keeps_a_long_retry_after() {
+    // backoff.max is 100 ms: the old cap (backoff.max x 10) would have retried after 1 s.
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 1, "retry_on": ["5xx"]})));
+    upstream.script([Scripted::status(503).header("retry-after", "2")]);
+    let started = Instant::now();
+    let response = envoy.client().get("/f");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.attempts(), 2);
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "Retry-After: 2 waited only {elapsed:?}"
+    );
+}
+
+#[test]
+fn filter_mode_returns_at_once_when_the_wait_asked_is_too_long() {
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx", "retriable-status-codes"],
+        "retriable_status_codes": [429],
+        "max_retry_after": "5s"
+    })));
+    let client = envoy.client();
+    upstream.script([Scripted::status(503)
+        .header("retry-after", "30")
+        .body("later")]);
+    let response = client.get("/f");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "later");
+    assert_eq!(response.header("retry-after"), Some("30"));
+    assert_eq!(response.header(ATTEMPTS), None);
+    upstream.script([Scripted::status(429).header("ratelimit", "\"default\";r=0;t=60")]);
+    assert_eq!(client.get("/f").status, 429);
+    assert_eq!(upstream.attempts(), 2, "one attempt each");
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_retry_after"), 2);
+    // Longer than filter_mode.timeout allows: not retried either.
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 1,
+        "retry_on": ["5xx"],
+        "filter_mode": {"loopback_cluster": "retry_loopback", "timeout": "2s"}
+    })));
+    upstream.script([Scripted::status(503).header("retry-after", "3")]);
+    assert_eq!(envoy.client().get("/f").status, 503);
+    assert_eq!(upstream.attempts(), 1);
+}
+
+#[test]
+fn router_mode_counts_the_retries_of_a_stream_the_client_reset() {
+    use std::io::Write;
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 1.0, "min_per_second": 100}
+    })));
+    upstream.script([
+        Scripted::status(503),
+        Scripted::status(200).delay(Duration::from_secs(5)),
+    ]);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", envoy.port("main"))).unwrap();
+    socket
+        .write_all(b"GET /reset HTTP/1.1\r\nhost: example.com\r\n\r\n")
+        .unwrap();
+    // The router retried once and waits for the slow second attempt: the client goes away.
+    let waited = Instant::now();
+    while upstream.attempts() < 2 && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(upstream.attempts(), 2);
+    drop(socket);
+    let waited = Instant::now();
+    while envoy.stat("wasmgate_retry_retries") == 0 && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        envoy.stat("wasmgate_retry_retries"),
+        1,
+        "the retry made before the reset is counted"
+    );
+}
+
+#[test]
+fn a_forged_retry_marker_gains_nothing() {
+    let (upstream, envoy) = start(&filter(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "budget": {"ratio": 1.0, "min_per_second": 100},
+        "circuit_breaker": {"failure_threshold": 1, "open_for": "30s"}
+    })));
+    let client = envoy.client();
+    upstream.script(statuses(3, 503));
+    let response = client.send("GET", "/f", &[("x-wasmgate-retry-attempt", "1")], b"");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 1, "never retried");
+    assert_eq!(
+        upstream.received()[0]["headers"]["x-wasmgate-retry-attempt"],
+        Value::Null
+    );
+    // Recorded like any request: the circuit opened and answers the next forged one too.
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    let response = client.send("GET", "/f", &[("x-wasmgate-retry-attempt", "1")], b"");
+    assert_eq!(response.json()["error"], "circuit_open");
+    assert_eq!(upstream.attempts(), 1);
+}
+
+#[test]
+fn a_request_that_already_is_a_retry_is_not_retried_again() {
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 2,
+        "retry_on": ["5xx"],
+        "skip_retried_requests": true
+    })));
+    let client = envoy.client();
+    upstream.script([Scripted::status(503)]);
+    let response = client.send("GET", "/r", &[("x-envoy-attempt-count", "2")], b"");
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.attempts(), 1);
+    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_retried"), 1);
+    upstream.script(statuses(2, 503));
+    assert_eq!(client.get("/r").status, 200, "a first attempt is retried");
+    assert_eq!(upstream.attempts(), 4);
+}
+
+#[test]
+fn router_mode_hedges_on_the_per_try_timeout() {
+    // The first attempt is slower than the per-try timeout but faster than the second: with
+    // hedging it is not cancelled and its answer wins; without, it is cut and the second times
+    // out too.
+    let script = || {
+        [
+            Scripted::status(200)
+                .body("first")
+                .delay(Duration::from_millis(600)),
+            Scripted::status(200)
+                .body("second")
+                .delay(Duration::from_millis(3000)),
+        ]
+    };
+    let config = |hedge: bool| {
+        router(json!({
+            "max_retries": 1,
+            "retry_on": ["5xx"],
+            "per_try_timeout": "300ms",
+            "hedge_on_per_try_timeout": hedge
+        }))
+    };
+    let (upstream, envoy) = start(&config(true));
+    upstream.script(script());
+    let response = envoy.client().get("/hedge");
+    assert_eq!((response.status, response.text().as_str()), (200, "first"));
+    assert_eq!(upstream.attempts(), 2, "the hedge was sent");
+    let (upstream, envoy) = start(&config(false));
+    upstream.script(script());
+    assert_eq!(envoy.client().get("/hedge").status, 504);
+    // A POST without an idempotency key is neither hedged nor retried: one attempt.
+    let (upstream, envoy) = start(&config(true));
+    upstream.script(script());
+    let response = envoy.client().send("POST", "/hedge", &[], b"x");
+    assert_eq!((response.status, response.text().as_str()), (200, "first"));
+    assert_eq!(upstream.attempts(), 1);
+}
+
+#[test]
+fn grpc_unavailable_is_retried_in_router_mode() {
+    let unavailable = || {
+        Scripted::status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body("")
+    };
+    let grpc = [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("idempotency-key", "k"),
+    ];
+    let (upstream, envoy) = start(&router(
+        json!({"max_retries": 2, "retry_on": ["unavailable"]}),
+    ));
+    upstream.script([unavailable(), unavailable()]);
+    let response = envoy
+        .client()
+        .send("POST", "/pkg.Service/Get", &grpc, b"\0\0\0\0\0");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("grpc-status"), None, "the echo");
+    assert_eq!(upstream.attempts(), 3);
+    assert_eq!(response.header(ATTEMPTS), Some("3"));
+    // Filter mode gives a gRPC request the router's one attempt, its answer untouched.
+    let (upstream, envoy) = start(&filter(json!({"max_retries": 2, "retry_on": ["5xx"]})));
+    upstream.script([Scripted::status(503)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "14")
+        .header("x-upstream", "first")
+        .body("")]);
+    let response = envoy
+        .client()
+        .send("POST", "/pkg.Service/Get", &grpc, b"\0\0\0\0\0");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("grpc-status"), Some("14"));
+    assert_eq!(response.header("x-upstream"), Some("first"));
+    assert_eq!(upstream.attempts(), 1);
+}
+
+#[test]
+fn a_failure_rate_opens_the_circuit_where_consecutive_counting_would_not() {
+    // Every other request fails: never two in a row, but half of them.
+    let (upstream, envoy) = start(&router(json!({
+        "max_retries": 0,
+        "circuit_breaker": {"failure_rate": 0.5, "minimum_calls": 6, "open_for": "30s"}
+    })));
+    let client = envoy.client();
+    upstream.script([
+        Scripted::status(503),
+        Scripted::status(200),
+        Scripted::status(503),
+        Scripted::status(200),
+        Scripted::status(503),
+    ]);
+    for expected in [503, 200, 503, 200, 503, 200] {
+        assert_eq!(client.get("/flaky").status, expected);
+    }
+    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(client.get("/flaky").json()["error"], "circuit_open");
+    assert_eq!(upstream.attempts(), 6);
 }

@@ -1,8 +1,9 @@
 //! Filter mode's own attempts, as values: the request every attempt replays, the job that counts
 //! attempts against a deadline, one attempt's answer, and the final answer to the client.
 
+use crate::config::ATTEMPT_MARKER;
 use crate::policy::{self, Outcome as AttemptOutcome};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{Answer, Callout, LocalReply, Outcome, Response};
 
@@ -70,17 +71,29 @@ impl Job {
         self.deadline_ms.saturating_sub(now_ms)
     }
 
-    /// Counts one more attempt and returns the callout that sends it to `cluster`.
+    /// Counts one more attempt and returns the callout that sends it to `loopback_cluster`,
+    /// marked with [`ATTEMPT_MARKER`] (the configuration's `token`) and with the router's own
+    /// retries off, so the listener it re-enters routes it once.
     pub fn next_attempt(
         &mut self,
-        cluster: &str,
+        loopback_cluster: &str,
+        token: &str,
         per_try_timeout: Option<Duration>,
         now_ms: u64,
     ) -> Callout {
         self.attempts += 1;
+        let mut headers: Vec<(String, String)> = self
+            .replay
+            .headers
+            .iter()
+            .filter(|(n, _)| n != ATTEMPT_MARKER && n != "x-envoy-max-retries")
+            .cloned()
+            .collect();
+        headers.push((ATTEMPT_MARKER.into(), token.to_string()));
+        headers.push(("x-envoy-max-retries".into(), "0".into()));
         Callout::Http {
-            cluster: cluster.to_string(),
-            headers: self.replay.headers.clone(),
+            cluster: loopback_cluster.to_string(),
+            headers,
             body: self.replay.body.clone(),
             trailers: self.replay.trailers.clone(),
             timeout: policy::attempt_timeout(per_try_timeout, self.remaining_ms(now_ms)),
@@ -136,20 +149,32 @@ impl Attempt {
         }
     }
 
-    /// What the retry policy sees of an attempt (`None`: nothing answered).
+    /// What the retry policy sees of an attempt (`None`: nothing answered): its status, and its
+    /// `grpc-status` when the headers carry one.
     pub fn outcome(attempt: Option<&Self>) -> AttemptOutcome {
         match attempt {
-            Some(a) if !a.no_response => AttemptOutcome::Status(a.status),
+            Some(a) if !a.no_response => match a.header("grpc-status").map(str::trim) {
+                Some(g) => match g.parse() {
+                    Ok(grpc) => AttemptOutcome::Grpc(a.status, grpc),
+                    Err(_) => AttemptOutcome::Status(a.status),
+                },
+                None => AttemptOutcome::Status(a.status),
+            },
             _ => AttemptOutcome::NoResponse,
         }
     }
 
-    /// The response's `Retry-After` value, if any.
-    pub fn retry_after(&self) -> Option<&str> {
+    /// The response header `name` (lowercase), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The wait the response asks for (`Retry-After`, `RateLimit`, `X-RateLimit-Reset`).
+    pub fn asked_wait(&self, now: SystemTime) -> Option<Duration> {
+        policy::asked_wait(|name| self.header(name), now)
     }
 }
 
@@ -216,6 +241,8 @@ mod tests {
             ("content-length", "7"),
             ("transfer-encoding", "chunked"),
             ("x-a", "1"),
+            ("x-envoy-max-retries", "3"),
+            (ATTEMPT_MARKER, "9"),
         ]);
         let mut job = Job::new(
             Replay::new(headers, b"payload".to_vec(), vec![]),
@@ -224,10 +251,18 @@ mod tests {
             Duration::from_secs(5),
             1000,
         );
-        let Callout::Http { headers, body, .. } = job.next_attempt("c", None, 1000) else {
+        let Callout::Http { headers, body, .. } = job.next_attempt("c", "t0k", None, 1000) else {
             panic!("an HTTP callout");
         };
-        assert_eq!(headers, pairs(&[(":method", "PUT"), ("x-a", "1")]));
+        assert_eq!(
+            headers,
+            pairs(&[
+                (":method", "PUT"),
+                ("x-a", "1"),
+                (ATTEMPT_MARKER, "t0k"),
+                ("x-envoy-max-retries", "0")
+            ])
+        );
         assert_eq!(body.as_deref(), Some(&b"payload"[..]));
         assert_eq!(Replay::new(vec![], vec![], vec![]).body, None);
     }
@@ -239,19 +274,24 @@ mod tests {
         let mut job = Job::new(replay, 1, 2, Duration::from_millis(500), 10_000);
         assert_eq!(job.deadline_ms, 10_500);
         let per_try = Some(Duration::from_millis(200));
-        let first = job.next_attempt("backend", per_try, 10_000);
+        let first = job.next_attempt("backend", "t0k", per_try, 10_000);
         assert_eq!(job.attempts, 2);
         assert_eq!(
             first,
             Callout::Http {
                 cluster: "backend".into(),
-                headers: pairs(&[(":path", "/")]),
+                headers: pairs(&[
+                    (":path", "/"),
+                    (ATTEMPT_MARKER, "t0k"),
+                    ("x-envoy-max-retries", "0")
+                ]),
                 body: None,
                 trailers,
                 timeout: Duration::from_millis(200),
             }
         );
-        let Callout::Http { timeout, .. } = job.next_attempt("backend", per_try, 10_400) else {
+        let Callout::Http { timeout, .. } = job.next_attempt("backend", "t0k", per_try, 10_400)
+        else {
             panic!("an HTTP callout");
         };
         assert_eq!(
@@ -277,16 +317,26 @@ mod tests {
         let a = Attempt::from_answer(http(&[(":status", "503"), ("Retry-After", "2")], b"x"));
         let a = a.unwrap();
         assert_eq!((a.status, a.no_response), (503, false));
-        assert_eq!(a.retry_after(), Some("2"));
+        assert_eq!(a.header("retry-after"), Some("2"));
+        assert_eq!(
+            a.asked_wait(SystemTime::UNIX_EPOCH),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(Attempt::outcome(Some(&a)), AttemptOutcome::Status(503));
         let timeout = http(&[(":status", "504")], b"upstream request timeout");
         let timeout = Attempt::from_answer(timeout).unwrap();
         assert!(timeout.no_response);
         assert_eq!(Attempt::outcome(Some(&timeout)), AttemptOutcome::NoResponse);
         assert_eq!(Attempt::outcome(None), AttemptOutcome::NoResponse);
+        let grpc = http(&[(":status", "200"), ("grpc-status", "14")], b"");
+        let grpc = Attempt::from_answer(grpc).unwrap();
+        assert_eq!(Attempt::outcome(Some(&grpc)), AttemptOutcome::Grpc(200, 14));
+        let bad = http(&[(":status", "200"), ("grpc-status", "x")], b"");
+        let bad = Attempt::from_answer(bad).unwrap();
+        assert_eq!(Attempt::outcome(Some(&bad)), AttemptOutcome::Status(200));
         let odd = Attempt::from_answer(http(&[("x", "y")], b"")).unwrap();
         assert_eq!(odd.status, 502, "no :status");
-        assert_eq!(odd.retry_after(), None);
+        assert_eq!(odd.asked_wait(SystemTime::UNIX_EPOCH), None);
     }
 
     #[test]

@@ -1,23 +1,31 @@
 //! The retry filter on the wasmgate frame. Router mode sets the `x-envoy-*` retry headers and
-//! settles the budget after the response; filter mode sends the attempts itself as callouts,
-//! waiting between them, and answers with the last one. The decisions live in [`crate::policy`],
-//! [`crate::attempt`], [`crate::budget`] and [`crate::breaker`].
+//! charges the budget with the retries the router made; filter mode sends each request's first
+//! attempt through the router and its retries back through the route table (the loopback
+//! cluster) as callouts, waiting between them, and answers with the last one. The decisions live
+//! in [`crate::policy`], [`crate::attempt`], [`crate::budget`] and [`crate::breaker`].
 
 use crate::attempt::{self, Attempt, Job, Replay};
 use crate::breaker::{self, Admission, Transition};
 use crate::budget;
-use crate::config::{self, Config, Mode, Policy, FILTER};
+use crate::config::{self, Config, Mode, Policy, Scope, ATTEMPT_COUNT, ATTEMPT_MARKER, FILTER};
 use crate::policy::{self, Jitter};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::clock::unix_nanos;
-use wasmgate_core::host::{request_info_reading, HeaderMap, Host};
+use wasmgate_core::host::{request_info_reading, route_name, HeaderMap, Host};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{
     Answer, Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, RequestInfo,
 };
-use wasmgate_host::{select, Counter, Cx, Filter, Setup};
+use wasmgate_host::{select, Counter, Cx, Filter, RootCx, Setup};
+
+/// Upstreams whose budget a worker keeps a local view of (their requests written once a
+/// second); the budgets of further upstreams are written on every request.
+const MAX_LOCAL_BUDGETS: usize = 64;
+
+/// How often a worker writes the requests it counted (and the plugin tick runs).
+const BUDGET_FLUSH: Duration = Duration::from_secs(1);
 
 /// The filter's counters (`wasmgate_retry_<what>`).
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +33,8 @@ struct Metrics {
     retries: Counter,
     denied_budget: Counter,
     denied_idempotency: Counter,
+    denied_retry_after: Counter,
+    denied_retried: Counter,
     circuit_opened: Counter,
     circuit_closed: Counter,
     short_circuited: Counter,
@@ -36,6 +46,8 @@ impl Metrics {
             retries: setup.counter("retries"),
             denied_budget: setup.counter("retries_denied_budget"),
             denied_idempotency: setup.counter("retries_denied_idempotency"),
+            denied_retry_after: setup.counter("retries_denied_retry_after"),
+            denied_retried: setup.counter("retries_denied_retried"),
             circuit_opened: setup.counter("circuit_opened"),
             circuit_closed: setup.counter("circuit_closed"),
             short_circuited: setup.counter("short_circuited"),
@@ -43,15 +55,62 @@ impl Metrics {
     }
 }
 
-/// One configuration: the compiled config, the counters, the shared-data keys of its budget and
-/// circuits (new with every configuration, so a change starts them afresh), and the VM's jitter.
+/// The upstream a request was routed to: the `xds.cluster_name` property (`-` when the host
+/// does not say, so such requests share one circuit and one budget, as before).
+fn upstream_cluster(host: &dyn Host) -> String {
+    host.property_string(&["xds", "cluster_name"])
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One configuration: the compiled config, the counters, the shared-data key prefixes of its
+/// budgets and circuits (new with every configuration, so a change starts them afresh), and the
+/// VM's jitter.
 pub struct Plugin {
     config: Config,
     metrics: Metrics,
-    budget_key: String,
+    budget_prefix: String,
     breaker_prefix: String,
     /// Per-VM random numbers for backoff jitter, seeded at first use.
     jitter: Cell<Option<Jitter>>,
+    /// This worker's view of each upstream's budget (shared-data key, view).
+    budgets: RefCell<Vec<(String, budget::Local)>>,
+    /// Filter mode: the random token of this configuration's retries, the same on every worker
+    /// (shared data), so a client cannot pass a request off as one of them.
+    token: String,
+}
+
+/// 128 random bits as hex: the standard library's hasher keys come from the host's random
+/// source (WASI `random_get` in the VM).
+fn random_token() -> String {
+    use std::hash::BuildHasher;
+    let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+    format!("{:016x}{:016x}", random(), random())
+}
+
+/// The configuration's retry token: created by the first worker, read by the others. A host
+/// that refuses shared data gets a token of this worker's own: its retries that land on another
+/// worker are then treated as forged (one attempt, counted again), never retried again.
+fn shared_token(host: &dyn Host, key: &str) -> String {
+    let fresh = random_token();
+    let token = wasmgate_core::shared::update(host, key, |stored| {
+        if stored.is_empty() {
+            (Some(fresh.clone().into_bytes()), fresh.clone())
+        } else {
+            (None, String::from_utf8_lossy(stored).into_owned())
+        }
+    });
+    token.unwrap_or_else(|e| {
+        log::warn!("wasmgate retry: retry token not shared: {e:?}");
+        fresh
+    })
+}
+
+/// The shared-data keys of one request: its circuit and its budget (none when not configured).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Keys {
+    breaker: Option<String>,
+    budget: Option<String>,
 }
 
 impl Plugin {
@@ -63,8 +122,29 @@ impl Plugin {
         }
     }
 
-    fn breaker_key(&self, policy: &Policy) -> String {
-        format!("{}.{}", self.breaker_prefix, policy.breaker_id)
+    /// The request's circuit (per cluster, or per route) and budget (per cluster). The cluster
+    /// is read only when one of them is configured.
+    fn keys(&self, host: &dyn Host, policy: &Policy, info: &RequestInfo) -> Keys {
+        if self.config.budget.is_none() && policy.breaker.is_none() {
+            return Keys::default();
+        }
+        let cluster = upstream_cluster(host);
+        let breaker = policy.breaker.as_ref().map(|cb| {
+            let scope = match cb.scope {
+                Scope::Cluster => format!("c:{cluster}"),
+                Scope::Route => match info.route.clone().or_else(|| route_name(host)) {
+                    Some(route) => format!("r:{route}"),
+                    // An unnamed route: its cluster's circuit.
+                    None => format!("c:{cluster}"),
+                },
+            };
+            format!("{}.{}.{scope}", self.breaker_prefix, policy.breaker_id)
+        });
+        let budget = self
+            .config
+            .budget
+            .map(|_| format!("{}.{cluster}", self.budget_prefix));
+        Keys { breaker, budget }
     }
 
     /// The next jitter number; the generator is seeded from the clock the first time.
@@ -80,17 +160,17 @@ impl Plugin {
 
     /// The breaker's answer for a new request: `Err` with the reply when its circuit is open,
     /// `Ok(true)` for a half-open probe.
-    fn admit(&self, cx: &Cx<'_>, policy: &Policy) -> Result<bool, LocalReply> {
-        let Some(cb) = &policy.breaker else {
+    fn admit(&self, cx: &Cx<'_>, policy: &Policy, key: Option<&str>) -> Result<bool, LocalReply> {
+        let (Some(cb), Some(key)) = (&policy.breaker, key) else {
             return Ok(false);
         };
         let host = cx.host();
-        match breaker::admit(host, &self.breaker_key(policy), cb, host.now_ms()) {
+        match breaker::admit(host, key, cb, host.now_ms()) {
             Ok(Admission::Allow) => Ok(false),
             Ok(Admission::Probe) => Ok(true),
             Ok(Admission::Reject { retry_after_secs }) => {
                 cx.count(self.metrics.short_circuited);
-                log::debug!("wasmgate retry: circuit {} open", policy.breaker_id);
+                log::debug!("wasmgate retry: circuit {key} open");
                 Err(circuit_open(retry_after_secs))
             }
             Err(e) => {
@@ -100,8 +180,8 @@ impl Plugin {
         }
     }
 
-    /// The retries the request's method allows: none for a non-idempotent request the policy
-    /// does not let retry.
+    /// The retries the request allows: none for a non-idempotent request the policy does not
+    /// let retry, nor (`skip_retried_requests`) for a request that already is a retry.
     fn idempotent_retries(&self, cx: &Cx<'_>, policy: &Policy, info: &RequestInfo) -> u32 {
         let has_key = info.header(&self.config.idempotency_key_header).is_some();
         if policy.max_retries > 0
@@ -114,65 +194,144 @@ impl Plugin {
             );
             return 0;
         }
+        if policy.max_retries > 0 && policy.skip_retried_requests {
+            let attempt = info
+                .header(ATTEMPT_COUNT)
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            if attempt.is_some_and(|n| n > 1) {
+                cx.count(self.metrics.denied_retried);
+                log::debug!("wasmgate retry: already a retry upstream of this proxy: one attempt");
+                return 0;
+            }
+        }
         policy.max_retries
     }
 
-    /// Counts the request in the budget; router mode also reserves its retries, in the same
-    /// shared-data write. The retries the request keeps.
-    fn count_in_budget(&self, cx: &Cx<'_>, retries: u32) -> u32 {
-        let Some(b) = &self.config.budget else {
-            return retries;
-        };
-        let reserve = if self.config.mode == Mode::Router {
-            retries
-        } else {
-            0
-        };
-        let host = cx.host();
-        match budget::record_and_reserve(host, &self.budget_key, host.unix_seconds(), b, reserve) {
-            Ok(got) => {
-                if got < reserve {
-                    cx.count(self.metrics.denied_budget);
-                }
-                if reserve > 0 {
-                    got
-                } else {
-                    retries
-                }
+    /// Runs `f` on this worker's view of the budget at `key`, and whether the view is kept (a
+    /// temporary one beyond [`MAX_LOCAL_BUDGETS`] upstreams must be written at once).
+    fn with_local<T>(&self, key: &str, f: impl FnOnce(&mut budget::Local, bool) -> T) -> T {
+        let mut budgets = self.budgets.borrow_mut();
+        let index = match budgets.iter().position(|(k, _)| k == key) {
+            Some(i) => Some(i),
+            None if budgets.len() < MAX_LOCAL_BUDGETS => {
+                budgets.push((key.to_string(), budget::Local::default()));
+                Some(budgets.len() - 1)
             }
-            Err(e) => {
-                log::warn!("wasmgate retry: budget not updated: {e:?}");
-                retries
+            None => None,
+        };
+        match index {
+            Some(i) => f(&mut budgets[i].1, true),
+            None => {
+                drop(budgets);
+                f(&mut budget::Local::default(), false)
             }
         }
     }
 
+    /// Writes this worker's pending requests to the budget at `key` with `change`, in one
+    /// shared-data write; `None` (logged) when the host refused it.
+    fn write_budget<T>(
+        &self,
+        host: &dyn Host,
+        key: &str,
+        change: impl FnMut(&mut budget::Window) -> T,
+    ) -> Option<T> {
+        let now = host.unix_seconds();
+        self.with_local(key, |local, _| budget::sync(host, key, local, now, change))
+            .map_err(|e| log::warn!("wasmgate retry: budget not updated: {e:?}"))
+            .ok()
+    }
+
+    /// Writes what this worker counted in every budget (the plugin tick).
+    fn flush_budgets(&self, host: &dyn Host) {
+        let now = host.unix_seconds();
+        for (key, local) in self.budgets.borrow_mut().iter_mut() {
+            if local.pending() > 0 {
+                if let Err(e) = budget::sync(host, key, local, now, |_| ()) {
+                    log::warn!("wasmgate retry: budget not updated: {e:?}");
+                }
+            }
+        }
+    }
+
+    /// Counts the request in its upstream's budget, locally (written once a second). Router
+    /// mode also learns how many of its retries fit the budget now, without taking them: the
+    /// retries the router makes are charged after the response. The retries the request keeps.
+    fn count_in_budget(&self, cx: &Cx<'_>, key: Option<&str>, retries: u32) -> u32 {
+        let (Some(b), Some(key)) = (&self.config.budget, key) else {
+            return retries;
+        };
+        let host = cx.host();
+        let now = host.unix_seconds();
+        let router = self.config.mode == Mode::Router;
+        let got = self.with_local(key, |local, kept| {
+            let mut written = Ok(());
+            if kept && local.stale(now) {
+                written = budget::sync(host, key, local, now, |_| ());
+            }
+            local.count_request(now);
+            if !kept {
+                written = budget::sync(host, key, local, now, |_| ());
+            }
+            if let Err(e) = written {
+                log::warn!("wasmgate retry: budget not updated: {e:?}");
+            }
+            if router {
+                local.view(now).allowance(now, b, retries)
+            } else {
+                retries
+            }
+        });
+        if got < retries {
+            cx.count(self.metrics.denied_budget);
+        }
+        got
+    }
+
     /// Whether the job gets another attempt after `last`, and after what wait: the policy, the
-    /// attempts left, the deadline, the circuit and the budget (one retry taken) all agree.
+    /// attempts left, the deadline, the wait the upstream asked for, the circuit and the budget
+    /// (one retry taken) all agree.
     fn grant_retry(
         &self,
         cx: &Cx<'_>,
         policy: &Policy,
+        keys: &Keys,
         job: &Job,
         last: Option<&Attempt>,
     ) -> Option<Duration> {
         let host = cx.host();
         let (now, now_ms) = (host.now(), host.now_ms());
+        let outcome = Attempt::outcome(last);
+        let asked = last.and_then(|a| a.asked_wait(now));
         let delay = policy::plan_retry(
             policy,
-            &Attempt::outcome(last),
+            &outcome,
             job.attempts,
             job.max_retries,
-            last.and_then(Attempt::retry_after),
-            now,
+            asked,
             job.remaining_ms(now_ms),
             self.random(host),
-        )?;
-        if policy.breaker.is_some() && breaker::is_open(host, &self.breaker_key(policy), now_ms) {
+        );
+        let Some(delay) = delay else {
+            if asked.is_some()
+                && policy.honor_retry_after
+                && job.attempts <= job.max_retries
+                && policy::is_retriable(&outcome, &policy.retry_on)
+            {
+                log::debug!("wasmgate retry: the upstream asked for a longer wait: no retry");
+                cx.count(self.metrics.denied_retry_after);
+            }
             return None;
+        };
+        if let Some(key) = &keys.breaker {
+            if breaker::is_open(host, key, now_ms) {
+                return None;
+            }
         }
-        if let Some(b) = &self.config.budget {
-            if budget::reserve(host, &self.budget_key, now_ms / 1000, b, 1).unwrap_or(0) == 0 {
+        if let (Some(b), Some(key)) = (&self.config.budget, &keys.budget) {
+            let now = host.unix_seconds();
+            let granted = self.write_budget(host, key, |w| w.try_retry(now, b));
+            if granted != Some(true) {
                 cx.count(self.metrics.denied_budget);
                 return None;
             }
@@ -181,18 +340,24 @@ impl Plugin {
         Some(delay)
     }
 
-    /// Records a request's final result (`None`: nothing answered) in its rule's circuit.
-    fn record_result(&self, cx: &Cx<'_>, policy: &Policy, status: Option<u16>, probe: bool) {
-        let Some(cb) = &policy.breaker else {
+    /// Records a request's final result (`None`: nothing answered) in its circuit: whether it
+    /// failed and, from when it started (`started_ms`), whether it was slow.
+    fn record_result(&self, cx: &Cx<'_>, policy: &Policy, stream: &Retry, status: Option<u16>) {
+        let (Some(cb), Some(key)) = (&policy.breaker, stream.keys.breaker.as_deref()) else {
             return;
         };
         let host = cx.host();
-        let success = breaker::is_success(cb, status);
-        let key = self.breaker_key(policy);
-        match breaker::record(host, &key, cb, host.now_ms(), success, probe) {
+        let now_ms = host.now_ms();
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(stream.started_ms));
+        let call = breaker::Call {
+            failed: !breaker::is_success(cb, status),
+            slow: cb.slow_call_duration.is_some_and(|slow| elapsed > slow),
+            probe: stream.probe,
+        };
+        match breaker::record(host, key, cb, now_ms, call, self.random(host)) {
             Ok(transition) => {
                 if let Some(t) = transition {
-                    log::info!("wasmgate retry: circuit {} {t:?}", policy.breaker_id);
+                    log::info!("wasmgate retry: circuit {key} {t:?}");
                 }
                 match transition {
                     Some(Transition::Opened) => cx.count(self.metrics.circuit_opened),
@@ -204,6 +369,15 @@ impl Plugin {
         }
     }
 }
+
+/// Retry headers for the router that a request without retries must not carry (an internal
+/// client's own, which Envoy does not strip).
+const ROUTER_RETRY_HEADERS: &[&str] = &[
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-hedge-on-per-try-timeout",
+];
 
 /// The reply while a circuit is open.
 fn circuit_open(retry_after_secs: u64) -> LocalReply {
@@ -221,14 +395,15 @@ enum Stage {
     /// Nothing (more) to do: disabled for this request, or already settled.
     Passthrough,
     /// Envoy's router sends the request; its response is recorded in the circuit (and in router
-    /// mode, the attempts it made are counted and unused budget reservations refunded).
+    /// mode, the retries it made are charged to the budget and reported).
     Forwarded,
     /// Filter mode with a request body: the first attempt goes through Envoy's router while the
     /// frame copies the body, so later attempts can be sent by the filter. (Envoy's Wasm host
     /// turns a paused request-headers phase into "stop all", so a filter cannot read the body
     /// while it holds the headers back from the router.) Holds the request headers.
     Copying(Vec<(String, String)>),
-    /// The whole body was copied: the router's response decides whether attempts follow.
+    /// The whole request is held (its body copied, if any): the router's response to the first
+    /// attempt decides whether retries follow.
     Copied(Replay),
     /// Filter mode: the filter's own attempts are under way.
     Attempting(Job),
@@ -240,10 +415,12 @@ pub struct Retry {
     stage: Stage,
     /// The selected rule (`None`: the defaults).
     rule: Option<usize>,
+    /// The request's circuit and budget.
+    keys: Keys,
     /// The request is a half-open probe of its circuit.
     probe: bool,
-    /// Router mode: retries reserved from the budget.
-    reserved: u32,
+    /// When the request arrived (Unix ms), for slow calls.
+    started_ms: u64,
     /// Filter mode: retries this request may make.
     max_retries: u32,
 }
@@ -251,10 +428,10 @@ pub struct Retry {
 impl Retry {
     /// Router mode: hands the request's retries to Envoy's router.
     fn hand_to_router(&mut self, cx: &mut Cx<'_>, policy: &Policy, retries: u32) -> Outcome {
-        self.reserved = retries;
         if retries == 0 {
-            cx.request.remove("x-envoy-retry-on");
-            cx.request.remove("x-envoy-retriable-status-codes");
+            for name in ROUTER_RETRY_HEADERS {
+                cx.request.remove(*name);
+            }
         }
         for (name, value) in policy::router_headers(policy, retries) {
             cx.request.set(name, value);
@@ -263,8 +440,8 @@ impl Retry {
         Outcome::Continue
     }
 
-    /// Filter mode: the first attempt of a request without body is the filter's; one with a body
-    /// goes through the router while the body is copied. The router never retries on its own.
+    /// Filter mode: the first attempt goes through the router (its own retries off) while the
+    /// filter keeps the request (and copies its body); retries are the filter's.
     fn take_over(
         &mut self,
         cx: &mut Cx<'_>,
@@ -278,17 +455,22 @@ impl Retry {
         let too_large = policy::declared_too_large(info.header("content-length"), max_body);
         cx.request.set("x-envoy-max-retries", "0");
         self.stage = Stage::Forwarded;
-        if retries == 0 || too_large {
+        // Envoy turns a filter's own answer to a gRPC request into a trailers-only error (the
+        // message and trailers lost): gRPC requests get the router's one attempt here.
+        let grpc = info
+            .header("content-type")
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/grpc"));
+        if retries == 0 || too_large || grpc {
             return Outcome::Continue;
         }
         self.max_retries = retries;
-        if end_of_stream {
-            let replay = Replay::new(info.headers, Vec::new(), Vec::new());
-            return self.start_job(cx, policy, replay, 0);
-        }
         if let Some(t) = policy.per_try_timeout {
             let ms = t.as_millis().to_string();
             cx.request.set("x-envoy-upstream-rq-per-try-timeout-ms", ms);
+        }
+        if end_of_stream {
+            self.stage = Stage::Copied(Replay::new(info.headers, Vec::new(), Vec::new()));
+            return Outcome::Continue;
         }
         self.stage = Stage::Copying(info.headers);
         Outcome::NeedBody(BodyNeed {
@@ -298,31 +480,15 @@ impl Retry {
         })
     }
 
-    /// Starts the filter's attempts of a request that has made `attempts` already.
-    fn start_job(
-        &mut self,
-        cx: &mut Cx<'_>,
-        policy: &Policy,
-        replay: Replay,
-        attempts: u32,
-    ) -> Outcome {
-        let Some(fm) = &self.plugin.config.filter_mode else {
-            return Outcome::Continue;
-        };
-        let now_ms = cx.host().now_ms();
-        let job = Job::new(replay, attempts, self.max_retries, fm.timeout, now_ms);
-        self.stage = Stage::Attempting(job);
-        self.send_attempt(cx, policy)
-    }
-
-    /// The next attempt of the job.
+    /// The next attempt of the job, through the loopback cluster.
     fn send_attempt(&mut self, cx: &Cx<'_>, policy: &Policy) -> Outcome {
         let (Stage::Attempting(job), Some(fm)) = (&mut self.stage, &self.plugin.config.filter_mode)
         else {
             return Outcome::Continue;
         };
         let now_ms = cx.host().now_ms();
-        Outcome::Call(job.next_attempt(&fm.cluster, policy.per_try_timeout, now_ms))
+        let token = &self.plugin.token;
+        Outcome::Call(job.next_attempt(&fm.loopback_cluster, token, policy.per_try_timeout, now_ms))
     }
 
     /// The next attempt now, or a wait for it.
@@ -335,9 +501,8 @@ impl Retry {
         }
     }
 
-    /// Filter mode: the router's response to the first attempt of a request with a body. If it
-    /// is to be retried it is held back and the next attempts are the filter's; else it goes to
-    /// the client untouched.
+    /// Filter mode: the router's response to the first attempt. If it is to be retried it is
+    /// held back and the next attempts are the filter's; else it goes to the client untouched.
     fn after_router_attempt(
         &mut self,
         cx: &mut Cx<'_>,
@@ -353,47 +518,55 @@ impl Retry {
         let code_details = host.property(&["response", "code_details"]);
         let first =
             Attempt::from_router(host.headers(HeaderMap::Response), code_details.as_deref());
-        let job = Job::new(replay, 1, self.max_retries, fm.timeout, host.now_ms());
-        match plugin.grant_retry(cx, policy, &job, Some(&first)) {
+        // filter_mode.timeout counts from the request's arrival: the first attempt included.
+        let job = Job::new(replay, 1, self.max_retries, fm.timeout, self.started_ms);
+        match plugin.grant_retry(cx, policy, &self.keys, &job, Some(&first)) {
             Some(delay) => {
                 self.stage = Stage::Attempting(job);
                 self.retry_in(cx, policy, delay)
             }
             None => {
-                plugin.record_result(cx, policy, Some(first.status), self.probe);
+                plugin.record_result(cx, policy, self, Some(first.status));
                 Outcome::Continue
             }
         }
     }
 
     /// The router's response to a forwarded request: recorded in the circuit; in router mode
-    /// the attempts it made are counted and reported, unused reservations refunded.
+    /// the retries it made are charged to the budget and reported.
     fn after_forwarded(&mut self, cx: &mut Cx<'_>, policy: &Policy) {
         let plugin = Rc::clone(&self.plugin);
         let status = parse_status(cx.host().header(HeaderMap::Response, ":status").as_deref());
-        plugin.record_result(cx, policy, status, self.probe);
+        plugin.record_result(cx, policy, self, status);
         if plugin.config.mode == Mode::Router {
-            self.settle_router(cx, &plugin);
+            if let Some(attempts) = self.settle_router(cx, &plugin, true) {
+                let header = plugin.config.attempts_header.clone();
+                cx.response.set(header, attempts.to_string());
+            }
         }
     }
 
-    fn settle_router(&self, cx: &mut Cx<'_>, plugin: &Plugin) {
+    /// Router mode: charges the retries the router made to the budget and counts them; the
+    /// attempt count when retries were made. `with_header`: the response headers are there to
+    /// fall back on (`x-envoy-attempt-count`).
+    fn settle_router(&self, cx: &Cx<'_>, plugin: &Plugin, with_header: bool) -> Option<u32> {
         let host = cx.host();
         let attribute = host.property(&["upstream", "request_attempt_count"]);
-        let Some(attempts) = policy::router_attempts(attribute.as_deref(), || {
-            host.header(HeaderMap::Response, "x-envoy-attempt-count")
-        }) else {
-            return;
-        };
-        let (retries, unused) = policy::router_settlement(attempts, self.reserved);
-        if unused > 0 {
-            let _ = budget::refund(host, &plugin.budget_key, host.unix_seconds(), unused);
+        let attempts = policy::router_attempts(attribute.as_deref(), || {
+            with_header
+                .then(|| host.header(HeaderMap::Response, "x-envoy-attempt-count"))
+                .flatten()
+        })?;
+        let retries = attempts.saturating_sub(1);
+        if retries == 0 {
+            return None;
         }
-        if retries > 0 {
-            cx.add(plugin.metrics.retries, i64::from(retries));
-            let header = plugin.config.attempts_header.clone();
-            cx.response.set(header, attempts.to_string());
+        if let Some(key) = &self.keys.budget {
+            let now = host.unix_seconds();
+            plugin.write_budget(host, key, |w| w.charge(now, u64::from(retries)));
         }
+        cx.add(plugin.metrics.retries, i64::from(retries));
+        Some(attempts)
     }
 
     /// The last attempt's answer goes to the client; the result is recorded in the circuit.
@@ -402,8 +575,35 @@ impl Retry {
             return Outcome::Continue;
         };
         let plugin = &self.plugin;
-        plugin.record_result(cx, policy, last.as_ref().map(|a| a.status), self.probe);
+        let status = last.as_ref().map(|a| a.status);
+        plugin.record_result(cx, policy, self, status);
         attempt::final_answer(last, job.attempts, &plugin.config.attempts_header)
+    }
+
+    /// Filter mode: a retry this filter sent re-entered the listener (the loopback cluster
+    /// leads to a listener that runs this filter with the same configuration). It goes to the
+    /// router once, with no retries of its own, whatever its rule: the outer request does the
+    /// retrying, the counting and the recording; an open circuit still answers.
+    fn pass_own_retry(&mut self, cx: &mut Cx<'_>, policy: Option<&Policy>) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        cx.request.remove(ATTEMPT_MARKER);
+        for name in ROUTER_RETRY_HEADERS {
+            cx.request.remove(*name);
+        }
+        cx.request.set("x-envoy-max-retries", "0");
+        self.stage = Stage::Passthrough;
+        let Some(policy) = policy else {
+            return Outcome::Continue;
+        };
+        let info = RequestInfo::new(None, "", "", "", Vec::new());
+        if let Some(key) = plugin.keys(cx.host(), policy, &info).breaker {
+            let host = cx.host();
+            if breaker::is_open(host, &key, host.now_ms()) {
+                cx.count(plugin.metrics.short_circuited);
+                return Outcome::Reply(circuit_open(1));
+            }
+        }
+        Outcome::Continue
     }
 }
 
@@ -413,12 +613,19 @@ impl Filter for Retry {
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         let namespace = setup.configuration_namespace();
+        let config = config::parse(json)?;
+        let token = match config.mode {
+            Mode::Filter => shared_token(setup.host(), &namespace.key("token")),
+            Mode::Router => String::new(),
+        };
         Ok(Plugin {
-            config: config::parse(json)?,
+            token,
+            config,
             metrics: Metrics::define(setup),
-            budget_key: namespace.key("budget"),
+            budget_prefix: namespace.key("budget"),
             breaker_prefix: namespace.key("breaker"),
             jitter: Cell::new(None),
+            budgets: RefCell::new(Vec::new()),
         })
     }
 
@@ -427,8 +634,9 @@ impl Filter for Retry {
             plugin: Rc::clone(plugin),
             stage: Stage::Passthrough,
             rule: None,
+            keys: Keys::default(),
             probe: false,
-            reserved: 0,
+            started_ms: 0,
             max_retries: 0,
         }
     }
@@ -445,16 +653,32 @@ impl Filter for Retry {
             Ok(selected) => selected,
             Err(refused) => return refused,
         };
+        // A marked request is never retried again (the loop guard holds even where workers do
+        // not agree on the token); only one with this configuration's token skips the counting.
+        let marked = config.mode == Mode::Filter && info.header(ATTEMPT_MARKER).is_some();
+        if marked && info.header(ATTEMPT_MARKER) == Some(plugin.token.as_str()) {
+            return self.pass_own_retry(cx, selected.policy());
+        }
+        if marked {
+            cx.request.remove(ATTEMPT_MARKER);
+        }
         let Some(policy) = selected.policy() else {
             return Outcome::Continue;
         };
         self.rule = selected.rule_index();
-        match plugin.admit(cx, policy) {
+        self.keys = plugin.keys(cx.host(), policy, &info);
+        self.started_ms = cx.host().now_ms();
+        match plugin.admit(cx, policy, self.keys.breaker.as_deref()) {
             Ok(probe) => self.probe = probe,
             Err(reply) => return Outcome::Reply(reply),
         }
-        let retries = plugin.idempotent_retries(cx, policy, &info);
-        let retries = plugin.count_in_budget(cx, retries);
+        let retries = if marked {
+            log::debug!("wasmgate retry: a retry marker without this configuration's token");
+            0
+        } else {
+            plugin.idempotent_retries(cx, policy, &info)
+        };
+        let retries = plugin.count_in_budget(cx, self.keys.budget.as_deref(), retries);
         match config.mode {
             Mode::Router => self.hand_to_router(cx, policy, retries),
             Mode::Filter => self.take_over(cx, policy, info, retries, end_of_stream),
@@ -508,7 +732,7 @@ impl Filter for Retry {
             return Outcome::Continue;
         };
         let last = Attempt::from_answer(answer);
-        match plugin.grant_retry(cx, policy, job, last.as_ref()) {
+        match plugin.grant_retry(cx, policy, &self.keys, job, last.as_ref()) {
             Some(delay) => self.retry_in(cx, policy, delay),
             None => self.finish(cx, policy, last),
         }
@@ -519,6 +743,26 @@ impl Filter for Retry {
         match plugin.policy(self.rule) {
             Some(policy) => self.send_attempt(cx, policy),
             None => Outcome::Continue,
+        }
+    }
+
+    /// The budgets' requests are written once a second.
+    fn tick_period(plugin: &Plugin) -> Option<Duration> {
+        plugin.config.budget.map(|_| BUDGET_FLUSH)
+    }
+
+    fn on_tick(plugin: &Rc<Plugin>, cx: &mut RootCx<'_>) {
+        plugin.flush_budgets(cx.host());
+    }
+
+    /// A router-mode stream that ended without response headers (reset, timed out): the
+    /// retries the router made still count against the budget. Nothing is recorded in the
+    /// circuit (a client that went away says nothing about the upstream).
+    fn on_done(&mut self, cx: &mut Cx<'_>) {
+        if self.plugin.config.mode == Mode::Router && matches!(self.stage, Stage::Forwarded) {
+            self.stage = Stage::Passthrough;
+            let plugin = Rc::clone(&self.plugin);
+            self.settle_router(cx, &plugin, false);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Pure retry decisions: idempotency, what is retriable, backoff with full jitter, `Retry-After`,
 //! and the `x-envoy-*` headers that hand a decision to Envoy's router.
 
-use crate::config::{NonIdempotent, Policy, RetryOn};
-use std::time::{Duration, SystemTime};
+use crate::config::{is_grpc_condition, NonIdempotent, Policy, RetryOn};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Methods that RFC 9110 defines as idempotent and that this filter retries without a key.
 pub const IDEMPOTENT_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
@@ -29,6 +29,9 @@ pub fn retries_allowed(method: &str, has_idempotency_key: bool, rule: NonIdempot
 pub enum Outcome {
     /// The upstream answered with this status.
     Status(u16),
+    /// A gRPC answer with its `grpc-status` in the headers (a trailers-only response: how gRPC
+    /// servers answer errors): the HTTP status and the gRPC status.
+    Grpc(u16, u32),
     /// No response: connection failure, reset or per-try timeout.
     NoResponse,
 }
@@ -48,6 +51,9 @@ pub fn is_retriable(outcome: &Outcome, retry_on: &RetryOn) -> bool {
         Outcome::NoResponse => ["5xx", "gateway-error", "connect-failure", "reset"]
             .iter()
             .any(|c| retry_on.has(c)),
+        Outcome::Grpc(status, grpc) => {
+            retry_on.has_grpc_status(*grpc) || is_retriable(&Outcome::Status(*status), retry_on)
+        }
         Outcome::Status(status) => {
             let status = *status;
             (retry_on.has("5xx") && (500..=599).contains(&status))
@@ -85,43 +91,101 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The wait before the next attempt: the upstream's `Retry-After` when honoured (capped at
-/// `backoff.max` x 10), else jittered exponential backoff.
+/// Above this, an `X-RateLimit-Reset` value is a Unix time; at or below, seconds.
+pub const UNIX_TIME_THRESHOLD: u64 = 1_000_000_000;
+
+fn seconds(value: &str) -> Option<u64> {
+    let value = value.trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse().unwrap_or(u64::MAX))
+}
+
+/// The `t` (or older drafts' `reset`) of a `RateLimit` field: the longest among its policies
+/// with nothing remaining (`r=0`), or without a remaining count. `"day";r=0;t=3600, "s";r=5;t=1`
+/// asks for 3600 s.
+pub fn parse_ratelimit_reset(value: &str) -> Option<Duration> {
+    let mut wait: Option<u64> = None;
+    for item in value.split(',') {
+        let (mut remaining, mut reset) = (None, None);
+        for param in item.split(';') {
+            let Some((name, v)) = param.split_once('=') else {
+                continue;
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "r" | "remaining" => remaining = seconds(v),
+                "t" | "reset" => reset = seconds(v),
+                _ => {}
+            }
+        }
+        if let (Some(t), None | Some(0)) = (reset, remaining) {
+            wait = Some(wait.map_or(t, |w| w.max(t)));
+        }
+    }
+    wait.map(Duration::from_secs)
+}
+
+/// `X-RateLimit-Reset`: above [`UNIX_TIME_THRESHOLD`] a Unix time (in the past: no wait), else
+/// seconds.
+pub fn parse_ratelimit_reset_header(value: &str, now: SystemTime) -> Option<Duration> {
+    let n = seconds(value)?;
+    if n <= UNIX_TIME_THRESHOLD {
+        return Some(Duration::from_secs(n));
+    }
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    Some(Duration::from_secs(n).saturating_sub(now))
+}
+
+/// The wait a response asks for before the next request: `Retry-After` (seconds or HTTP-date),
+/// else `RateLimit`'s `t`, else `X-RateLimit-Reset`; the first that parses counts. `header`
+/// looks a response header up by lowercase name.
+pub fn asked_wait<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    now: SystemTime,
+) -> Option<Duration> {
+    header("retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+        .or_else(|| header("ratelimit").and_then(parse_ratelimit_reset))
+        .or_else(|| header("x-ratelimit-reset").and_then(|v| parse_ratelimit_reset_header(v, now)))
+}
+
+/// The wait before retry number `retry` (1 for the first): what the upstream asked for
+/// (`asked`, see [`asked_wait`]) when honoured, else jittered exponential backoff. `None`: the
+/// upstream asked for a longer wait than `max_retry_after`, so there is no retry.
 pub fn next_delay(
     policy: &Policy,
     retry: u32,
-    retry_after: Option<&str>,
-    now: SystemTime,
+    asked: Option<Duration>,
     random: u64,
-) -> Duration {
-    if policy.honor_retry_after {
-        if let Some(wait) = retry_after.and_then(|v| parse_retry_after(v, now)) {
-            let cap = policy.backoff.max.saturating_mul(10);
-            return wait.min(cap);
-        }
+) -> Option<Duration> {
+    match asked {
+        Some(wait) if policy.honor_retry_after => (wait <= policy.max_retry_after).then_some(wait),
+        _ => Some(backoff(
+            retry,
+            policy.backoff.base,
+            policy.backoff.max,
+            random,
+        )),
     }
-    backoff(retry, policy.backoff.base, policy.backoff.max, random)
 }
 
 /// After attempt number `attempts` (1 for the first) ended with `outcome`: the wait before the
-/// next attempt, or `None` when this one is final (not retriable, no retry left, or the wait
-/// would not end before the request's remaining time, `remaining_ms`). Budget and circuit are
-/// checked by the caller, against shared state.
-#[allow(clippy::too_many_arguments)]
+/// next attempt, or `None` when this one is final (not retriable, no retry left, the upstream
+/// asked for a wait over `max_retry_after`, or the wait would not end before the request's
+/// remaining time, `remaining_ms`). Budget and circuit are checked by the caller, against
+/// shared state.
 pub fn plan_retry(
     policy: &Policy,
     outcome: &Outcome,
     attempts: u32,
     max_retries: u32,
-    retry_after: Option<&str>,
-    now: SystemTime,
+    asked: Option<Duration>,
     remaining_ms: u64,
     random: u64,
 ) -> Option<Duration> {
     if !is_retriable(outcome, &policy.retry_on) || attempts > max_retries {
         return None;
     }
-    let delay = next_delay(policy, attempts, retry_after, now, random);
+    let delay = next_delay(policy, attempts, asked, random)?;
     (delay.as_millis() < u128::from(remaining_ms)).then_some(delay)
 }
 
@@ -131,10 +195,19 @@ pub fn router_headers(policy: &Policy, retries: u32) -> Vec<(&'static str, Strin
     if retries == 0 {
         return vec![("x-envoy-max-retries", "0".into())];
     }
-    let mut headers = vec![
-        ("x-envoy-retry-on", policy.retry_on.names.join(",")),
-        ("x-envoy-max-retries", retries.to_string()),
-    ];
+    let (grpc, http): (Vec<&str>, Vec<&str>) = policy
+        .retry_on
+        .names
+        .iter()
+        .map(String::as_str)
+        .partition(|n| is_grpc_condition(n));
+    let mut headers = vec![("x-envoy-max-retries", retries.to_string())];
+    if !http.is_empty() {
+        headers.push(("x-envoy-retry-on", http.join(",")));
+    }
+    if !grpc.is_empty() {
+        headers.push(("x-envoy-retry-grpc-on", grpc.join(",")));
+    }
     if !policy.retry_on.status_codes.is_empty() {
         let codes: Vec<String> = policy
             .retry_on
@@ -149,6 +222,9 @@ pub fn router_headers(policy: &Policy, retries: u32) -> Vec<(&'static str, Strin
             "x-envoy-upstream-rq-per-try-timeout-ms",
             t.as_millis().to_string(),
         ));
+        if policy.hedge_on_per_try_timeout {
+            headers.push(("x-envoy-hedge-on-per-try-timeout", "true".into()));
+        }
     }
     headers
 }
@@ -185,13 +261,6 @@ fn attempts_attribute(bytes: &[u8]) -> Option<u32> {
         return u32::try_from(u64::from_le_bytes(raw)).ok();
     }
     std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-/// Router mode after the response: the retries the router made for `attempts` attempts, and how
-/// many of the `reserved` budget retries went unused (to be refunded).
-pub fn router_settlement(attempts: u32, reserved: u32) -> (u32, u32) {
-    let retries = attempts.saturating_sub(1);
-    (retries, reserved.saturating_sub(retries))
 }
 
 /// The timeout of one attempt the filter sends: its per-try timeout, but never past the
@@ -277,6 +346,15 @@ mod tests {
         let p = policy(r#"{"retry_on": ["retriable-4xx"]}"#);
         assert!(is_retriable(&Outcome::Status(409), &p.retry_on));
         assert!(!is_retriable(&Outcome::Status(200), &p.retry_on));
+        let p = policy(r#"{"retry_on": ["unavailable", "resource-exhausted", "gateway-error"]}"#);
+        assert!(is_retriable(&Outcome::Grpc(200, 14), &p.retry_on));
+        assert!(is_retriable(&Outcome::Grpc(200, 8), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Grpc(200, 13), &p.retry_on));
+        assert!(!is_retriable(&Outcome::Grpc(200, 0), &p.retry_on));
+        assert!(
+            is_retriable(&Outcome::Grpc(503, 0), &p.retry_on),
+            "HTTP conditions too"
+        );
     }
 
     #[test]
@@ -349,45 +427,118 @@ mod tests {
     }
 
     #[test]
-    fn delay_honours_and_caps_retry_after() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    fn delay_honours_retry_after_up_to_max_retry_after() {
+        let secs = Duration::from_secs;
         let p = policy(r#"{"backoff": {"base": "10ms", "max": "100ms"}}"#);
-        assert_eq!(next_delay(&p, 1, Some("1"), now, 7), Duration::from_secs(1));
-        assert_eq!(
-            next_delay(&p, 1, Some("3600"), now, 7),
-            Duration::from_secs(1)
-        );
-        assert!(next_delay(&p, 1, Some("junk"), now, 7) <= Duration::from_millis(10));
-        assert!(next_delay(&p, 1, None, now, u64::MAX) <= Duration::from_millis(10));
+        assert_eq!(next_delay(&p, 1, Some(secs(1)), 7), Some(secs(1)));
+        // Not shortened to the backoff bounds: the server's wait is kept...
+        assert_eq!(next_delay(&p, 1, Some(secs(10)), 7), Some(secs(10)));
+        // ...and a longer one than max_retry_after (10 s by default) means no retry.
+        assert_eq!(next_delay(&p, 1, Some(secs(11)), 7), None);
+        assert_eq!(next_delay(&p, 1, Some(Duration::MAX), 7), None);
+        assert!(next_delay(&p, 1, None, u64::MAX).unwrap() <= Duration::from_millis(10));
+        let p = policy(r#"{"max_retry_after": "2s"}"#);
+        assert_eq!(next_delay(&p, 1, Some(secs(2)), 7), Some(secs(2)));
+        assert_eq!(next_delay(&p, 1, Some(secs(3)), 7), None);
         let p = policy(r#"{"honor_retry_after": false}"#);
-        assert!(next_delay(&p, 1, Some("1"), now, 7) <= Duration::from_millis(25));
+        assert!(next_delay(&p, 1, Some(secs(3600)), 7).unwrap() <= Duration::from_millis(25));
+    }
+
+    #[test]
+    fn asked_wait_reads_retry_after_then_ratelimit_then_x_ratelimit_reset() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let secs = Duration::from_secs;
+        let asked = |headers: &[(&str, &str)]| {
+            asked_wait(
+                |name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+                now,
+            )
+        };
+        assert_eq!(asked(&[]), None);
+        assert_eq!(asked(&[("retry-after", "3")]), Some(secs(3)));
+        assert_eq!(
+            asked(&[("retry-after", "3"), ("ratelimit", "\"a\";r=0;t=30")]),
+            Some(secs(3)),
+            "Retry-After first"
+        );
+        assert_eq!(
+            asked(&[("retry-after", "soon"), ("ratelimit", "\"a\";r=0;t=30")]),
+            Some(secs(30)),
+            "an unparseable Retry-After is skipped"
+        );
+        assert_eq!(asked(&[("x-ratelimit-reset", "20")]), Some(secs(20)));
+        assert_eq!(
+            asked(&[("x-ratelimit-reset", "1700000045")]),
+            Some(secs(45)),
+            "a Unix time"
+        );
+        assert_eq!(
+            asked(&[("x-ratelimit-reset", "1600000000")]),
+            Some(Duration::ZERO),
+            "in the past"
+        );
+        assert_eq!(
+            asked(&[("x-ratelimit-reset", "1000000000")]),
+            Some(secs(1_000_000_000))
+        );
+        assert_eq!(asked(&[("x-ratelimit-reset", "-5")]), None);
+    }
+
+    #[test]
+    fn ratelimit_field_waits_for_the_exhausted_policy() {
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            parse_ratelimit_reset("\"day\";r=0;t=3600, \"s\";r=5;t=1"),
+            secs(3600)
+        );
+        assert_eq!(parse_ratelimit_reset("\"s\";r=5;t=1"), None, "quota left");
+        assert_eq!(parse_ratelimit_reset("\"a\";t=7"), secs(7));
+        assert_eq!(
+            parse_ratelimit_reset("\"a\";r=0;t=2, \"b\";r=0;t=9"),
+            secs(9)
+        );
+        assert_eq!(
+            parse_ratelimit_reset("limit=10, remaining=0, reset=30"),
+            secs(30),
+            "older drafts: one item per parameter"
+        );
+        assert_eq!(parse_ratelimit_reset("\"a\";r=0;t=-1"), None);
+        assert_eq!(parse_ratelimit_reset("\"a\";r=0;t=1.5"), None);
+        assert_eq!(
+            parse_ratelimit_reset("\"a\";r=0;t=99999999999999999999999"),
+            secs(u64::MAX)
+        );
+        assert_eq!(parse_ratelimit_reset(""), None);
     }
 
     #[test]
     fn plan_retry_stops_when_it_should() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let p = policy(r#"{"retry_on": ["5xx"], "backoff": {"base": "10ms", "max": "100ms"}}"#);
         let s503 = Outcome::Status(503);
         // 503, 503, 200 with two retries: attempt 1 and 2 are retried, 3 is final.
-        assert!(plan_retry(&p, &s503, 1, 2, None, now, 5000, 3).is_some());
-        assert!(plan_retry(&p, &s503, 2, 2, None, now, 5000, 3).is_some());
-        assert_eq!(plan_retry(&p, &s503, 3, 2, None, now, 5000, 3), None);
+        assert!(plan_retry(&p, &s503, 1, 2, None, 5000, 3).is_some());
+        assert!(plan_retry(&p, &s503, 2, 2, None, 5000, 3).is_some());
+        assert_eq!(plan_retry(&p, &s503, 3, 2, None, 5000, 3), None);
         assert_eq!(
-            plan_retry(&p, &Outcome::Status(200), 1, 2, None, now, 5000, 3),
+            plan_retry(&p, &Outcome::Status(200), 1, 2, None, 5000, 3),
             None
         );
         assert_eq!(
-            plan_retry(&p, &Outcome::Status(404), 1, 2, None, now, 5000, 3),
+            plan_retry(&p, &Outcome::Status(404), 1, 2, None, 5000, 3),
             None
         );
-        assert!(plan_retry(&p, &Outcome::NoResponse, 1, 2, None, now, 5000, 3).is_some());
+        assert!(plan_retry(&p, &Outcome::NoResponse, 1, 2, None, 5000, 3).is_some());
         // Retry-After 1 s: retried after 1 s, unless less than that is left.
+        let one = Some(Duration::from_secs(1));
         assert_eq!(
-            plan_retry(&p, &s503, 1, 2, Some("1"), now, 5000, 3),
+            plan_retry(&p, &s503, 1, 2, one, 5000, 3),
             Some(Duration::from_secs(1))
         );
-        assert_eq!(plan_retry(&p, &s503, 1, 2, Some("1"), now, 900, 3), None);
-        assert_eq!(plan_retry(&p, &s503, 1, 0, None, now, 5000, 3), None);
+        assert_eq!(plan_retry(&p, &s503, 1, 2, one, 900, 3), None);
+        assert_eq!(plan_retry(&p, &s503, 1, 0, None, 5000, 3), None);
+        // Retry-After 30 s: not shortened, not retried.
+        let thirty = Some(Duration::from_secs(30));
+        assert_eq!(plan_retry(&p, &s503, 1, 2, thirty, u64::MAX, 3), None);
     }
 
     #[test]
@@ -402,6 +553,25 @@ mod tests {
         assert_eq!(get("x-envoy-max-retries"), Some("3"));
         assert_eq!(get("x-envoy-retriable-status-codes"), Some("503,429"));
         assert_eq!(get("x-envoy-upstream-rq-per-try-timeout-ms"), Some("500"));
+        assert_eq!(get("x-envoy-retry-grpc-on"), None);
+        assert_eq!(get("x-envoy-hedge-on-per-try-timeout"), None);
+        let p = policy(r#"{"per_try_timeout": "200ms", "hedge_on_per_try_timeout": true}"#);
+        let h = router_headers(&p, 1);
+        assert!(h.contains(&("x-envoy-hedge-on-per-try-timeout", "true".into())));
+        assert!(
+            !router_headers(&p, 0)
+                .iter()
+                .any(|(k, _)| *k == "x-envoy-hedge-on-per-try-timeout"),
+            "no hedging without retries (a non-idempotent request)"
+        );
+        let p = policy(r#"{"retry_on": ["unavailable", "reset", "cancelled"]}"#);
+        let h = router_headers(&p, 1);
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-envoy-retry-on"), Some("reset"));
+        assert_eq!(get("x-envoy-retry-grpc-on"), Some("unavailable,cancelled"));
+        let p = policy(r#"{"retry_on": ["unavailable"]}"#);
+        let h = router_headers(&p, 1);
+        assert!(!h.iter().any(|(k, _)| *k == "x-envoy-retry-on"), "{h:?}");
         assert_eq!(
             router_headers(&p, 0),
             vec![("x-envoy-max-retries", "0".into())]
@@ -434,14 +604,6 @@ mod tests {
         assert_eq!(router_attempts(None, || Some("many".into())), None);
         let unread = || -> Option<String> { unreachable!("the attribute answered") };
         assert_eq!(router_attempts(Some(b"1"), unread), Some(1));
-    }
-
-    #[test]
-    fn router_settlement_refunds_unused_retries() {
-        assert_eq!(router_settlement(3, 2), (2, 0));
-        assert_eq!(router_settlement(1, 2), (0, 2));
-        assert_eq!(router_settlement(0, 1), (0, 1));
-        assert_eq!(router_settlement(4, 1), (3, 0));
     }
 
     #[test]

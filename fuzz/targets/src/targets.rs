@@ -427,28 +427,20 @@ pub fn retry_after(data: &[u8]) {
     let _ = policy::router_attempts(Some(&message.body), || {
         Some(message.header("x-envoy-attempt-count").to_string())
     });
-    let _ = policy::router_settlement(u32::MAX, u32::MAX);
     let _ = policy::declared_too_large(Some(message.header("content-length")), 4096);
+    let _ = policy::parse_ratelimit_reset(&value);
     for now in [UNIX_EPOCH, UNIX_EPOCH + Duration::from_secs(1_735_689_600)] {
         let _ = policy::parse_retry_after(&value, now);
+        let _ = policy::parse_ratelimit_reset_header(&value, now);
         for policy in config.policies.all() {
             for attempt in [Some(&router), answer.as_ref()] {
                 let outcome = Attempt::outcome(attempt);
-                let after = attempt.and_then(Attempt::retry_after);
+                let asked = attempt.and_then(|a| a.asked_wait(now));
                 for random in [0, u64::MAX] {
-                    let _ = policy::next_delay(policy, 1, Some(&value), now, random);
+                    let _ = policy::next_delay(policy, 1, asked, random);
+                    let _ = policy::plan_retry(policy, &outcome, 1, 3, asked, u64::MAX, random);
                     let _ =
-                        policy::plan_retry(policy, &outcome, 1, 3, after, now, u64::MAX, random);
-                    let _ = policy::plan_retry(
-                        policy,
-                        &outcome,
-                        u32::MAX,
-                        u32::MAX,
-                        after,
-                        now,
-                        0,
-                        random,
-                    );
+                        policy::plan_retry(policy, &outcome, u32::MAX, u32::MAX, asked, 0, random);
                 }
             }
             let _ = policy::router_headers(policy, u32::MAX);
@@ -514,31 +506,46 @@ pub fn state_budget(data: &[u8]) {
             let _ = window.allows_retry(now, config);
             let _ = window.try_retry(now, config);
         }
-        window.refund(now, u64::MAX);
+        let _ = window.allowance(now, &configs[1], 10);
+        window.charge(now, u64::MAX);
         let _ = Window::decode(&window.encode());
         let store = CorruptStore::new(value);
         let _ = budget::record_request(&store, "k", now);
-        let _ = budget::record_and_reserve(&store, "k", now, &configs[0], 3);
+        let _ = budget::record_and_allow(&store, "k", now, &configs[0], 3);
         let _ = budget::reserve(&store, "k", now, &configs[1], 3);
-        let _ = budget::refund(&store, "k", now, u32::MAX);
+        let _ = budget::charge(&store, "k", now, u32::MAX);
     }
 }
 
 /// retry's circuit state as stored: 8 bytes of clock (ms), then the value; admit and record.
 pub fn state_breaker(data: &[u8]) {
-    use retry::breaker::{self, State};
-    use retry::config::BreakerConfig;
+    use retry::breaker::{self, Call, State};
+    use retry::config::{BreakerConfig, Scope};
     let (w, value) = words(data, 1);
     let configs = [
         BreakerConfig {
-            failure_threshold: 2,
+            scope: Scope::Cluster,
+            failure_threshold: Some(2),
+            failure_rate: Some(0.5),
+            slow_call_duration: Some(Duration::from_secs(1)),
+            slow_call_rate: Some(1.0),
+            minimum_calls: 1,
+            window: Duration::from_secs(10),
             open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
             half_open_requests: 1,
             failure_status_codes: vec![503],
         },
         BreakerConfig {
-            failure_threshold: u32::MAX,
+            scope: Scope::Route,
+            failure_threshold: Some(u32::MAX),
+            failure_rate: None,
+            slow_call_duration: None,
+            slow_call_rate: None,
+            minimum_calls: u32::MAX,
+            window: Duration::MAX,
             open_for: Duration::MAX,
+            max_open_for: Duration::MAX,
             half_open_requests: u32::MAX,
             failure_status_codes: vec![],
         },
@@ -548,15 +555,40 @@ pub fn state_breaker(data: &[u8]) {
             let state = State::decode(value);
             let _ = state.is_open(now);
             let (state, _) = state.admit(config, now);
-            for (success, probe) in [(false, false), (false, true), (true, false), (true, true)] {
-                let _ = state.record(config, now, success, probe);
+            for (failed, slow, probe) in [
+                (false, false, false),
+                (true, true, true),
+                (true, false, true),
+                (false, false, true),
+            ] {
+                let call = Call {
+                    failed,
+                    slow,
+                    probe,
+                };
+                for random in [0, u64::MAX] {
+                    let _ = state.clone().record(config, now, call, random);
+                }
             }
             let _ = State::decode(&state.encode());
             let store = CorruptStore::new(value);
             let _ = breaker::admit(&store, "k", config, now);
-            let _ = breaker::record(&store, "k", config, now, false, true);
-            let _ = breaker::record(&store, "k", config, now, true, true);
+            let call = Call {
+                failed: true,
+                slow: false,
+                probe: true,
+            };
+            let _ = breaker::record(&store, "k", config, now, call, now);
+            let call = Call {
+                failed: false,
+                slow: true,
+                probe: false,
+            };
+            let _ = breaker::record(&store, "k", config, now, call, now);
             let _ = breaker::is_open(&store, "k", now);
+            for trips in [0, 1, 64, u32::MAX] {
+                let _ = breaker::open_time_ms(config, trips, now);
+            }
         }
     }
 }

@@ -77,8 +77,19 @@ const FILTER_MODE: &str = r#"{
     "mode": "filter", "max_retries": 2, "retry_on": ["5xx"],
     "backoff": {"base": "10ms", "max": "100ms"},
     "budget": {"ratio": 1.0, "min_per_second": 100},
-    "filter_mode": {"cluster": "backend", "timeout": "5s", "max_body_bytes": 16}
+    "filter_mode": {"loopback_cluster": "retry_loopback", "timeout": "5s", "max_body_bytes": 16}
 }"#;
+
+/// The router's response to a filter-mode request's first attempt.
+fn router_answers(env: &FakeEnv, headers: &[(&str, &str)]) {
+    respond_upstream(env, headers);
+    env.set_property("response.code_details", b"via_upstream");
+}
+
+/// The key of a shared-data entry of plugin "p" configured with `json`.
+fn shared_key(json: &str, what: &str) -> String {
+    Namespace::configuration("retry", "p", json.as_bytes()).key(what)
+}
 
 #[test]
 fn router_mode_hands_the_policy_to_the_router_and_counts_its_retries() {
@@ -89,6 +100,7 @@ fn router_mode_hands_the_policy_to_the_router_and_counts_its_retries() {
     );
     let s = stream(&worker, 1);
     request(&env, "GET", "/r", &[]);
+    env.set_property("xds.cluster_name", b"backend");
     assert_eq!(s.request_headers(&env, true), Action::Continue);
     assert_eq!(
         request_header(&env, "x-envoy-retry-on").as_deref(),
@@ -110,10 +122,20 @@ fn router_mode_hands_the_policy_to_the_router_and_counts_its_retries() {
         Some("3")
     );
     assert_eq!(env.metric("wasmgate_retry_retries"), 2);
-    // The budget lives under this configuration's namespace.
-    let json = br#"{"max_retries": 2, "retry_on": ["5xx"], "per_try_timeout": "500ms"}"#;
-    let key = Namespace::configuration("retry", "p", json).key("budget");
-    assert!(env.get_shared(&key).unwrap().0.is_some(), "{key}");
+    // The budget of the routed cluster lives under this configuration's namespace, and holds
+    // the request and the two retries the router made.
+    let json = r#"{"max_retries": 2, "retry_on": ["5xx"], "per_try_timeout": "500ms"}"#;
+    let key = shared_key(json, "budget") + ".backend";
+    let stored = env
+        .get_shared(&key)
+        .unwrap()
+        .0
+        .expect("the cluster's budget");
+    assert_eq!(
+        crate::budget::Window::decode(&stored).totals(START_MS / 1000),
+        (1, 2),
+        "{key}"
+    );
 }
 
 #[test]
@@ -194,16 +216,20 @@ fn an_open_circuit_answers_503_until_a_probe_succeeds() {
 }
 
 #[test]
-fn filter_mode_sends_attempts_until_one_succeeds() {
+fn filter_mode_retries_through_the_loopback_cluster_until_one_succeeds() {
     let env = FakeEnv::at(START_MS);
     let worker = configure(&env, FILTER_MODE);
     let s = stream(&worker, 1);
     request(&env, "GET", "/f?x=1", &[("content-length", "0")]);
-    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    // The first attempt is the router's, through the route table, without its own retries.
+    assert_eq!(s.request_headers(&env, true), Action::Continue);
     assert_eq!(
         request_header(&env, "x-envoy-max-retries").as_deref(),
         Some("0")
     );
+    assert!(env.callouts().is_empty());
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(s.response_headers(&env, false), Action::Pause, "held back");
     let Callout::Http {
         cluster,
         headers,
@@ -214,15 +240,29 @@ fn filter_mode_sends_attempts_until_one_succeeds() {
     else {
         panic!("an HTTP callout");
     };
-    assert_eq!(cluster, "backend");
-    assert!(headers.iter().any(|(n, v)| n == ":path" && v == "/f?x=1"));
-    assert!(!headers.iter().any(|(n, _)| n == "content-length"));
+    // Retries re-enter the route table through the loopback cluster, marked, router retries
+    // off.
+    assert_eq!(cluster, "retry_loopback");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header(":path"), Some("/f?x=1"));
+    assert_eq!(header(":authority"), Some("h"));
+    let token = worker.plugin().unwrap().token.clone();
+    assert_eq!(header("x-wasmgate-retry-attempt"), Some(token.as_str()));
+    assert_eq!(header("x-envoy-max-retries"), Some("0"));
+    assert_eq!(header("content-length"), None);
     assert_eq!(body, None);
-    assert_eq!(timeout, Duration::from_secs(5));
-    answer(&env, &worker, &[(":status", "503")], b"first");
-    await_call(&env, &worker, 2);
+    assert_eq!(
+        timeout,
+        Duration::from_secs(4),
+        "what is left of filter_mode.timeout after the backoff (await_call waited 1 s)"
+    );
     answer(&env, &worker, &[(":status", "503")], b"second");
-    await_call(&env, &worker, 3);
+    await_call(&env, &worker, 2);
     answer(
         &env,
         &worker,
@@ -240,7 +280,106 @@ fn filter_mode_sends_attempts_until_one_succeeds() {
     assert_eq!(response.header(ATTEMPTS), Some("3"));
     assert_eq!(response.header("content-length"), None);
     assert_eq!(env.metric("wasmgate_retry_retries"), 2);
-    assert_eq!(env.callouts().len(), 3);
+    assert_eq!(env.callouts().len(), 2);
+}
+
+#[test]
+fn filter_mode_a_first_success_costs_no_callout() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, FILTER_MODE);
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/f", &[]);
+    assert_eq!(s.request_headers(&env, true), Action::Continue);
+    router_answers(&env, &[(":status", "200")]);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert!(env.callouts().is_empty());
+    assert!(env.responses().is_empty(), "the router's response goes on");
+}
+
+#[test]
+fn filter_mode_its_own_retry_is_routed_once_and_a_forged_one_gains_nothing() {
+    let json = FILTER_MODE.replace(
+        r#""budget""#,
+        r#""circuit_breaker": {"failure_threshold": 1, "open_for": "10s"}, "budget""#,
+    );
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, &json);
+    env.set_property("xds.cluster_name", b"backend");
+    let budget = || {
+        let stored = env
+            .get_shared(&(shared_key(&json, "budget") + ".backend"))
+            .unwrap()
+            .0
+            .unwrap_or_default();
+        crate::budget::Window::decode(&stored).totals(START_MS / 1000)
+    };
+    // A first attempt that fails: its retry carries this configuration's token.
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/f", &[]);
+    s.request_headers(&env, true);
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+    let Callout::Http { headers, .. } = await_call(&env, &worker, 1) else {
+        panic!("an HTTP callout");
+    };
+    let token = headers
+        .iter()
+        .find(|(n, _)| n == "x-wasmgate-retry-attempt")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(token.len(), 32, "128 random bits");
+    assert_eq!(budget(), (1, 1));
+    // That retry re-entering this filter: one attempt through the router, no retries of its
+    // own, nothing counted, the marker not passed upstream.
+    let inner = stream(&worker, 2);
+    request(
+        &env,
+        "GET",
+        "/f",
+        &[
+            ("x-wasmgate-retry-attempt", &token),
+            ("x-envoy-retry-on", "5xx"),
+        ],
+    );
+    assert_eq!(inner.request_headers(&env, true), Action::Continue);
+    assert_eq!(request_header(&env, "x-wasmgate-retry-attempt"), None);
+    assert_eq!(request_header(&env, "x-envoy-retry-on"), None);
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("0")
+    );
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(inner.response_headers(&env, false), Action::Continue);
+    assert_eq!(env.callouts().len(), 1, "no retry of its own");
+    assert_eq!(
+        env.metric("wasmgate_retry_circuit_opened"),
+        0,
+        "not recorded"
+    );
+    assert_eq!(budget(), (1, 1), "not counted");
+    // A client forging the marker: never retried, but counted and recorded like any request.
+    let forged = stream(&worker, 3);
+    request(&env, "GET", "/f", &[("x-wasmgate-retry-attempt", "guess")]);
+    assert_eq!(forged.request_headers(&env, true), Action::Continue);
+    assert_eq!(request_header(&env, "x-wasmgate-retry-attempt"), None);
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("0")
+    );
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(forged.response_headers(&env, false), Action::Continue);
+    assert_eq!(env.callouts().len(), 1);
+    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 1, "recorded");
+    // The circuit is open now: it answers forged and own retries alike.
+    for (id, marker) in [(4, "guess"), (5, token.as_str())] {
+        let s = stream(&worker, id);
+        request(&env, "GET", "/f", &[("x-wasmgate-retry-attempt", marker)]);
+        assert_eq!(s.request_headers(&env, true), Action::Pause);
+        assert_eq!(error_of(&sent(&env)), "circuit_open");
+    }
+    // Another worker of the same Envoy (same shared data) uses the same token.
+    let other = configure(&env, &json);
+    assert_eq!(other.plugin().unwrap().token, token);
 }
 
 #[test]
@@ -250,7 +389,10 @@ fn filter_mode_without_any_answer_replies_upstream_unavailable() {
     let s = stream(&worker, 1);
     request(&env, "GET", "/f", &[]);
     s.request_headers(&env, true);
-    for attempt in 1..=3 {
+    respond_upstream(&env, &[(":status", "504")]);
+    env.set_property("response.code_details", b"upstream_per_try_timeout");
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+    for attempt in 1..=2 {
         await_call(&env, &worker, attempt);
         answer(&env, &worker, &[], b"");
     }
@@ -269,7 +411,9 @@ fn filter_mode_refused_callouts_count_as_attempts_without_answer() {
     *env.refuse_dispatch.borrow_mut() = Some("BadArgument".into());
     let s = stream(&worker, 1);
     request(&env, "GET", "/f", &[]);
-    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    s.request_headers(&env, true);
+    router_answers(&env, &[(":status", "503")]);
+    s.response_headers(&env, false);
     for _ in 0..3 {
         if env.last_response().is_none() {
             env.advance_ms(1_000);
@@ -288,25 +432,70 @@ fn filter_mode_waits_what_retry_after_asks() {
     let s = stream(&worker, 1);
     request(&env, "GET", "/f", &[]);
     s.request_headers(&env, true);
-    answer(
-        &env,
-        &worker,
-        &[(":status", "503"), ("retry-after", "1")],
-        b"",
-    );
-    assert_eq!(env.timer.get(), Duration::from_secs(1));
-    env.now_ms.set(START_MS + 999);
+    router_answers(&env, &[(":status", "503"), ("retry-after", "3")]);
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+    // Not shortened to backoff.max x 10 (1 s here): the server asked for 3 s.
+    env.now_ms.set(START_MS + 2_999);
     worker.tick(&env);
-    assert_eq!(env.callouts().len(), 1, "still waiting");
-    env.now_ms.set(START_MS + 1_000);
+    assert_eq!(env.callouts().len(), 0, "still waiting");
+    env.now_ms.set(START_MS + 3_000);
     worker.tick(&env);
-    assert_eq!(env.callouts().len(), 2);
+    assert_eq!(env.callouts().len(), 1);
     answer(&env, &worker, &[(":status", "200")], b"");
     assert_eq!(sent(&env).header(ATTEMPTS), Some("2"));
 }
 
 #[test]
-fn filter_mode_budget_refusal_answers_with_the_last_response() {
+fn filter_mode_returns_at_once_what_asks_for_a_longer_wait_than_allowed() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(
+        &env,
+        &FILTER_MODE.replace(
+            r#""max_retries": 2"#,
+            r#""max_retries": 2, "max_retry_after": "2s""#,
+        ),
+    );
+    // Retry-After over max_retry_after, a RateLimit reset, an X-RateLimit-Reset Unix time, an
+    // absurd value: none is shortened into an early retry; the response goes on at once.
+    let far = (START_MS / 1000 + 60).to_string();
+    let cases: [&[(&str, &str)]; 4] = [
+        &[(":status", "503"), ("retry-after", "30")],
+        &[(":status", "503"), ("ratelimit", "\"default\";r=0;t=30")],
+        &[(":status", "503"), ("x-ratelimit-reset", &far)],
+        &[
+            (":status", "503"),
+            ("retry-after", "99999999999999999999999"),
+        ],
+    ];
+    for (i, headers) in cases.iter().enumerate() {
+        let s = stream(&worker, u32::try_from(i).unwrap() + 1);
+        request(&env, "GET", "/f", &[]);
+        s.request_headers(&env, true);
+        router_answers(&env, headers);
+        assert_eq!(
+            s.response_headers(&env, false),
+            Action::Continue,
+            "{headers:?}"
+        );
+    }
+    assert!(env.callouts().is_empty());
+    assert_eq!(env.metric("wasmgate_retry_retries_denied_retry_after"), 4);
+    // Within max_retry_after, the wait is what the server asked for.
+    let s = stream(&worker, 9);
+    request(&env, "GET", "/f", &[]);
+    s.request_headers(&env, true);
+    router_answers(&env, &[(":status", "503"), ("x-ratelimit-reset", "2")]);
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+    env.now_ms.set(START_MS + 1_999);
+    worker.tick(&env);
+    assert!(env.callouts().is_empty(), "still waiting");
+    env.now_ms.set(START_MS + 2_000);
+    worker.tick(&env);
+    assert_eq!(env.callouts().len(), 1);
+}
+
+#[test]
+fn filter_mode_budget_refusal_passes_the_response_on() {
     let env = FakeEnv::at(START_MS);
     let worker = configure(
         &env,
@@ -315,15 +504,49 @@ fn filter_mode_budget_refusal_answers_with_the_last_response() {
     let s = stream(&worker, 1);
     request(&env, "GET", "/f", &[]);
     s.request_headers(&env, true);
-    answer(&env, &worker, &[(":status", "503")], b"busy");
-    let response = sent(&env);
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert!(env.responses().is_empty(), "the router's response goes on");
     assert_eq!(
-        (response.status, response.body.as_slice()),
-        (503, &b"busy"[..])
+        env.header(HeaderMap::Response, ATTEMPTS),
+        None,
+        "one attempt"
     );
-    assert_eq!(response.header(ATTEMPTS), None, "one attempt");
     assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 1);
     assert_eq!(env.metric("wasmgate_retry_retries"), 0);
+}
+
+#[test]
+fn filter_mode_budget_is_per_upstream() {
+    // No ratio, one retry per second per upstream: a failing upstream spending its retry does
+    // not leave a healthy one without.
+    let json = FILTER_MODE.replace(
+        r#""ratio": 1.0, "min_per_second": 100"#,
+        r#""ratio": 0.0, "min_per_second": 1"#,
+    );
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, &json);
+    let fails_on = |id: u32, cluster: &[u8]| {
+        env.set_property("xds.cluster_name", cluster);
+        let s = stream(&worker, id);
+        request(&env, "GET", "/f", &[]);
+        s.request_headers(&env, true);
+        router_answers(&env, &[(":status", "503")]);
+        (s.response_headers(&env, false), s)
+    };
+    let (action, _first) = fails_on(1, b"bad");
+    assert_eq!(action, Action::Pause, "bad's retry");
+    assert_eq!(
+        fails_on(2, b"bad").0,
+        Action::Continue,
+        "bad's budget is spent"
+    );
+    assert_eq!(
+        fails_on(3, b"good").0,
+        Action::Pause,
+        "good still has its own"
+    );
+    assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 1);
 }
 
 #[test]
@@ -355,6 +578,7 @@ fn filter_mode_with_a_body_retries_the_routers_attempt() {
     env.set_property("response.code_details", b"upstream_per_try_timeout");
     assert_eq!(s.response_headers(&env, false), Action::Pause, "held back");
     let Callout::Http {
+        cluster,
         headers,
         body,
         trailers,
@@ -364,6 +588,7 @@ fn filter_mode_with_a_body_retries_the_routers_attempt() {
     else {
         panic!("an HTTP callout");
     };
+    assert_eq!(cluster, "retry_loopback");
     assert_eq!(body.as_deref(), Some(&b"payload"[..]));
     assert_eq!(trailers, vec![("x-checksum".to_string(), "c".to_string())]);
     assert!(!headers.iter().any(|(n, _)| n == "content-length"));
@@ -417,4 +642,368 @@ fn filter_mode_gives_large_bodies_one_attempt() {
     s.request_headers(&env, false);
     assert_eq!(s.response_headers(&env, false), Action::Continue);
     assert!(env.callouts().is_empty());
+}
+
+#[test]
+fn router_mode_budget_is_no_concurrency_cap() {
+    // Slow but healthy: many requests in flight at once. Nothing is reserved on arrival, so
+    // each one keeps its retries while nothing fails.
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(
+        &env,
+        r#"{"max_retries": 2, "budget": {"ratio": 0.2, "min_per_second": 5}}"#,
+    );
+    let streams: Vec<_> = (1..=30).map(|id| stream(&worker, id)).collect();
+    for s in &streams {
+        request(&env, "GET", "/slow", &[]);
+        s.request_headers(&env, true);
+        assert_eq!(
+            request_header(&env, "x-envoy-max-retries").as_deref(),
+            Some("2")
+        );
+    }
+    assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 0);
+    for s in &streams {
+        respond_upstream(&env, &[(":status", "200"), ("x-envoy-attempt-count", "1")]);
+        s.response_headers(&env, false);
+    }
+    assert_eq!(env.metric("wasmgate_retry_retries"), 0);
+}
+
+#[test]
+fn router_mode_charges_the_retries_made_even_when_the_stream_is_reset() {
+    let json = r#"{"max_retries": 2, "budget": {"ratio": 0.5, "min_per_second": 0}}"#;
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, json);
+    env.set_property("xds.cluster_name", b"backend");
+    let key = shared_key(json, "budget") + ".backend";
+    let totals = || {
+        let stored = env.get_shared(&key).unwrap().0.unwrap_or_default();
+        crate::budget::Window::decode(&stored).totals(START_MS / 1000)
+    };
+    // Reset before any response, after the router made two retries: they count.
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/r", &[]);
+    s.request_headers(&env, true);
+    env.set_property("upstream.request_attempt_count", &3u64.to_le_bytes());
+    s.done(&env);
+    assert_eq!(totals(), (1, 2));
+    assert_eq!(env.metric("wasmgate_retry_retries"), 2);
+    // Reset after one attempt: nothing to charge, and nothing was held on arrival. The worker
+    // writes the requests it counted with its next write (here its tick).
+    env.set_property("upstream.request_attempt_count", &1u64.to_le_bytes());
+    for id in 2..=5 {
+        let s = stream(&worker, id);
+        s.request_headers(&env, true);
+        s.done(&env);
+    }
+    assert_eq!(totals(), (1, 2), "counted locally, not written yet");
+    worker.tick(&env);
+    assert_eq!(totals(), (5, 2));
+    // A stream answered normally is settled once, not again when it ends.
+    env.set_property("upstream.request_attempt_count", &2u64.to_le_bytes());
+    let s = stream(&worker, 6);
+    s.request_headers(&env, true);
+    respond_upstream(&env, &[(":status", "200")]);
+    s.response_headers(&env, false);
+    s.done(&env);
+    assert_eq!(totals(), (6, 3));
+}
+
+const BREAKER: &str = r#"{"max_retries": 0,
+    "circuit_breaker": {"failure_threshold": 2, "open_for": "10s"},
+    "rules": [{"match": {"methods": ["PUT"]}, "max_retries": 1},
+              {"match": {"path_prefix": "/own/"},
+               "circuit_breaker": {"failure_threshold": 1, "scope": "route"}}]}"#;
+
+/// Sends one request to `cluster` (and `route`) answered `status`; the client's status.
+fn call(
+    env: &FakeEnv,
+    worker: &Rc<Worker<Retry>>,
+    id: u32,
+    (method, path, cluster, route): (&str, &str, &str, &str),
+    status: &str,
+) -> u32 {
+    env.set_property("xds.cluster_name", cluster.as_bytes());
+    env.set_property("xds.route_name", route.as_bytes());
+    let before = env.responses().len();
+    let s = stream(worker, id);
+    request(env, method, path, &[]);
+    if s.request_headers(env, true) == Action::Pause {
+        assert_eq!(env.responses().len(), before + 1);
+        return sent(env).status;
+    }
+    respond_upstream(env, &[(":status", status)]);
+    s.response_headers(env, false);
+    status.parse().unwrap()
+}
+
+#[test]
+fn one_bad_upstream_opens_only_its_own_circuit() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, BREAKER);
+    let bad = ("GET", "/x", "bad", "r1");
+    let good = ("GET", "/x", "good", "r1");
+    assert_eq!(call(&env, &worker, 1, bad, "503"), 503);
+    assert_eq!(call(&env, &worker, 2, good, "200"), 200);
+    assert_eq!(call(&env, &worker, 3, bad, "503"), 503);
+    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(
+        call(&env, &worker, 4, bad, "200"),
+        503,
+        "bad's circuit is open"
+    );
+    assert_eq!(call(&env, &worker, 5, good, "200"), 200, "good's is not");
+    // A rule that inherits the top-level breaker shares the upstream's circuit.
+    assert_eq!(
+        call(&env, &worker, 6, ("PUT", "/x", "bad", "r1"), "200"),
+        503
+    );
+    assert_eq!(
+        call(&env, &worker, 7, ("PUT", "/x", "good", "r1"), "200"),
+        200
+    );
+    assert_eq!(env.metric("wasmgate_retry_short_circuited"), 2);
+}
+
+#[test]
+fn a_route_scoped_circuit_is_per_route() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, BREAKER);
+    // /own/ has its own breaker per route: r2 opens on one failure, r3 on the same cluster
+    // stays closed, and the cluster's top-level circuit saw nothing.
+    assert_eq!(
+        call(&env, &worker, 1, ("GET", "/own/a", "c", "r2"), "503"),
+        503
+    );
+    assert_eq!(
+        call(&env, &worker, 2, ("GET", "/own/a", "c", "r2"), "200"),
+        503
+    );
+    assert_eq!(
+        call(&env, &worker, 3, ("GET", "/own/a", "c", "r3"), "200"),
+        200
+    );
+    assert_eq!(call(&env, &worker, 4, ("GET", "/x", "c", "r2"), "503"), 503);
+    assert_eq!(call(&env, &worker, 5, ("GET", "/x", "c", "r2"), "200"), 200);
+}
+
+#[test]
+fn a_request_that_already_is_a_retry_is_not_retried_again() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, r#"{"max_retries": 2, "skip_retried_requests": true}"#);
+    for (id, count, expected) in [(1, "2", "0"), (2, "1", "2"), (3, "junk", "2")] {
+        let s = stream(&worker, id);
+        request(&env, "GET", "/r", &[("x-envoy-attempt-count", count)]);
+        s.request_headers(&env, true);
+        assert_eq!(
+            request_header(&env, "x-envoy-max-retries").as_deref(),
+            Some(expected),
+            "x-envoy-attempt-count: {count}"
+        );
+    }
+    assert_eq!(env.metric("wasmgate_retry_retries_denied_retried"), 1);
+    // Off by default: the header changes nothing.
+    let worker = configure(&env, r#"{"max_retries": 2}"#);
+    let s = stream(&worker, 4);
+    request(&env, "GET", "/r", &[("x-envoy-attempt-count", "3")]);
+    s.request_headers(&env, true);
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn router_mode_hedges_only_requests_it_may_retry() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(
+        &env,
+        r#"{"max_retries": 1, "per_try_timeout": "200ms", "hedge_on_per_try_timeout": true,
+            "retry_on": ["unavailable", "reset"]}"#,
+    );
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/r", &[]);
+    s.request_headers(&env, true);
+    let hedge = || request_header(&env, "x-envoy-hedge-on-per-try-timeout");
+    assert_eq!(hedge().as_deref(), Some("true"));
+    assert_eq!(
+        request_header(&env, "x-envoy-retry-grpc-on").as_deref(),
+        Some("unavailable")
+    );
+    assert_eq!(
+        request_header(&env, "x-envoy-retry-on").as_deref(),
+        Some("reset")
+    );
+    let s = stream(&worker, 2);
+    request(
+        &env,
+        "POST",
+        "/r",
+        &[("x-envoy-hedge-on-per-try-timeout", "true")],
+    );
+    s.request_headers(&env, true);
+    assert_eq!(hedge(), None, "not idempotent: no hedging");
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn filter_mode_gives_grpc_requests_one_attempt() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, FILTER_MODE);
+    let s = stream(&worker, 1);
+    let grpc = [("content-type", "application/grpc+proto")];
+    request(&env, "GET", "/pkg.Service/Method", &grpc);
+    assert_eq!(s.request_headers(&env, true), Action::Continue);
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("0")
+    );
+    router_answers(&env, &[(":status", "503"), ("grpc-status", "14")]);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert!(env.callouts().is_empty());
+    // A 5xx retried for a plain request, as before.
+    let s = stream(&worker, 2);
+    request(&env, "GET", "/plain", &[]);
+    s.request_headers(&env, true);
+    router_answers(&env, &[(":status", "503"), ("grpc-status", "14")]);
+    assert_eq!(s.response_headers(&env, false), Action::Pause);
+}
+
+#[test]
+fn slow_calls_and_a_failure_rate_open_the_circuit() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(
+        &env,
+        r#"{"max_retries": 0, "circuit_breaker": {"slow_call_duration": "1s",
+            "slow_call_rate": 1.0, "minimum_calls": 2, "open_for": "10s"}}"#,
+    );
+    env.set_property("xds.cluster_name", b"slow");
+    for id in 1..=2 {
+        let s = stream(&worker, id);
+        request(&env, "GET", "/x", &[]);
+        assert_eq!(s.request_headers(&env, true), Action::Continue);
+        env.advance_ms(1_500);
+        respond_upstream(&env, &[(":status", "200")]);
+        s.response_headers(&env, false);
+    }
+    assert_eq!(
+        env.metric("wasmgate_retry_circuit_opened"),
+        1,
+        "two slow 200s"
+    );
+    let s = stream(&worker, 3);
+    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    assert_eq!(error_of(&sent(&env)), "circuit_open");
+
+    // Half of the calls failing, never two in a row: the default rate tripping opens it.
+    let worker = configure(
+        &env,
+        r#"{"max_retries": 0, "circuit_breaker": {"minimum_calls": 4}}"#,
+    );
+    env.set_property("xds.cluster_name", b"flaky");
+    for (id, status) in [(4, "503"), (5, "200"), (6, "503"), (7, "200")] {
+        let s = stream(&worker, id);
+        request(&env, "GET", "/x", &[]);
+        assert_eq!(s.request_headers(&env, true), Action::Continue);
+        respond_upstream(&env, &[(":status", status)]);
+        s.response_headers(&env, false);
+    }
+    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 2);
+}
+
+#[test]
+fn the_budget_is_written_once_a_second_not_on_every_request() {
+    let json = r#"{"max_retries": 2, "budget": {"ratio": 0.5, "min_per_second": 0}}"#;
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, json);
+    env.set_property("xds.cluster_name", b"backend");
+    let key = shared_key(json, "budget") + ".backend";
+    let cas = || env.get_shared(&key).unwrap().1;
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/r", &[]);
+    s.request_headers(&env, true);
+    let first = cas();
+    assert!(
+        first.is_some(),
+        "the first request reads (and creates) the window"
+    );
+    for id in 2..=50 {
+        let s = stream(&worker, id);
+        s.request_headers(&env, true);
+    }
+    assert_eq!(
+        cas(),
+        first,
+        "49 more requests in the same second: no write"
+    );
+    // They still count in this worker's decisions: 50 requests allow 25 retries.
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("2")
+    );
+    env.advance_ms(1_000);
+    let s = stream(&worker, 51);
+    s.request_headers(&env, true);
+    assert_ne!(cas(), first, "a new second: one write");
+    let stored = crate::budget::Window::decode(&env.get_shared(&key).unwrap().0.unwrap());
+    assert_eq!(stored.totals(START_MS / 1000 + 1), (50, 0));
+}
+
+#[test]
+fn filter_mode_timeout_counts_the_first_attempt() {
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, FILTER_MODE);
+    let s = stream(&worker, 1);
+    request(&env, "GET", "/f", &[]);
+    s.request_headers(&env, true);
+    // The first attempt took all of filter_mode.timeout (5 s): no retry starts after it.
+    env.advance_ms(5_000);
+    router_answers(&env, &[(":status", "503")]);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert!(env.callouts().is_empty());
+}
+
+#[test]
+fn budgets_beyond_the_local_views_are_written_on_every_request() {
+    let json = r#"{"max_retries": 1, "budget": {"ratio": 0.5, "min_per_second": 0}}"#;
+    let env = FakeEnv::at(START_MS);
+    let worker = configure(&env, json);
+    let totals = |cluster: &str| {
+        let key = format!("{}.{cluster}", shared_key(json, "budget"));
+        let stored = env.get_shared(&key).unwrap().0.unwrap_or_default();
+        crate::budget::Window::decode(&stored).totals(START_MS / 1000)
+    };
+    let mut id = 0;
+    let mut send = |cluster: &str| {
+        id += 1;
+        env.set_property("xds.cluster_name", cluster.as_bytes());
+        let s = stream(&worker, id);
+        request(&env, "GET", "/r", &[]);
+        s.request_headers(&env, true);
+    };
+    for i in 0..MAX_LOCAL_BUDGETS {
+        send(&format!("c{i}"));
+    }
+    send("c0");
+    assert_eq!(
+        totals("c0"),
+        (0, 0),
+        "a local view: written with the next second"
+    );
+    send("extra");
+    send("extra");
+    assert_eq!(
+        totals("extra"),
+        (2, 0),
+        "no local view left: written at once"
+    );
+    assert_eq!(
+        request_header(&env, "x-envoy-max-retries").as_deref(),
+        Some("1"),
+        "2 requests allow 1 retry"
+    );
 }
