@@ -326,3 +326,32 @@ fn compose_example_envoy_config_validates() {
         panic!("the example does not validate:\n{output}");
     }
 }
+
+/// The request's cost goes to the service as `hits_addend` (bounded by `max_cost` whatever the
+/// client writes), and the service's 429 carries `x-envoy-ratelimited` like a local one.
+#[test]
+fn cost_is_sent_as_hits_addend() {
+    let redis = Redis::start();
+    let limits = json!([{"namespace": "cost", "max_value": 10, "seconds": 3600, "name": "units",
+        "conditions": [], "variables": ["descriptors[0].remote_address"]}]);
+    let service = Service::start(&redis.url(), &limits.to_string()).unwrap();
+    let mut rule = global_rule("/", "cost", "5s", "deny");
+    rule["cost_header"] = json!("x-cost");
+    rule["max_cost"] = json!(4);
+    let envoy = start_envoy(&json!({"rules": [rule]}), service.port);
+    let client = envoy.client();
+    let send = |cost: &str| client.send("GET", "/", &[("x-cost", cost)], b"");
+    assert_eq!(send("4").status, 200, "4 of 10");
+    assert_eq!(
+        send("999999999999999999999").status,
+        200,
+        "max_cost: 8 of 10"
+    );
+    let refused = send("3");
+    assert_eq!(refused.status, 429, "8 + 3 > 10");
+    assert_eq!(refused.header("x-envoy-ratelimited"), Some("true"));
+    assert_eq!(send("-7").status, 200, "not a number: 1, 9 of 10");
+    assert_eq!(send("").status, 200, "absent: 1, 10 of 10");
+    assert_eq!(send("1").status, 429);
+    assert_eq!(service.calls(), 6);
+}

@@ -267,12 +267,15 @@ fn functional_config() -> Value {
              "limits": [burst, limit("hourly", 3, "1h", "sliding_window")]},
             {"match": {"path_prefix": "/shadow/"}, "key": [{"constant": "all"}],
              "limits": [hourly(2)], "shadow": true},
-            {"match": {"path_prefix": "/deny/"}, "key": user, "limits": [hourly(1)]},
+            {"match": {"path_prefix": "/deny/"}, "key": user, "limits": [hourly(1)],
+             "on_missing_key": "deny"},
             {"match": {"path_prefix": "/allow/"}, "key": user, "limits": [hourly(1)],
              "on_missing_key": "allow"},
             {"match": {"path_prefix": "/shared/"}, "key": user, "limits": [hourly(1)],
              "on_missing_key": "shared"},
-            {"match": {"path_prefix": "/ip/"}, "key": ["client_ip"], "limits": [hourly(1)]},
+            {"match": {"path_prefix": "/ip/"}, "key": ["client_ip"], "limits": [hourly(1)],
+             "on_missing_key": "deny"},
+            {"match": {"path_prefix": "/default/"}, "key": user, "limits": [hourly(1)]},
             {"match": {"path_prefix": "/query/"}, "key": [{"query": "tenant"}, "method"],
              "limits": [hourly(1)]},
             {"match": {"path_prefix": "/named/"}, "key": ["route"], "limits": [hourly(1)]}
@@ -408,7 +411,30 @@ fn shadow_missing_keys_and_key_parts() {
     assert_eq!(param(&last, "ratelimit", "hourly", "r"), 0);
     assert_eq!(envoy.stat("wasmgate_rate_limit_shadow_limited"), 5);
 
-    // on_missing_key: deny (default), allow, shared.
+    // on_missing_key: the default (the client address stands in), deny, allow, shared.
+    let keyless = [("x-forwarded-for", "7.7.7.7")];
+    assert_eq!(get(&client, "/default/", &keyless).status, 200);
+    let second = get(&client, "/default/", &keyless);
+    assert_eq!(
+        second.status, 429,
+        "keyless requests are limited by address"
+    );
+    assert_eq!(second.header("x-envoy-ratelimited"), Some("true"));
+    assert_eq!(
+        get(&client, "/default/", &[("x-forwarded-for", "7.7.7.8")]).status,
+        200,
+        "another address"
+    );
+    assert_eq!(
+        get(
+            &client,
+            "/default/",
+            &[("x-user", "7.7.7.7"), ("x-forwarded-for", "7.7.7.7")]
+        )
+        .status,
+        200,
+        "a key value equal to the address is another key"
+    );
     let denied = get(&client, "/deny/", &[]);
     assert_eq!(denied.status, 400);
     assert_eq!(denied.json()["error"], "missing_rate_limit_key");
@@ -639,4 +665,175 @@ fn distinct_keys_leave_memory_bounded() {
         unbounded > bound && unbounded > 4 * bounded,
         "keeping every key grew memory by only {unbounded} bytes (bounded: {bounded})"
     );
+}
+
+/// Per-IP and per-tenant limits on one request, on two workers under concurrency: the tenant's
+/// limit admits exactly its quota, and the requests it refused were counted under no IP (what
+/// each IP has used, measured afterwards under tenants of their own, adds up to exactly what the
+/// tenant admitted).
+#[test]
+fn several_keys_per_request_are_exact_and_a_refusal_counts_nowhere() {
+    let config = json!({
+        "client_ip": {"xff_num_trusted_hops": 1},
+        "rules": [{"name": "tenants", "key": ["client_ip"], "limits": [
+            limit("per_ip", 30, "1h", "fixed_window"),
+            {"name": "per_tenant", "requests": 100, "window": "1h", "algorithm": "fixed_window",
+             "key": [{"header": "x-tenant"}]}]}]});
+    let envoy = start_two_workers(&config);
+    ensure_window_room(3600, 60);
+    let ip = |i: usize| format!("10.0.{}.1", i % 8);
+    let responses = hammer(&envoy, 1000, 16, |i| {
+        (
+            "/".to_string(),
+            vec![
+                ("x-forwarded-for".to_string(), ip(i)),
+                ("x-tenant".to_string(), "acme".to_string()),
+            ],
+        )
+    });
+    assert_eq!(count(&responses, 200), 100, "the tenant's quota, exactly");
+    assert_eq!(count(&responses, 429), 900);
+    assert_both_workers_served(&envoy);
+    let client = envoy.client();
+    let mut used = 0;
+    for i in 0..8 {
+        // A tenant of its own per IP, so no tenant limit interferes with the measurement.
+        let headers = [
+            ("x-forwarded-for", ip(i)),
+            ("x-tenant", format!("other-{i}")),
+        ];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let mut left = 0;
+        while get(&client, "/", &headers).status == 200 {
+            left += 1;
+            assert!(left <= 30);
+        }
+        used += 30 - left;
+    }
+    assert_eq!(used, 100, "only the admitted requests were counted per IP");
+    assert_eq!(
+        envoy.stat("wasmgate_rate_limit_limit.tenants.per_tenant.refused"),
+        900
+    );
+}
+
+/// Cost, IPv6 networks, gRPC and configured replies, shadow percentage with its marker, and
+/// per-rule and per-limit metrics as Prometheus labels (the template's `stats_tags`).
+#[test]
+fn cost_prefixes_replies_shadow_and_labelled_metrics() {
+    let hourly = |n: u64| limit("hourly", n, "1h", "fixed_window");
+    let config = json!({
+        "client_ip": {"xff_num_trusted_hops": 1},
+        "rules": [
+            {"name": "cost", "match": {"path_prefix": "/cost/"}, "key": [{"constant": "c"}],
+             "cost_header": "x-cost", "max_cost": 5, "limits": [hourly(12)]},
+            {"name": "v6", "match": {"path_prefix": "/v6/"}, "limits": [hourly(3)]},
+            {"name": "grpc", "match": {"path_prefix": "/pkg.Svc/"}, "key": [{"constant": "g"}],
+             "limits": [hourly(1)]},
+            {"name": "custom", "match": {"path_prefix": "/custom/"}, "key": [{"constant": "u"}],
+             "limits": [hourly(1)],
+             "reply": {"status": 503, "error": "quota_exceeded", "message": "Come back later."}},
+            {"name": "shadow", "match": {"path_prefix": "/shadow/"}, "key": [{"constant": "s"}],
+             "limits": [hourly(1)], "shadow": true, "shadow_percentage": 50}
+        ]
+    });
+    let (upstream, envoy) = start(&config);
+    let client = envoy.client();
+    ensure_window_room(3600, 30);
+
+    // Cost: what a client writes in the header is bounded: at most max_cost, 1 when it is not
+    // a positive number.
+    let remaining_after = |value: &str| {
+        let r = get(&client, "/cost/", &[("x-cost", value)]);
+        assert_eq!(r.status, 200, "cost {value:?}");
+        param(&r, "ratelimit", "hourly", "r")
+    };
+    assert_eq!(
+        remaining_after("99999999999999999999999"),
+        7,
+        "charged max_cost"
+    );
+    assert_eq!(remaining_after("-4"), 6);
+    assert_eq!(remaining_after("abc"), 5);
+    assert_eq!(remaining_after("3"), 2);
+    let refused = get(&client, "/cost/", &[("x-cost", "3")]);
+    assert_eq!(refused.status, 429, "3 > the 2 left");
+    assert_eq!(
+        param(&refused, "ratelimit", "hourly", "r"),
+        2,
+        "a refusal takes nothing"
+    );
+    assert_eq!(remaining_after("2"), 0);
+
+    // IPv6: a client rotating addresses inside its /64 (the default prefix) has one quota.
+    let admitted = (1..=10)
+        .filter(|i| {
+            let address = format!("2001:db8:7:8::{i:x}");
+            get(&client, "/v6/", &[("x-forwarded-for", &address)]).status == 200
+        })
+        .count();
+    assert_eq!(admitted, 3);
+    assert_eq!(
+        get(&client, "/v6/", &[("x-forwarded-for", "2001:db8:7:9::1")]).status,
+        200,
+        "another /64"
+    );
+
+    // gRPC: RESOURCE_EXHAUSTED, as Envoy's rate_limited_as_resource_exhausted.
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    assert_eq!(client.send("POST", "/pkg.Svc/Call", &grpc, b"").status, 200);
+    let limited = client.send("POST", "/pkg.Svc/Call", &grpc, b"");
+    assert_eq!(limited.status, 200, "a gRPC error travels as grpc-status");
+    assert_eq!(
+        limited.header("grpc-status"),
+        Some("8"),
+        "{:?}",
+        limited.headers
+    );
+    assert_eq!(limited.header("x-envoy-ratelimited"), Some("true"));
+
+    // A configured reply. A client's own x-envoy-ratelimited changes nothing: it is counted
+    // like any request, and only the filter's refusals carry the header.
+    let forged = get(&client, "/custom/", &[("x-envoy-ratelimited", "true")]);
+    assert_eq!(forged.status, 200);
+    assert_eq!(forged.header("x-envoy-ratelimited"), None);
+    let custom = get(&client, "/custom/", &[]);
+    assert_eq!(custom.status, 503);
+    assert_eq!(custom.json()["error"], "quota_exceeded");
+    assert_eq!(custom.json()["message"], "Come back later.");
+    assert_eq!(custom.header("x-envoy-ratelimited"), Some("true"));
+    assert!(custom.header("retry-after").is_some());
+
+    // Shadow at 50%: of the over-limit requests every other one passes, marked for the
+    // upstream (a client's own marker never arrives); the others are refused.
+    let forged = [("x-ratelimit-shadow", "forged")];
+    let first = get(&client, "/shadow/", &forged);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json()["headers"]["x-ratelimit-shadow"], Value::Null);
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| get(&client, "/shadow/", &forged).status)
+        .collect();
+    assert_eq!(statuses, [429, 200, 429, 200]);
+    let last = upstream.received().pop().unwrap();
+    assert_eq!(last["headers"]["x-ratelimit-shadow"], "hourly");
+
+    // Per-rule and per-limit counters, labelled by the template's stats_tags.
+    assert_eq!(envoy.stat("wasmgate_rate_limit_rule.v6.limited"), 7);
+    let prometheus = envoy.admin_client().get("/stats/prometheus").text();
+    for series in [
+        "wasmgate_rate_limit_rule_limited{rule=\"v6\"} 7",
+        "wasmgate_rate_limit_rule_shadow_limited{rule=\"shadow\"} 2",
+        "wasmgate_rate_limit_limit_refused{rule=\"shadow\",limit=\"hourly\"} 4",
+        "wasmgate_rate_limit_rule_allowed{rule=\"cost\"} 5",
+    ] {
+        assert!(
+            prometheus.lines().any(|l| l == series),
+            "{series} in\n{}",
+            prometheus
+                .lines()
+                .filter(|l| l.contains("wasmgate_rate_limit_"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

@@ -108,19 +108,37 @@ impl Limit {
         self.retry_after_ns(state, now) == 0
     }
 
+    /// The most units one request may cost under this limit: what an untouched state admits
+    /// (`requests` per window, `burst` for a token bucket). A rule's `cost` and `max_cost` are
+    /// checked against it at load, so every cost a rule charges can pass an idle key.
+    pub fn capacity(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket { burst } => burst,
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => self.requests,
+        }
+    }
+
     /// Nanoseconds until one more request would fit (0: it fits now), for a normalized state.
     pub fn retry_after_ns(&self, state: &State, now: u64) -> u64 {
+        self.retry_after_cost_ns(state, now, 1)
+    }
+
+    /// Nanoseconds until a request costing `cost` units would fit (0: it fits now), for a
+    /// normalized state. A cost above [`Limit::capacity`] never fits; the configuration refuses
+    /// such costs, and the arithmetic saturates rather than overflow.
+    pub fn retry_after_cost_ns(&self, state: &State, now: u64, cost: u64) -> u64 {
         let w = u128::from(self.window_ns.max(1));
         let q = u128::from(self.requests);
+        let c = u128::from(cost.max(1));
         match self.algorithm {
             Algorithm::TokenBucket { burst } => {
                 let t = u128::from(self.interval_ns());
                 let debt = u128::from(state[0].saturating_sub(now));
                 let capacity = u128::from(burst) * t;
-                to_u64((debt + t).saturating_sub(capacity))
+                to_u64((debt + t * c).saturating_sub(capacity))
             }
             Algorithm::FixedWindow => {
-                if u128::from(state[1]) < q {
+                if u128::from(state[1]).saturating_add(c) <= q {
                     0
                 } else {
                     self.window_end(state).saturating_sub(now)
@@ -130,7 +148,9 @@ impl Limit {
                 let elapsed = self.elapsed(state, now);
                 let (cur, prev) = (u128::from(state[1]), u128::from(state[2]));
                 let used = sliding_used(prev, cur, w, elapsed);
-                let need = used.saturating_add(w).saturating_sub(q * w);
+                let need = used
+                    .saturating_add(c.saturating_mul(w))
+                    .saturating_sub(q * w);
                 if need == 0 {
                     return 0;
                 }
@@ -143,24 +163,58 @@ impl Limit {
                     }
                 }
                 // Next window: the current count becomes the previous one, weighted (w - e) / w.
-                let extra = if cur < q {
+                let extra = if cur.saturating_add(c) <= q {
                     0
                 } else {
-                    (w * (cur + 1 - q)).div_ceil(cur.max(1))
+                    w.saturating_mul(cur.saturating_add(c) - q)
+                        .div_ceil(cur.max(1))
                 };
-                to_u64(left + extra)
+                to_u64(left.saturating_add(extra))
             }
         }
     }
 
     /// The state after one request was counted (call only when [`Limit::allows`] said yes).
     pub fn consume(&self, state: State, now: u64) -> State {
+        self.consume_cost(state, now, 1)
+    }
+
+    /// The state after a request costing `cost` units was counted (call only when
+    /// [`Limit::retry_after_cost_ns`] said 0).
+    pub fn consume_cost(&self, state: State, now: u64, cost: u64) -> State {
+        let cost = cost.max(1);
+        match self.algorithm {
+            Algorithm::TokenBucket { .. } => [
+                state[0]
+                    .max(now)
+                    .saturating_add(self.interval_ns().saturating_mul(cost)),
+                0,
+                0,
+            ],
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                [state[0], state[1].saturating_add(cost), state[2]]
+            }
+        }
+    }
+
+    /// Gives back what [`Limit::consume_cost`] took at `now` (a request counted by one group of
+    /// limits and then refused by another, concurrently changed one). Never gives back more
+    /// than was taken: a window that has rolled over since is left alone, and a bucket never
+    /// holds more than when the request arrived.
+    pub fn refund(&self, state: State, now: u64, cost: u64) -> State {
+        let cost = cost.max(1);
         match self.algorithm {
             Algorithm::TokenBucket { .. } => {
-                [state[0].max(now).saturating_add(self.interval_ns()), 0, 0]
+                let back = self.interval_ns().saturating_mul(cost);
+                [state[0].saturating_sub(back).max(now.min(state[0])), 0, 0]
             }
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                [state[0], state[1].saturating_add(1), state[2]]
+                let w = self.window_ns.max(1);
+                if state[0] == now - now % w {
+                    [state[0], state[1].saturating_sub(cost), state[2]]
+                } else {
+                    state
+                }
             }
         }
     }
@@ -483,5 +537,63 @@ mod tests {
         assert_eq!(ceil_seconds(1), 1);
         assert_eq!(ceil_seconds(S), 1);
         assert_eq!(ceil_seconds(S + 1), 2);
+    }
+
+    /// Runs one request of `cost` units; returns whether it passed.
+    fn hit_cost(limit: &Limit, state: &mut State, now: u64, cost: u64) -> bool {
+        let normalized = limit.normalize(*state, now);
+        if limit.retry_after_cost_ns(&normalized, now, cost) == 0 {
+            *state = limit.consume_cost(normalized, now, cost);
+            true
+        } else {
+            *state = normalized;
+            false
+        }
+    }
+
+    /// A request costing `c` takes exactly `c` units from every algorithm, and fits only when
+    /// `c` units are there; a refund gives them back.
+    #[test]
+    fn costs_take_and_refunds_give_back_exactly() {
+        let limits = [
+            limit(10, 10 * S, Algorithm::TokenBucket { burst: 10 }),
+            limit(10, 10 * S, Algorithm::FixedWindow),
+            limit(10, 10 * S, Algorithm::SlidingWindow),
+        ];
+        for l in &limits {
+            let mut st = [0; 3];
+            assert!(hit_cost(l, &mut st, T0, 4), "{:?}", l.algorithm);
+            assert_eq!(l.report(&st, T0).remaining, 6, "{:?}", l.algorithm);
+            assert!(!hit_cost(l, &mut st, T0, 7), "{:?}: 7 > 6", l.algorithm);
+            assert_eq!(l.report(&st, T0).remaining, 6, "a refusal takes nothing");
+            assert!(hit_cost(l, &mut st, T0, 6), "{:?}", l.algorithm);
+            assert_eq!(l.report(&st, T0).remaining, 0);
+            let back = l.refund(st, T0, 6);
+            assert_eq!(l.report(&back, T0).remaining, 6, "{:?}", l.algorithm);
+            assert!(
+                l.retry_after_cost_ns(&back, T0, 11) > 0,
+                "over capacity never fits"
+            );
+            assert_eq!(l.capacity(), 10);
+        }
+        // Refunding after the window rolled over gives nothing back to the new window.
+        let fixed = &limits[1];
+        let mut st = [0; 3];
+        assert!(hit_cost(fixed, &mut st, T0, 10));
+        let later = fixed.normalize(st, T0 + 10 * S);
+        assert_eq!(fixed.refund(later, T0 + 10 * S, 10), later);
+        // A token bucket's wait for a costly request: the tokens missing, one interval each.
+        let tb = &limits[0];
+        let mut st = [0; 3];
+        assert!(hit_cost(tb, &mut st, T0, 10));
+        assert_eq!(tb.retry_after_cost_ns(&st, T0, 3), 3 * S);
+        // Sliding window: a full previous window weighs 10 * (1 - e): 3 units fit from 30%.
+        let sw = &limits[2];
+        let mut st = [0; 3];
+        assert!(hit_cost(sw, &mut st, T0, 10));
+        let next = sw.normalize(st, T0 + 10 * S);
+        assert_eq!(sw.retry_after_cost_ns(&next, T0 + 10 * S, 3), 3 * S);
+        assert!(!hit_cost(sw, &mut st, T0 + 13 * S - 1, 3));
+        assert!(hit_cost(sw, &mut st, T0 + 13 * S, 3));
     }
 }

@@ -43,10 +43,46 @@ impl Metrics {
     }
 }
 
+/// One rule's counters: `wasmgate_rate_limit_rule.<rule>.<outcome>` and
+/// `wasmgate_rate_limit_limit.<rule>.<limit>.refused`, named so that Envoy's `stats_tags`
+/// extract `rule` and `limit` labels (README, "Metrics").
+#[derive(Debug, Clone, Default)]
+struct RuleMetrics {
+    allowed: Counter,
+    limited: Counter,
+    shadow_limited: Counter,
+    /// One per limit of the rule: requests it refused (or would have, in shadow mode).
+    refused: Vec<Counter>,
+}
+
+impl RuleMetrics {
+    fn define(setup: &Setup<'_>, rule: &config::Rule) -> Self {
+        let name = &rule.name;
+        Self {
+            allowed: setup.counter(&format!("rule.{name}.allowed")),
+            limited: setup.counter(&format!("rule.{name}.limited")),
+            shadow_limited: setup.counter(&format!("rule.{name}.shadow_limited")),
+            refused: rule
+                .limits
+                .iter()
+                .map(|l| {
+                    setup.counter(&format!(
+                        "limit.{name}.{}.refused",
+                        l.name.replace('.', "_")
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One configuration: the rules, the counters and this plugin's slot table in shared data.
 pub struct Plugin {
     config: Config,
     metrics: Metrics,
+    /// By rule index; `None` for a disabled or unnamed rule (a rule's counters are opt-in by
+    /// naming it: stable labels, and no extra counter update per request of other rules).
+    rule_metrics: Vec<Option<RuleMetrics>>,
     /// Shared-data key prefix of the slot table; it outlives configuration changes, and each
     /// rule's fingerprint in its entries restarts a changed rule.
     prefix: String,
@@ -59,20 +95,60 @@ pub struct RateLimit {
     pending_rule: Option<usize>,
 }
 
+/// True for a gRPC request as Envoy tells one (`content-type` `application/grpc`, or with a
+/// `+` or `;` suffix): Envoy turns a local reply to it into a gRPC status.
+fn is_grpc(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        let base = b"application/grpc";
+        ct.len() >= base.len()
+            && ct[..base.len()].eq_ignore_ascii_case(base)
+            && matches!(ct.get(base.len()), None | Some(b'+' | b';'))
+    })
+}
+
 impl RateLimit {
     /// Counts the verdict and keeps its response headers; the reply, if the request is refused.
-    fn apply(&mut self, cx: &Cx<'_>, verdict: Verdict) -> Outcome {
-        let m = &self.plugin.metrics;
+    fn apply(&mut self, cx: &mut Cx<'_>, rule: usize, verdict: Verdict) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        let m = &plugin.metrics;
+        let rm = plugin.rule_metrics.get(rule).and_then(Option::as_ref);
         if verdict.evicted {
             cx.count(m.keys_evicted);
         }
         if verdict.overflow {
             cx.count(m.overflow);
         }
+        if verdict.refused != 0 {
+            if let Some(rm) = rm {
+                for (i, counter) in rm.refused.iter().enumerate() {
+                    if verdict.refused & (1 << i) != 0 {
+                        cx.count(*counter);
+                    }
+                }
+            }
+        }
+        for (name, value) in verdict.request_headers {
+            cx.request.set(name, value);
+        }
+        let rule_count = |cx: &Cx<'_>, pick: fn(&RuleMetrics) -> Counter| {
+            if let Some(rm) = rm {
+                cx.count(pick(rm));
+            }
+        };
         match verdict.count {
-            Some(Count::Allowed) => cx.count(m.allowed),
-            Some(Count::Limited) => cx.count(m.limited),
-            Some(Count::ShadowLimited) => cx.count(m.shadow_limited),
+            Some(Count::Allowed) => {
+                cx.count(m.allowed);
+                rule_count(cx, |r| r.allowed);
+            }
+            Some(Count::Limited) => {
+                cx.count(m.limited);
+                rule_count(cx, |r| r.limited);
+            }
+            Some(Count::ShadowLimited) => {
+                cx.count(m.shadow_limited);
+                rule_count(cx, |r| r.shadow_limited);
+            }
             Some(Count::MissingKey) => cx.count(m.missing_key),
             Some(Count::Error) => cx.count(m.errors),
             Some(Count::FailedOpen) => cx.count(m.global_failures),
@@ -83,7 +159,21 @@ impl RateLimit {
             None => {}
         }
         self.response_headers = verdict.response_headers;
-        verdict.reply.map_or(Outcome::Continue, Outcome::Reply)
+        match verdict.reply {
+            None => Outcome::Continue,
+            Some(mut reply) => {
+                if verdict.count == Some(Count::Limited)
+                    && is_grpc(cx.host().request_header("content-type").as_deref())
+                {
+                    // Envoy answers a gRPC request's local reply as a gRPC status, and keeps a
+                    // grpc-status the reply sets: RESOURCE_EXHAUSTED, as Envoy's own rate limit
+                    // filters with `rate_limited_as_resource_exhausted` (else UNAVAILABLE, which
+                    // gRPC clients retry).
+                    reply.headers.push(("grpc-status".into(), "8".into()));
+                }
+                Outcome::Reply(reply)
+            }
+        }
     }
 }
 
@@ -97,8 +187,21 @@ impl Filter for RateLimit {
     };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
+        let config = config::parse(json)?;
+        let rule_metrics = config
+            .policies
+            .rules()
+            .iter()
+            .map(|r| {
+                r.policy
+                    .as_ref()
+                    .filter(|rule| rule.named)
+                    .map(|rule| RuleMetrics::define(setup, rule))
+            })
+            .collect();
         Ok(Plugin {
-            config: config::parse(json)?,
+            config,
+            rule_metrics,
             metrics: Metrics::define(setup),
             prefix: setup.plugin_namespace().prefix().to_string(),
         })
@@ -128,9 +231,13 @@ impl Filter for RateLimit {
             // Disabled by a rule, or no rule matched: the defaults limit nothing.
             return Outcome::Continue;
         };
+        if let Some(name) = policy.shadow.as_ref().and_then(|s| s.header.as_ref()) {
+            // The marker is ours: a client's copy must not reach the upstream.
+            cx.request.remove(name.clone());
+        }
         let mut verdict = request::check(config, &plugin.prefix, cx.host(), &info, index, policy);
         let call = verdict.call.take();
-        let outcome = self.apply(cx, verdict);
+        let outcome = self.apply(cx, index, verdict);
         let (Outcome::Continue, Some(call)) = (&outcome, call) else {
             return outcome;
         };
@@ -154,7 +261,10 @@ impl Filter for RateLimit {
 
     fn on_answer(&mut self, cx: &mut Cx<'_>, answer: Answer) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
-        let Some(rule) = self.pending_rule.take().and_then(|i| plugin.config.rule(i)) else {
+        let Some(index) = self.pending_rule.take() else {
+            return Outcome::Continue;
+        };
+        let Some(rule) = plugin.config.rule(index) else {
             return Outcome::Continue;
         };
         let Some(settings) = rule.global.as_ref() else {
@@ -169,7 +279,7 @@ impl Filter for RateLimit {
             }
         };
         let verdict = global::verdict(rule, settings, answer);
-        self.apply(cx, verdict)
+        self.apply(cx, index, verdict)
     }
 
     fn on_response_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {

@@ -8,7 +8,7 @@
 use crate::algorithm::{Limit, Report, NANOS_PER_SECOND};
 use crate::config::{FailureMode, Global, Rule};
 use crate::headers;
-use crate::request::{Count, Verdict};
+use crate::request::{refusal, Count, Verdict};
 use wasmgate_core::LocalReply;
 
 /// The gRPC service.
@@ -25,7 +25,7 @@ pub struct RateLimitRequest {
     /// One descriptor: the rule's key parts.
     #[prost(message, repeated, tag = "2")]
     pub descriptors: Vec<RateLimitDescriptor>,
-    /// Always 1.
+    /// The request's cost (the rule's `cost` / `cost_header`).
     #[prost(uint32, tag = "3")]
     pub hits_addend: u32,
 }
@@ -58,6 +58,70 @@ pub struct RateLimitResponse {
     /// One status per descriptor sent (envoyproxy/ratelimit fills them; Limitador may not).
     #[prost(message, repeated, tag = "2")]
     pub statuses: Vec<DescriptorStatus>,
+    /// Headers for the response to the client (on the 429, or the upstream's response).
+    #[prost(message, repeated, tag = "3")]
+    pub response_headers_to_add: Vec<HeaderValue>,
+    /// Headers for the request going upstream (when it is allowed).
+    #[prost(message, repeated, tag = "4")]
+    pub request_headers_to_add: Vec<HeaderValue>,
+}
+
+/// `envoy.config.core.v3.HeaderValue` (`raw_value`, field 3, is not read: a service setting
+/// only it adds nothing).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderValue {
+    /// The header name.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// The value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// Most headers taken from one answer, per direction (the rest are dropped, with a debug line).
+pub const MAX_SERVICE_HEADERS: usize = 16;
+
+/// The service's headers a filter may write: names that are header tokens (lowercased), not
+/// pseudo-headers, not hop-by-hop or framing headers (`content-length`, `transfer-encoding`,
+/// `connection`, `host`...), values without control characters; at most
+/// [`MAX_SERVICE_HEADERS`]. The service is trusted, but a header it sends must not be able to
+/// break the message it is written into.
+fn service_headers(headers: &[HeaderValue]) -> Vec<(String, String)> {
+    const FORBIDDEN: &[&str] = &[
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "host",
+        "content-type",
+    ];
+    let valid = |h: &&HeaderValue| {
+        !h.key.is_empty()
+            && h.key.len() <= 256
+            && h.key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            && !FORBIDDEN.iter().any(|f| h.key.eq_ignore_ascii_case(f))
+            && h.value.len() <= 8192
+            && !h.value.chars().any(|c| c.is_control() && c != '\t')
+    };
+    let kept: Vec<(String, String)> = headers
+        .iter()
+        .filter(valid)
+        .take(MAX_SERVICE_HEADERS)
+        .map(|h| (h.key.to_ascii_lowercase(), h.value.clone()))
+        .collect();
+    if kept.len() < headers.len() {
+        log::debug!(
+            "wasmgate rate-limit: {} of the rate limit service's headers dropped (invalid or too many)",
+            headers.len() - kept.len()
+        );
+    }
+    kept
 }
 
 /// `RateLimitResponse.DescriptorStatus`.
@@ -107,8 +171,9 @@ pub const CODE_OK: i32 = 1;
 /// `Code.OVER_LIMIT`.
 pub const CODE_OVER_LIMIT: i32 = 2;
 
-/// The serialized `RateLimitRequest` for one request: one descriptor with `entries`.
-pub fn encode_request(domain: &str, entries: Vec<(String, String)>) -> Vec<u8> {
+/// The serialized `RateLimitRequest` for one request: one descriptor with `entries`, and the
+/// request's cost as `hits_addend`.
+pub fn encode_request(domain: &str, entries: Vec<(String, String)>, cost: u64) -> Vec<u8> {
     let request = RateLimitRequest {
         domain: domain.to_string(),
         descriptors: vec![RateLimitDescriptor {
@@ -117,7 +182,7 @@ pub fn encode_request(domain: &str, entries: Vec<(String, String)>) -> Vec<u8> {
                 .map(|(key, value)| Entry { key, value })
                 .collect(),
         }],
-        hits_addend: 1,
+        hits_addend: u32::try_from(cost.max(1)).unwrap_or(u32::MAX),
     };
     prost::Message::encode_to_vec(&request)
 }
@@ -229,10 +294,20 @@ pub fn verdict(rule: &Rule, global: &Global, answer: Result<&[u8], Failure>) -> 
     } else {
         headers::rate_limit_headers(rule.response_headers, &limits, &reports)
     };
+    let mut headers = headers;
+    headers.extend(service_headers(&response.response_headers_to_add));
     let allowed = response.overall_code == CODE_OK;
-    if allowed || rule.shadow {
+    let shadow_pass = !allowed && rule.shadow.as_ref().is_some_and(|s| s.passes());
+    if allowed || shadow_pass {
+        let mut request_headers = service_headers(&response.request_headers_to_add);
+        if shadow_pass {
+            if let Some(name) = rule.shadow.as_ref().and_then(|s| s.header.as_ref()) {
+                request_headers.push((name.clone(), global.domain.clone()));
+            }
+        }
         return Verdict {
             response_headers: headers,
+            request_headers,
             count: Some(if allowed {
                 Count::Allowed
             } else {
@@ -241,24 +316,9 @@ pub fn verdict(rule: &Rule, global: &Global, answer: Result<&[u8], Failure>) -> 
             ..Verdict::default()
         };
     }
-    let mut reply = match retry_after_ns {
-        Some(ns) => {
-            let retry_after = headers::retry_after(ns);
-            LocalReply::new(
-                429,
-                "rate_limited",
-                format!("Too many requests; retry after {retry_after} seconds."),
-            )
-            .with_header("retry-after", retry_after)
-        }
-        // The service gave no reset time: no Retry-After rather than a guessed one.
-        None => LocalReply::new(429, "rate_limited", "Too many requests."),
-    };
-    for (name, value) in headers {
-        reply = reply.with_header(name, value);
-    }
+    // The service gave no reset time: no Retry-After rather than a guessed one.
     Verdict {
-        reply: Some(reply),
+        reply: Some(refusal(&rule.reply, retry_after_ns, headers)),
         count: Some(Count::Limited),
         ..Verdict::default()
     }
@@ -331,13 +391,18 @@ mod tests {
         RateLimitResponse {
             overall_code,
             statuses,
+            ..RateLimitResponse::default()
         }
         .encode_to_vec()
     }
 
     #[test]
     fn request_encoding_matches_rls_proto() {
-        let bytes = encode_request("edge", vec![("remote_address".into(), "10.0.0.1".into())]);
+        let bytes = encode_request(
+            "edge",
+            vec![("remote_address".into(), "10.0.0.1".into())],
+            1,
+        );
         // Hand-assembled from rls.proto: domain (1), descriptors (2) { entries (1) { key (1),
         // value (2) } }, hits_addend (3) = 1.
         let mut expected = vec![0x0a, 4];
@@ -405,6 +470,11 @@ mod tests {
             RateLimitResponse {
                 overall_code: CODE_OVER_LIMIT,
                 statuses: vec![status],
+                response_headers_to_add: vec![HeaderValue {
+                    key: "x-extra".into(),
+                    value: "1".into(),
+                }],
+                request_headers_to_add: Vec::new(),
             }
         );
         // Truncated anywhere: a failure (failure_mode), never a panic.
@@ -425,7 +495,8 @@ mod tests {
             ("path".to_string(), String::new()),
         ];
         let decoded =
-            RateLimitRequest::decode(encode_request("edge", entries.clone()).as_slice()).unwrap();
+            RateLimitRequest::decode(encode_request("edge", entries.clone(), 1).as_slice())
+                .unwrap();
         assert_eq!(decoded.domain, "edge");
         assert_eq!(decoded.hits_addend, 1);
         let sent: Vec<(String, String)> = decoded.descriptors[0]
@@ -471,6 +542,7 @@ mod tests {
             reply.headers,
             vec![
                 ("retry-after".to_string(), "8".to_string()),
+                ("x-envoy-ratelimited".to_string(), "true".to_string()),
                 (
                     "x-ratelimit-limit".into(),
                     "100, 100;w=60;name=\"a_b_\"".into()
@@ -487,8 +559,16 @@ mod tests {
         let answer = body(CODE_OVER_LIMIT, Vec::new());
         let reply = verdict(&rule, &global, Ok(&answer)).reply.unwrap();
         assert_eq!(reply.status, 429);
-        assert!(reply.headers.is_empty(), "no guessed Retry-After");
-        rule.shadow = true;
+        assert_eq!(
+            reply.headers,
+            vec![("x-envoy-ratelimited".to_string(), "true".to_string())],
+            "no guessed Retry-After"
+        );
+        rule.shadow = Some(config::Shadow {
+            percentage: 100,
+            header: None,
+            credit: Default::default(),
+        });
         let shadow = verdict(&rule, &global, Ok(&answer));
         assert_eq!(
             (shadow.reply, shadow.count),

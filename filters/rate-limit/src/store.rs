@@ -25,6 +25,12 @@
 //! decision on it used, and a decision uses the later of that and its own clock, so a worker
 //! whose clock read was a little older can never see a state "from the future", or recreate a
 //! key whose idle entry another worker has just replaced.
+//!
+//! A rule whose limits use several keys has one entry per key (a *group*, with its own
+//! fingerprint and overflow entry). Its request is first checked under every key with [`peek`]
+//! (one read each, no write), then counted under each with [`decide_cost`]; when a concurrent
+//! request took the room of a later key in between, [`refund`] gives back what the earlier keys
+//! counted, so a refused request is counted under none of them.
 
 use crate::algorithm::{Limit, Report, State};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -140,6 +146,8 @@ pub struct Table<'a> {
 pub struct Key<'a> {
     /// The rule's index in the configuration.
     pub rule: usize,
+    /// The rule's group of limits sharing one key (0 for the rule's own key).
+    pub group: usize,
     /// The rule's fingerprint (index, key parts, limits).
     pub fingerprint: &'a str,
     /// The key built from the request's key parts.
@@ -202,8 +210,14 @@ impl<'a> Table<'a> {
     /// entry (the rule's fingerprint decides whether it is the current rule's).
     pub fn overflow(&self, key: &Key<'_>) -> Place {
         let (_, digest) = self.digest(&[key.fingerprint]);
+        // Each group has its own overflow entry: two groups sharing one would replace each
+        // other's entry (an overflow entry may replace any entry).
+        let bucket = match key.group {
+            0 => format!("{}/overflow/{}", self.prefix, key.rule),
+            group => format!("{}/overflow/{}.{group}", self.prefix, key.rule),
+        };
         Place {
-            bucket: format!("{}/overflow/{}", self.prefix, key.rule),
+            bucket,
             capacity: 1,
             digest,
         }
@@ -219,6 +233,8 @@ pub struct Decision {
     pub reports: Vec<Report>,
     /// When refused: nanoseconds until every limit has room again.
     pub retry_after_ns: u64,
+    /// Bit `i`: `limits[i]` had no room for the request.
+    pub refusing: u8,
     /// The key took the entry of an idle key (whose state counted nothing any more).
     pub evicted: bool,
     /// The key's bucket had no room (every entry active): the request was decided by the rule's
@@ -235,10 +251,23 @@ pub fn decide<S: SharedStore + ?Sized>(
     limits: &[Limit],
     now: u64,
 ) -> Result<Decision, UpdateError> {
-    if let Some(decision) = count(store, &table.place(key), limits, now, false)? {
+    decide_cost(store, table, key, limits, now, 1)
+}
+
+/// [`decide`] for a request costing `cost` units.
+pub fn decide_cost<S: SharedStore + ?Sized>(
+    store: &S,
+    table: &Table<'_>,
+    key: &Key<'_>,
+    limits: &[Limit],
+    now: u64,
+    cost: u64,
+) -> Result<Decision, UpdateError> {
+    let mode = Mode::Count(cost);
+    if let Some(decision) = count(store, &table.place(key), limits, now, false, mode)? {
         return Ok(decision);
     }
-    let decision = count(store, &table.overflow(key), limits, now, true)?
+    let decision = count(store, &table.overflow(key), limits, now, true, mode)?
         // Never `None`: an entry that may replace any entry always has room.
         .ok_or(UpdateError::HostError)?;
     Ok(Decision {
@@ -248,6 +277,88 @@ pub fn decide<S: SharedStore + ?Sized>(
     })
 }
 
+/// What [`decide_cost`] would decide, without writing anything (one read per bucket): a rule
+/// whose limits use several keys checks every key before it counts any, so a request refused
+/// under one key is counted under none.
+pub fn peek<S: SharedStore + ?Sized>(
+    store: &S,
+    table: &Table<'_>,
+    key: &Key<'_>,
+    limits: &[Limit],
+    now: u64,
+    cost: u64,
+) -> Result<Decision, UpdateError> {
+    let read = |place: &Place, replace_any: bool| {
+        let (stored, _) = store
+            .get_shared(&place.bucket)
+            .map_err(|_| UpdateError::HostError)?;
+        let stored = stored.unwrap_or_default();
+        Ok::<_, UpdateError>(step(&stored, place, limits, now, replace_any, Mode::Peek(cost)).1)
+    };
+    if let Some(decision) = read(&table.place(key), false)? {
+        return Ok(decision);
+    }
+    let decision = read(&table.overflow(key), true)?.ok_or(UpdateError::HostError)?;
+    Ok(Decision {
+        overflow: true,
+        evicted: false,
+        ..decision
+    })
+}
+
+/// Gives back a request's `cost` that [`decide_cost`] counted for `key` at `now` (`overflow`:
+/// it was counted in the overflow entry), when another key of the same request refused it.
+pub fn refund<S: SharedStore + ?Sized>(
+    store: &S,
+    table: &Table<'_>,
+    key: &Key<'_>,
+    limits: &[Limit],
+    now: u64,
+    cost: u64,
+    overflow: bool,
+) -> Result<(), UpdateError> {
+    let place = if overflow {
+        table.overflow(key)
+    } else {
+        table.place(key)
+    };
+    update(store, &place.bucket, |stored| {
+        let Some(bucket) = parse(stored) else {
+            return (None, ());
+        };
+        let at = now.max(bucket.time);
+        let Some(i) = bucket.entries.iter().position(|e| e.digest == place.digest) else {
+            return (None, ());
+        };
+        let entry = &bucket.entries[i];
+        let Some(states) = states_of(stored, entry).filter(|s| s.len() == limits.len()) else {
+            return (None, ());
+        };
+        let states: Vec<State> = limits
+            .iter()
+            .zip(states)
+            .map(|(limit, state)| limit.refund(state, at, cost))
+            .collect();
+        let idle_at = limits
+            .iter()
+            .zip(&states)
+            .map(|(limit, state)| limit.idle_at(state))
+            .max()
+            .unwrap_or(0);
+        let entry = encode_entry(&place.digest, idle_at, &states);
+        (Some(encode(stored, &bucket, at, Some(i), &entry)), ())
+    })
+}
+
+/// Whether a step counts the request or only looks.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Count a request of this cost when it fits.
+    Count(u64),
+    /// Decide for a request of this cost, write nothing.
+    Peek(u64),
+}
+
 /// One CAS read-modify-write of a bucket (see [`step`]).
 fn count<S: SharedStore + ?Sized>(
     store: &S,
@@ -255,9 +366,10 @@ fn count<S: SharedStore + ?Sized>(
     limits: &[Limit],
     now: u64,
     replace_any: bool,
+    mode: Mode,
 ) -> Result<Option<Decision>, UpdateError> {
     update(store, &place.bucket, |stored| {
-        step(stored, place, limits, now, replace_any)
+        step(stored, place, limits, now, replace_any, mode)
     })
 }
 
@@ -286,7 +398,12 @@ fn step(
     limits: &[Limit],
     now: u64,
     replace_any: bool,
+    mode: Mode,
 ) -> (Option<Vec<u8>>, Option<Decision>) {
+    let (cost, commit) = match mode {
+        Mode::Count(cost) => (cost, true),
+        Mode::Peek(cost) => (cost, false),
+    };
     // Anything unreadable (another layout version) is an empty bucket, overwritten by our write.
     let bucket = parse(stored).unwrap_or_default();
     let at = now.max(bucket.time);
@@ -319,18 +436,24 @@ fn step(
         .zip(states)
         .map(|(limit, state)| limit.normalize(state, at))
         .collect();
-    let retry_after_ns = limits
-        .iter()
-        .zip(&states)
-        .map(|(limit, state)| limit.retry_after_ns(state, at))
-        .max()
-        .unwrap_or(0);
+    let mut refusing = 0u8;
+    let mut retry_after_ns = 0;
+    for (i, (limit, state)) in limits.iter().zip(&states).enumerate() {
+        let wait = limit.retry_after_cost_ns(state, at, cost);
+        if wait > 0 {
+            refusing |= 1u8
+                .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+        }
+        retry_after_ns = retry_after_ns.max(wait);
+    }
     let allowed = retry_after_ns == 0;
-    let states: Vec<State> = if allowed {
+    // A peek reports the state without this request (it counts nothing).
+    let states: Vec<State> = if allowed && commit {
         limits
             .iter()
             .zip(states)
-            .map(|(limit, state)| limit.consume(state, at))
+            .map(|(limit, state)| limit.consume_cost(state, at, cost))
             .collect()
     } else {
         states
@@ -342,7 +465,7 @@ fn step(
         .collect();
     // A refused request changes nothing: no write, so a flood of refusals stays cheap. (A key
     // new to the bucket always has room in every limit, so it is always written.)
-    let write = allowed.then(|| {
+    let write = (allowed && commit).then(|| {
         let idle_at = limits
             .iter()
             .zip(&states)
@@ -356,6 +479,7 @@ fn step(
         allowed,
         reports,
         retry_after_ns,
+        refusing,
         evicted: evicted && allowed,
         overflow: false,
     };

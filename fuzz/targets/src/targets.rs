@@ -345,8 +345,9 @@ pub fn transform_request(data: &[u8]) {
 
 // ---------------------------------------------------------------- rate-limit
 
-/// A request (a [`Message`]; `x-source` is the downstream address): every key part, with
-/// 0..2 trusted hops.
+/// A request (a [`Message`]; `x-source` is the downstream address, `x-cost` a claimed cost):
+/// every key part, with 0..2 trusted hops and network prefixes, the `client_ip` fallback, and
+/// the cost header's bounds.
 pub fn rate_limit_key(data: &[u8]) {
     use rate_limit::key::{build, descriptor_key, KeyInput, KeyPart};
     let message = Message::parse(data);
@@ -365,9 +366,24 @@ pub fn rate_limit_key(data: &[u8]) {
             info: &info,
             source_address: Some(message.header("x-source")),
             xff_num_trusted_hops: hops,
+            prefixes: rate_limit::key::Prefixes {
+                ipv4: 8 + 8 * hops as u8,
+                ipv6: 48 + 16 * hops as u8,
+            },
         };
         let _ = build(&parts, &input);
+        let _ = rate_limit::key::build_with_fallback(&parts, &input, "10.0.0.0/8");
+        let _ = rate_limit::key::fallback(&input);
+        let _ = rate_limit::key::mask(message.header("x-source").to_string(), input.prefixes);
     }
+    // The cost a request header claims: at least 1, at most max_cost, whatever the bytes.
+    let cost = rate_limit::config::Cost {
+        units: 2,
+        header: Some("x-cost".into()),
+        max: 5,
+    };
+    let charged = cost.of(Some(message.header("x-cost")));
+    assert!((1..=5).contains(&charged), "cost {charged}");
     for part in &parts {
         let _ = descriptor_key(part);
     }
@@ -617,7 +633,7 @@ pub fn state_replay(data: &[u8]) {
 /// bytes are also one limit state, run through every algorithm (extreme limits included).
 pub fn state_rate_limit(data: &[u8]) {
     use rate_limit::algorithm::{Algorithm, Limit};
-    use rate_limit::store::{decide, Key, Seed, Table};
+    use rate_limit::store::{decide, peek, refund, Key, Seed, Table};
     let (w, value) = words(data, 1);
     let Ok(config) = rate_limit::config::parse(configs::RATE_LIMIT) else {
         return;
@@ -657,6 +673,13 @@ pub fn state_rate_limit(data: &[u8]) {
                 let _ = limit.report(&consumed, now);
                 let _ = limit.idle_at(&consumed);
             }
+            for cost in [2, u64::from(u32::MAX), u64::MAX] {
+                if limit.retry_after_cost_ns(&normal, now, cost) == 0 {
+                    let consumed = limit.consume_cost(normal, now, cost);
+                    let _ = limit.report(&consumed, now);
+                    let _ = limit.refund(consumed, now, cost);
+                }
+            }
             let _ = rate_limit::headers::retry_after(limit.retry_after_ns(&state, now));
         }
     }
@@ -668,13 +691,18 @@ pub fn state_rate_limit(data: &[u8]) {
                 if policy.limits.is_empty() {
                     continue;
                 }
-                for key in ["a", "b"] {
-                    let key = Key {
-                        rule,
-                        fingerprint: &policy.fingerprint,
-                        value: key,
-                    };
-                    let _ = decide(&store, &table, &key, &policy.limits, now);
+                for (group_index, group) in policy.groups.iter().enumerate() {
+                    for key in ["a", "b"] {
+                        let key = Key {
+                            rule,
+                            group: group_index,
+                            fingerprint: &group.fingerprint,
+                            value: key,
+                        };
+                        let _ = decide(&store, &table, &key, &group.limits, now);
+                        let _ = peek(&store, &table, &key, &group.limits, now, 3);
+                        let _ = refund(&store, &table, &key, &group.limits, now, 3, false);
+                    }
                 }
             }
         }

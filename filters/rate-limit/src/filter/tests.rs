@@ -11,9 +11,9 @@ use wasmgate_host::proxy_wasm::types::Action;
 const NOW_MS: u64 = 1_700_000_055_000;
 const CONFIG: &str = r#"{"rules": [
     {"match": {"path_prefix": "/api/"},
-     "limits": [{"name": "per_minute", "requests": 2, "window": "1m"}]},
-    {"match": {"path_prefix": "/keyed/"}, "key": [{"header": "x-api-key"}],
-     "limits": [{"name": "per_minute", "requests": 2, "window": "1m"}]}],
+     "limits": [{"name": "per_minute", "requests": 2, "window": "1m", "algorithm": "fixed_window"}]},
+    {"match": {"path_prefix": "/keyed/"}, "key": [{"header": "x-api-key"}], "on_missing_key": "deny",
+     "limits": [{"name": "per_minute", "requests": 2, "window": "1m", "algorithm": "fixed_window"}]}],
   "response_headers": "both"}"#;
 
 fn configure(env: &FakeEnv) -> Rc<Worker<RateLimit>> {
@@ -200,7 +200,7 @@ fn new_keys_overflow_a_full_table_and_are_counted() {
     let env = FakeEnv::at(NOW_MS);
     let worker = Rc::new(Worker::default());
     let config = r#"{"max_keys": 2, "rules": [{"key": [{"header": "x-api-key"}],
-        "limits": [{"name": "per_minute", "requests": 2, "window": "1m"}]}]}"#;
+        "limits": [{"name": "per_minute", "requests": 2, "window": "1m", "algorithm": "fixed_window"}]}]}"#;
     assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
     let mut id = 0;
     let mut send_key = |key: &str| {
@@ -228,4 +228,195 @@ fn new_keys_overflow_a_full_table_and_are_counted() {
     assert_eq!(send_key("fresh"), Action::Continue);
     assert_eq!(metric(&env, "keys_evicted"), 1);
     assert_eq!(metric(&env, "overflow"), 9);
+}
+
+/// Configures `config` on a fresh worker.
+fn configure_with(env: &FakeEnv, config: &str) -> Rc<Worker<RateLimit>> {
+    let worker = Rc::new(Worker::default());
+    assert!(worker.configure(env, "plugin".into(), Some(config.as_bytes())));
+    worker
+}
+
+/// A gRPC request gets RESOURCE_EXHAUSTED (Envoy turns the local reply into a gRPC status and
+/// keeps the grpc-status the reply sets), every 429 `x-envoy-ratelimited`; a gRPC-Web or
+/// look-alike content type is an HTTP request.
+#[test]
+fn grpc_requests_get_resource_exhausted_and_every_refusal_x_envoy_ratelimited() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = configure_with(
+        &env,
+        r#"{"rules": [{"key": [{"header": "x-k"}],
+            "limits": [{"name": "m", "requests": 1, "window": "1h", "algorithm": "fixed_window"}]}]}"#,
+    );
+    let cases = [
+        ("application/grpc", Some("8")),
+        ("application/grpc+proto", Some("8")),
+        ("Application/GRPC;charset=utf-8", Some("8")),
+        ("application/grpc-web", None),
+        ("application/grpcx", None),
+        ("application/json", None),
+    ];
+    for (id, (content_type, grpc_status)) in (1u32..).step_by(2).zip(cases) {
+        let key = format!("k{id}");
+        let headers = [("x-k", key.as_str()), ("content-type", content_type)];
+        request(&env, "10.0.0.1", "/svc/Method", &headers);
+        assert_eq!(
+            send(&env, &worker, id, &[(":status", "200")]),
+            Action::Continue
+        );
+        assert_eq!(
+            stream(&worker, id + 1).request_headers(&env, true),
+            Action::Pause
+        );
+        let sent = reply(&env);
+        assert_eq!(sent.status, 429, "{content_type}");
+        assert_eq!(sent.header("grpc-status"), grpc_status, "{content_type}");
+        assert_eq!(sent.header("x-envoy-ratelimited"), Some("true"));
+    }
+}
+
+/// Shadow mode with a marker: a client's own copy of the marker never reaches the upstream;
+/// an over-limit request carries the names of the limits it is over.
+#[test]
+fn the_shadow_marker_is_ours() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = configure_with(
+        &env,
+        r#"{"rules": [{"name": "s", "shadow": true, "key": [{"constant": "all"}],
+            "limits": [{"name": "m", "requests": 1, "window": "1h", "algorithm": "fixed_window"}]}]}"#,
+    );
+    request(&env, "10.0.0.1", "/", &[("x-ratelimit-shadow", "forged")]);
+    assert_eq!(
+        stream(&worker, 1).request_headers(&env, true),
+        Action::Continue
+    );
+    assert_eq!(env.header(HeaderMap::Request, "x-ratelimit-shadow"), None);
+    request(&env, "10.0.0.1", "/", &[("x-ratelimit-shadow", "forged")]);
+    assert_eq!(
+        stream(&worker, 2).request_headers(&env, true),
+        Action::Continue
+    );
+    assert_eq!(
+        env.headers(HeaderMap::Request)
+            .into_iter()
+            .filter(|(n, _)| n == "x-ratelimit-shadow")
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>(),
+        ["m"]
+    );
+    assert_eq!(metric(&env, "shadow_limited"), 1);
+    assert_eq!(metric(&env, "rule.s.shadow_limited"), 1);
+    assert_eq!(metric(&env, "limit.s.m.refused"), 1);
+}
+
+/// Counters per rule (`rule.<name>.<outcome>`) and per limit (`limit.<rule>.<limit>.refused`),
+/// next to the totals.
+#[test]
+fn metrics_per_rule_and_per_limit() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = configure_with(
+        &env,
+        r#"{"rules": [
+            {"match": {"path_prefix": "/off"}, "enabled": false},
+            {"name": "api", "key": ["client_ip"], "limits": [
+              {"name": "per.ip", "requests": 1, "window": "1h", "algorithm": "fixed_window"},
+              {"name": "tenant", "requests": 5, "window": "1h", "algorithm": "fixed_window",
+               "key": [{"header": "x-tenant"}]}]}]}"#,
+    );
+    for id in 1..=3 {
+        request(&env, "10.0.0.1", "/x", &[("x-tenant", "acme")]);
+        send(&env, &worker, id, &[(":status", "200")]);
+    }
+    assert_eq!(metric(&env, "rule.api.allowed"), 1);
+    assert_eq!(metric(&env, "rule.api.limited"), 2);
+    assert_eq!(
+        metric(&env, "limit.api.per_ip.refused"),
+        2,
+        "'.' in a name is '_'"
+    );
+    assert_eq!(metric(&env, "limit.api.tenant.refused"), 0);
+    assert_eq!((metric(&env, "allowed"), metric(&env, "limited")), (1, 2));
+    // An unnamed rule has no counters of its own (no extra update per request).
+    let env = FakeEnv::at(NOW_MS);
+    let worker = configure(&env);
+    request(&env, "10.0.0.1", "/api/x", &[]);
+    send(&env, &worker, 1, &[(":status", "200")]);
+    assert_eq!(metric(&env, "allowed"), 1);
+    assert_eq!(metric(&env, "rule.0.allowed"), 0);
+    assert!(env.take_calls().iter().all(
+        |c| !matches!(c, wasmgate_host::fake::Call::Metric(name, _) if name.contains("rule."))
+    ));
+}
+
+/// Global mode: the service's `response_headers_to_add` reach the client (on the response and
+/// on a 429), its `request_headers_to_add` replace what the client sent, and headers that
+/// could break a message are dropped; the request's cost is sent as `hits_addend`.
+#[test]
+fn global_mode_applies_the_services_headers() {
+    use crate::global::{
+        HeaderValue, RateLimitRequest, RateLimitResponse, CODE_OK, CODE_OVER_LIMIT,
+    };
+    use prost::Message;
+    use wasmgate_core::Callout;
+    let env = FakeEnv::at(NOW_MS);
+    let worker = configure_with(
+        &env,
+        r#"{"rules": [{"mode": "global", "global": {"cluster": "rl", "domain": "edge"},
+            "cost": 2, "key": ["client_ip"]}]}"#,
+    );
+    let header = |key: &str, value: &str| HeaderValue {
+        key: key.into(),
+        value: value.into(),
+    };
+    let ask = |id: u32, code: i32| {
+        request(&env, "10.0.0.1", "/", &[("x-tier", "forged")]);
+        let s = stream(&worker, id);
+        env.take_calls();
+        assert_eq!(s.request_headers(&env, true), Action::Pause);
+        let (callout, token) = env.callouts().pop().unwrap();
+        let Callout::Grpc { message, .. } = callout else {
+            panic!("a gRPC call");
+        };
+        assert_eq!(
+            RateLimitRequest::decode(message.as_slice())
+                .unwrap()
+                .hits_addend,
+            2
+        );
+        let answer = RateLimitResponse {
+            overall_code: code,
+            response_headers_to_add: vec![
+                header("X-Quota-Note", "ok"),
+                header("content-length", "0"),
+                header(":status", "200"),
+                header("x-bad", "a\r\nset-cookie: x"),
+            ],
+            request_headers_to_add: vec![header("x-tier", "bronze")],
+            ..RateLimitResponse::default()
+        }
+        .encode_to_vec();
+        *env.answer.borrow_mut() = Some(wasmgate_core::Answer::Grpc {
+            status: 0,
+            message: answer.clone(),
+        });
+        worker.deliver_grpc(&env, token, 0, answer.len());
+        s
+    };
+    let s = ask(1, CODE_OK);
+    assert_eq!(
+        env.header(HeaderMap::Request, "x-tier"),
+        Some("bronze".into())
+    );
+    env.set_map(HeaderMap::Response, &[(":status", "200")]);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert_eq!(response_values(&env, "x-quota-note"), ["ok"]);
+    for dropped in ["content-length", "x-bad"] {
+        assert!(response_values(&env, dropped).is_empty(), "{dropped}");
+    }
+    ask(2, CODE_OVER_LIMIT);
+    let sent = reply(&env);
+    assert_eq!(sent.status, 429);
+    assert_eq!(sent.header("x-quota-note"), Some("ok"));
+    assert_eq!(sent.header("x-envoy-ratelimited"), Some("true"));
+    assert_eq!(sent.header("x-bad"), None);
 }

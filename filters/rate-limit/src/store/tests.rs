@@ -43,6 +43,7 @@ fn limits() -> Vec<Limit> {
 fn key(value: &str) -> Key<'_> {
     Key {
         rule: 0,
+        group: 0,
         fingerprint: "0.fp",
         value,
     }
@@ -96,7 +97,7 @@ fn parse_and_encode_round_trip() {
         digest: [1; 16],
     };
     let l = limits();
-    let (written, decision) = step(b"", &place, &l, T0, false);
+    let (written, decision) = step(b"", &place, &l, T0, false, Mode::Count(1));
     let written = written.unwrap();
     assert!(decision.unwrap().allowed);
     let bucket = parse(&written).unwrap();
@@ -117,7 +118,7 @@ fn parse_and_encode_round_trip() {
         "version 1 slot"
     );
     assert!(parse(b"").is_none());
-    let (rewritten, _) = step(b"\x01junk", &place, &l, T0, false);
+    let (rewritten, _) = step(b"\x01junk", &place, &l, T0, false, Mode::Count(1));
     assert_eq!(parse(&rewritten.unwrap()).unwrap().entries.len(), 1);
 }
 
@@ -310,6 +311,7 @@ fn the_overflow_entry_counts_like_a_key_and_follows_the_rule() {
     // Same rule index, another fingerprint (the rule changed): a fresh overflow entry.
     let changed = Key {
         rule: 0,
+        group: 0,
         fingerprint: "0.changed",
         value: "k0",
     };
