@@ -9,8 +9,10 @@
 
 mod client;
 mod envoy;
+mod node;
 mod upstream;
 
 pub use client::{raw_status, Client, Response};
 pub use envoy::{envoy_bin, render, repo_root, validate, wasm_dir, Envoy, EnvoyOptions};
+pub use node::NodeServer;
 pub use upstream::{Scripted, Upstream};

@@ -14,62 +14,35 @@
 
 use base64::Engine;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use wasmgate_e2e::{repo_root, Client, Envoy, EnvoyOptions, Response, Scripted, Upstream};
-
-/// Serializes the one-time `npm ci` between the tests of this file.
-static INSTALL: Mutex<()> = Mutex::new(());
+use wasmgate_e2e::{
+    repo_root, Client, Envoy, EnvoyOptions, NodeServer, Response, Scripted, Upstream,
+};
 
 /// The OAuth2 server, killed on drop.
 struct Server {
-    child: Child,
+    node: NodeServer,
     port: u16,
 }
 
 impl Server {
     /// Starts the server with tokens valid `ttl` seconds, on `port` (0: any free port).
     fn start(ttl: u64, port: u16) -> Self {
-        let dir = repo_root().join("tests/oidc");
-        {
-            let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-            if !dir.join("node_modules/oidc-provider").exists() {
-                let status = Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir)
-                    .status()
-                    .expect("npm (Node 20 or later) is needed for the OAuth2 server");
-                assert!(status.success(), "npm ci in tests/oidc failed");
-            }
-        }
-        let mut child = Command::new("node")
-            .arg("client-credentials.mjs")
-            .env("TOKEN_TTL", ttl.to_string())
-            .env("PORT", port.to_string())
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node (20 or later) is needed for the OAuth2 server");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the OAuth2 server did not start: {line:?}"));
-        Self { child, port }
+        let node = NodeServer::start(
+            "oidc",
+            "oidc-provider",
+            "client-credentials.mjs",
+            &[("TOKEN_TTL", ttl.to_string()), ("PORT", port.to_string())],
+        );
+        let port = node.port;
+        Self { node, port }
     }
 
     /// Whether the server says `token` is an active token of client "orders".
     fn active(&self, token: &str) -> bool {
         let basic =
             base64::engine::general_purpose::STANDARD.encode("orders:orders-secret-for-tests-only");
-        let r = Client::new(format!("http://127.0.0.1:{}", self.port)).send(
+        let r = Client::new(self.node.base()).send(
             "POST",
             "/token/introspection",
             &[
@@ -80,13 +53,6 @@ impl Server {
         );
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["active"] == json!(true)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
