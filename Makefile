@@ -24,7 +24,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis node build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -80,13 +80,19 @@ oci-tools:
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq skopeo docker-registry; }
 
+# node and npm for the tests' OAuth2/OpenID peers (tests/oidc: oidc-provider, installed by the
+# tests with npm ci), from Debian's packages when missing.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq nodejs npm; }
+
 # redis-server for the global rate limit tests (tests/tests/rate-limit-global.rs), from Debian's package.
 redis:
 	@command -v redis-server >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq redis-server; }
 
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
-test: build envoy oci oci-tools redis
+test: build envoy oci oci-tools redis node
 	cargo test --workspace --exclude limitador
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -95,7 +101,7 @@ unit: toolchain
 	cargo test --workspace --exclude limitador --lib --bins
 
 ## e2e: only the end-to-end tests (wasmgate-e2e) and the CLI's tests, against the pinned Envoy
-e2e: build envoy oci oci-tools redis
+e2e: build envoy oci oci-tools redis node
 	cargo test -p wasmgate-e2e -p wasmgate-cli
 
 ## run: the demo: every filter in front of the echo upstream, with curl commands to try (signed by the wasmgate CLI)
