@@ -24,7 +24,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind redis node build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind node build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -86,22 +86,17 @@ node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq nodejs npm; }
 
-# redis-server for the global rate limit tests (tests/tests/rate-limit-global.rs), from Debian's package.
-redis:
-	@command -v redis-server >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq redis-server; }
-
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
-test: build envoy oci oci-tools redis node
-	cargo test --workspace --exclude limitador
+test: build envoy oci oci-tools node
+	cargo test --workspace
 	$(MAKE) --no-print-directory bench-smoke
 
 ## unit: only the unit tests, natively (every crate's library and binary tests; no Envoy)
 unit: toolchain
-	cargo test --workspace --exclude limitador --lib --bins
+	cargo test --workspace --lib --bins
 
 ## e2e: only the end-to-end tests (wasmgate-e2e) and the CLI's tests, against the pinned Envoy
-e2e: build envoy oci oci-tools redis node
+e2e: build envoy oci oci-tools node
 	cargo test -p wasmgate-e2e -p wasmgate-cli
 
 ## run: the demo: every filter in front of the echo upstream, with curl commands to try (signed by the wasmgate CLI)
@@ -138,7 +133,7 @@ bench-smoke: build envoy valgrind
 ## (and fails if wasmgate-core depends on proxy-wasm)
 lint: toolchain
 	cargo fmt --all --check
-	cargo clippy --workspace --exclude limitador --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p wasmgate-host -p passthrough -- -D warnings
 	@! cargo tree -p wasmgate-core -e normal --prefix none | grep -q '^proxy-wasm ' || \
 	  { echo "wasmgate-core must not depend on proxy-wasm (the frame is wasmgate-host)"; exit 1; }

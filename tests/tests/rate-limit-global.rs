@@ -1,78 +1,21 @@
 //! rate-limit global mode in real Envoys: two Envoy processes share one limit through a real
-//! rate limit service (Limitador with Redis storage behind `envoy.service.ratelimit.v3`, on
-//! loopback, with a `redis-server` started here); the service down (refusing, silent, or no
-//! cluster) with `failure_mode` allow and deny; the `local_first` pre-check; headers from the
-//! service's answer in both header modes; the docker compose example's Envoy config validates.
+//! rate limit service (Limitador's rate limiter with its in-memory storage behind
+//! `envoy.service.ratelimit.v3`, on loopback, in the test process); the service down (refusing,
+//! silent, or no cluster) with `failure_mode` allow and deny; the `local_first` pre-check; headers
+//! from the service's answer in both header modes; the service's `response_headers_to_add` and
+//! `request_headers_to_add` applied; the docker compose example's Envoy config validates.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use ratelimit_service::Service;
+use ratelimit_service::{Headers, Service};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::collections::HashMap;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use wasmgate_e2e::{repo_root, validate, wasm_dir, Client, Envoy, Response};
-
-/// A `redis-server` on a free loopback port, without persistence; killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): install Debian's redis-server (make redis)"
-                )
-            });
-        let redis = Self { child, port };
-        // Poll until it answers PING.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return redis;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::yield_now();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use wasmgate_e2e::{repo_root, validate, wasm_dir, Client, Envoy, Response, Upstream};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -96,6 +39,11 @@ fn per_minute(domain: &str, max_value: u64) -> String {
 }
 
 fn start_envoy(config: &Value, rls_port: u16) -> Envoy {
+    // Nothing listens there: these tests route nothing to /upstream/.
+    start_envoy_upstream(config, rls_port, free_port())
+}
+
+fn start_envoy_upstream(config: &Value, rls_port: u16, upstream_port: u16) -> Envoy {
     let text = config.to_string();
     assert!(
         !text.contains('\''),
@@ -103,7 +51,11 @@ fn start_envoy(config: &Value, rls_port: u16) -> Envoy {
     );
     Envoy::start(
         "rate-limit-global.yaml",
-        &[("CONFIG", text), ("RLS_PORT", rls_port.to_string())],
+        &[
+            ("CONFIG", text),
+            ("RLS_PORT", rls_port.to_string()),
+            ("UPSTREAM_PORT", upstream_port.to_string()),
+        ],
     )
 }
 
@@ -147,8 +99,7 @@ fn count(responses: &[Response], status: u16) -> usize {
 
 #[test]
 fn two_envoys_share_one_global_limit_exactly() {
-    let redis = Redis::start();
-    let service = Service::start(&redis.url(), &per_minute("edge", 100)).unwrap();
+    let service = Service::start(&per_minute("edge", 100)).unwrap();
     // A generous timeout and failure_mode deny: a slow answer shows as a 503, never as a pass.
     let config = json!({"rules": [global_rule("/", "edge", "5s", "deny")]});
     let a = start_envoy(&config, service.port);
@@ -191,14 +142,13 @@ fn two_envoys_share_one_global_limit_exactly() {
 
 #[test]
 fn headers_modes_and_local_first_pre_check() {
-    let redis = Redis::start();
     let limits = json!([
         {"namespace": "xr", "max_value": 3, "seconds": 60, "name": "three",
          "conditions": [], "variables": ["descriptors[0].remote_address"]},
         {"namespace": "lf", "max_value": 100, "seconds": 60, "name": "hundred",
          "conditions": [], "variables": ["descriptors[0].remote_address"]},
     ]);
-    let service = Service::start(&redis.url(), &limits.to_string()).unwrap();
+    let service = Service::start(&limits.to_string()).unwrap();
     let mut xr = global_rule("/xr/", "xr", "5s", "deny");
     xr["response_headers"] = json!("x-ratelimit");
     let mut lf = global_rule("/lf/", "lf", "5s", "deny");
@@ -331,10 +281,9 @@ fn compose_example_envoy_config_validates() {
 /// client writes), and the service's 429 carries `x-envoy-ratelimited` like a local one.
 #[test]
 fn cost_is_sent_as_hits_addend() {
-    let redis = Redis::start();
     let limits = json!([{"namespace": "cost", "max_value": 10, "seconds": 3600, "name": "units",
         "conditions": [], "variables": ["descriptors[0].remote_address"]}]);
-    let service = Service::start(&redis.url(), &limits.to_string()).unwrap();
+    let service = Service::start(&limits.to_string()).unwrap();
     let mut rule = global_rule("/", "cost", "5s", "deny");
     rule["cost_header"] = json!("x-cost");
     rule["max_cost"] = json!(4);
@@ -354,4 +303,63 @@ fn cost_is_sent_as_hits_addend() {
     assert_eq!(send("").status, 200, "absent: 1, 10 of 10");
     assert_eq!(send("1").status, 429);
     assert_eq!(service.calls(), 6);
+}
+
+/// The service's header additions (Limitador's `--rate-limit-headers DRAFT_VERSION_03` and fixed
+/// ones, as envoyproxy/ratelimit's and Limitador's deployments send them) reach the client, on
+/// the upstream's answer and on the 429, and its `request_headers_to_add` reach the upstream,
+/// replacing the client's copy.
+#[test]
+fn service_header_additions_are_applied() {
+    let limits = json!([{"namespace": "hdr", "max_value": 2, "seconds": 60, "name": "two",
+        "conditions": [], "variables": ["descriptors[0].remote_address"]}]);
+    let headers = Headers {
+        draft_03: true,
+        response: vec![("x-ratelimit-service".into(), "limitador".into())],
+        request: vec![("x-tenant-tier".into(), "gold".into())],
+    };
+    let service = Service::start_with(
+        &limits.to_string(),
+        HashMap::from([("hdr".into(), headers)]),
+    )
+    .unwrap();
+    let upstream = Upstream::start();
+    let config = json!({"rules": [global_rule("/upstream/", "hdr", "5s", "deny")]});
+    let envoy = start_envoy_upstream(&config, service.port, upstream.port());
+    let client = envoy.client();
+    let send = || client.send("GET", "/upstream/a", &[("x-tenant-tier", "forged")], b"");
+
+    for remaining in ["1", "0"] {
+        let response = send();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-ratelimit-service"), Some("limitador"));
+        assert_eq!(
+            response.header("x-ratelimit-limit"),
+            Some("2, 2;w=60;name=\"two\"")
+        );
+        assert_eq!(response.header("x-ratelimit-remaining"), Some(remaining));
+        let reset: u64 = response
+            .header("x-ratelimit-reset")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset), "{reset}");
+        // The filter's own headers from the answer's statuses are still there.
+        assert_eq!(
+            response.header("ratelimit-policy"),
+            Some("\"two\";q=2;w=60")
+        );
+        // The upstream's echo: the service's value, the client's copy replaced (both would be
+        // joined as "forged, gold").
+        assert_eq!(response.json()["headers"]["x-tenant-tier"], "gold");
+    }
+    let limited = send();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["error"], "rate_limited");
+    assert_eq!(limited.header("x-ratelimit-service"), Some("limitador"));
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert!(limited.header("x-ratelimit-reset").is_some());
+    assert_eq!(service.calls(), 3);
+
+    assert_eq!(upstream.attempts(), 2, "the 429 reached no upstream");
 }

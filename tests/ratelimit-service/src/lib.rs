@@ -1,19 +1,25 @@
 //! A test-only Envoy rate limit service: `envoy.service.ratelimit.v3.RateLimitService` (from the
-//! `envoy-types` crate, served with tonic) in front of Limitador's rate limiter with its Redis
-//! storage (`AsyncRedisStorage`: the counters live in Redis).
+//! `envoy-types` crate, served with tonic) in front of Limitador's rate limiter (the published
+//! `limitador` crate) with its in-memory storage: the counters live in this process, which every
+//! Envoy of a test asks.
 //!
-//! Limitador's Redis storage checks the counters (one round trip) and then increments them
-//! (another): two checks racing on the same counter can both see room for the last unit. This
-//! service therefore runs one check at a time, so the counts it hands out are exact across every
-//! Envoy that asks it (what the tests prove about the filter: it admits exactly what the service
-//! allows). Several Limitador replicas on one Redis can overshoot by the checks in flight.
+//! Limitador's in-memory storage reads every counter and then increments them: two checks racing
+//! on the same counter can both see room for the last unit. This service therefore runs one check
+//! at a time, so the counts it hands out are exact across every Envoy that asks it (what the tests
+//! prove about the filter: it admits exactly what the service allows).
 //!
 //! The request maps to Limitador as Limitador's own server maps it: the `domain` is the
 //! namespace, and the descriptors are bound as the CEL list `descriptors` (so a limit counts
 //! per client with `variables: ["descriptors[0].remote_address"]`). Unlike Limitador's server,
 //! the answer also carries one `DescriptorStatus` per descriptor (as envoyproxy/ratelimit sends
 //! them): the limit with the least remaining, its `limit_remaining` and `duration_until_reset`.
+//!
+//! Per domain, the answers can also carry headers ([`Headers`]): Limitador's
+//! `--rate-limit-headers DRAFT_VERSION_03` (`X-RateLimit-*` in `response_headers_to_add`) and
+//! fixed `response_headers_to_add` / `request_headers_to_add`, as envoyproxy/ratelimit and
+//! Limitador deployments send them.
 
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit, Code, DescriptorStatus, RateLimit,
 };
@@ -23,14 +29,29 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use limitador::counter::Counter;
 use limitador::limit::{Context, Limit, Namespace};
-use limitador::storage::redis::AsyncRedisStorage;
-use limitador::AsyncRateLimiter;
+use limitador::RateLimiter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tonic::{Request, Response, Status};
+
+/// How many qualified counters (one per limit and client) the in-memory storage keeps.
+const CACHE_SIZE: u64 = 100_000;
+
+/// Headers added to every OK and OVER_LIMIT answer for one domain.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    /// Limitador's `--rate-limit-headers DRAFT_VERSION_03`: `X-RateLimit-Limit`,
+    /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` of the tightest counter, in
+    /// `response_headers_to_add`.
+    pub draft_03: bool,
+    /// Fixed `response_headers_to_add` (name, value).
+    pub response: Vec<(String, String)>,
+    /// Fixed `request_headers_to_add` (name, value).
+    pub request: Vec<(String, String)>,
+}
 
 /// A running service; dropping it stops it.
 pub struct Service {
@@ -42,37 +63,37 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the service on a free loopback port with Redis at `redis_url` and `limits`, a JSON
-    /// list of Limitador limits (`namespace`, `max_value`, `seconds`, `name`, `conditions`,
-    /// `variables`: the format of Limitador's limits file).
-    pub fn start(redis_url: &str, limits: &str) -> Result<Self, String> {
+    /// Starts the service on a free loopback port with `limits`, a JSON list of Limitador limits
+    /// (`namespace`, `max_value`, `seconds`, `name`, `conditions`, `variables`: the format of
+    /// Limitador's limits file). Its answers carry no headers.
+    pub fn start(limits: &str) -> Result<Self, String> {
+        Self::start_with(limits, HashMap::new())
+    }
+
+    /// [`Service::start`], with the headers added to the answers of each domain (the key).
+    pub fn start_with(limits: &str, headers: HashMap<String, Headers>) -> Result<Self, String> {
         let limits: Vec<Limit> =
             serde_json::from_str(limits).map_err(|err| format!("limits: {err}"))?;
+        let limiter = RateLimiter::new(CACHE_SIZE);
+        for limit in limits {
+            limiter.add_limit(limit);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|err| format!("runtime: {err}"))?;
-        let (limiter, listener) = runtime.block_on(async {
-            let storage = AsyncRedisStorage::new(redis_url)
-                .await
-                .map_err(|err| format!("redis {redis_url}: {err}"))?;
-            let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
-            for limit in limits {
-                limiter.add_limit(limit);
-            }
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|err| format!("bind: {err}"))?;
-            Ok::<_, String>((limiter, listener))
-        })?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|err| format!("bind: {err}"))?;
         let port = listener
             .local_addr()
             .map_err(|err| format!("local_addr: {err}"))?
             .port();
         let calls = Arc::new(AtomicU64::new(0));
         let handler = Handler {
-            limiter: Arc::new(tokio::sync::Mutex::new(limiter)),
+            limiter: Mutex::new(limiter),
+            headers,
             calls: Arc::clone(&calls),
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +143,8 @@ impl Drop for Service {
 
 struct Handler {
     /// One check at a time: see the module documentation.
-    limiter: Arc<tokio::sync::Mutex<AsyncRateLimiter>>,
+    limiter: Mutex<RateLimiter>,
+    headers: HashMap<String, Headers>,
     calls: Arc<AtomicU64>,
 }
 
@@ -152,12 +174,11 @@ impl RateLimitService for Handler {
             .collect();
         let mut ctx = Context::default();
         ctx.list_binding("descriptors".to_string(), descriptors);
-        let result = self
+        let mut result = self
             .limiter
             .lock()
-            .await
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .check_rate_limited_and_update(&namespace, &ctx, hits)
-            .await
             .map_err(|err| Status::unavailable(err.to_string()))?;
         let code = if result.limited {
             Code::OverLimit
@@ -174,11 +195,43 @@ impl RateLimitService for Handler {
             .iter()
             .map(|_| status(code, tightest))
             .collect();
-        Ok(Response::new(RateLimitResponse {
+        let mut response = RateLimitResponse {
             overall_code: code as i32,
             statuses,
             ..RateLimitResponse::default()
-        }))
+        };
+        if let Some(headers) = self.headers.get(&request.domain) {
+            if headers.draft_03 {
+                // As Limitador's server does; sorted for a stable order.
+                let mut draft: Vec<(String, String)> =
+                    result.response_header().into_iter().collect();
+                draft.sort();
+                response
+                    .response_headers_to_add
+                    .extend(draft.iter().map(|(name, value)| header(name, value)));
+            }
+            response.response_headers_to_add.extend(
+                headers
+                    .response
+                    .iter()
+                    .map(|(name, value)| header(name, value)),
+            );
+            response.request_headers_to_add.extend(
+                headers
+                    .request
+                    .iter()
+                    .map(|(name, value)| header(name, value)),
+            );
+        }
+        Ok(Response::new(response))
+    }
+}
+
+fn header(name: &str, value: &str) -> HeaderValue {
+    HeaderValue {
+        key: name.to_string(),
+        value: value.to_string(),
+        ..HeaderValue::default()
     }
 }
 
