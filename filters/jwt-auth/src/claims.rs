@@ -19,6 +19,73 @@ pub struct Claims {
     pub nbf: Option<u64>,
 }
 
+/// A JSON object in which no object (at any depth) repeats a member name: parsers disagree on
+/// which duplicate wins (RFC 7515 allows rejecting them), so a token with `{"sub": "alice",
+/// "sub": "admin"}` could mean alice here and admin upstream. `None` for anything else.
+pub fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Strict>(bytes) {
+        Ok(Strict(Value::Object(map))) => Some(map),
+        _ => None,
+    }
+}
+
+/// A JSON value that refuses duplicate member names.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate member name"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 fn numeric_date(all: &Map<String, Value>, name: &str) -> Result<Option<u64>, Failure> {
     match all.get(name) {
         None => Ok(None),
@@ -41,8 +108,9 @@ impl Claims {
     /// Parses a JWT payload: a JSON object whose `iss` is a string, `aud` a string or a list of
     /// strings, and `exp`/`nbf` numbers.
     pub fn parse(payload: &[u8]) -> Result<Self, Failure> {
-        let all: Map<String, Value> = serde_json::from_slice(payload)
-            .map_err(|_| Failure::Malformed("the token payload is not a JSON object"))?;
+        let all = strict_object(payload).ok_or(Failure::Malformed(
+            "the token payload is not a JSON object without duplicate names",
+        ))?;
         let iss = match all.get("iss") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -67,6 +135,11 @@ impl Claims {
             exp,
             nbf,
         })
+    }
+
+    /// `sub` when it is a string.
+    pub fn sub(&self) -> Option<&str> {
+        self.all.get("sub").and_then(Value::as_str)
     }
 
     /// jwt_verify_lib's rule: not yet valid if `now + skew < nbf`; expired if `now > exp + skew`.
@@ -102,18 +175,28 @@ impl Claims {
         }
     }
 
-    /// A claim by dotted path (`realm.roles`); a top-level claim whose name contains dots wins.
+    /// A claim by dotted path (`realm.roles`, as jwt_authn). A claim name may itself contain
+    /// dots (Auth0's `https://example.com/roles`): at each level the longest name that
+    /// matches the rest of the path, or a prefix of it ending before a dot, is taken, so
+    /// `https://example.com/app.roles` is `roles` inside the claim `https://example.com/app`.
     pub fn get(&self, path: &str) -> Option<&Value> {
-        if let Some(v) = self.all.get(path) {
-            return Some(v);
-        }
-        let mut parts = path.split('.');
-        let mut current = self.all.get(parts.next()?)?;
-        for part in parts {
-            current = current.as_object()?.get(part)?;
-        }
-        Some(current)
+        lookup(&self.all, path)
     }
+}
+
+/// Longest-name-first lookup of a dotted path in an object (see [`Claims::get`]).
+fn lookup<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = object.get(path) {
+        return Some(v);
+    }
+    // Split points from the right: the longest prefix that names a member wins.
+    for (i, _) in path.rmatch_indices('.') {
+        let (name, rest) = (&path[..i], &path[i + 1..]);
+        if let Some(Value::Object(inner)) = object.get(name) {
+            return lookup(inner, rest);
+        }
+    }
+    None
 }
 
 fn normalize_audience(aud: &str) -> &str {
@@ -124,29 +207,108 @@ fn normalize_audience(aud: &str) -> &str {
     aud.strip_suffix('/').unwrap_or(aud)
 }
 
-/// One `claims` entry: the claim at `name` must hold one of `values`.
+/// One `claims` entry: the claim at `name` must satisfy `rule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRule {
     /// Claim name or dotted path.
     pub name: String,
-    /// Accepted values (any of them).
-    pub values: Vec<String>,
+    /// What the claim must hold.
+    pub rule: ClaimMatch,
+}
+
+/// A test on one claim. The claim's *items* are: a string itself and each of its
+/// space-delimited parts (OAuth `scope`), each string, number or boolean of an array (nested
+/// arrays and objects are no items), a number or boolean as text; null and objects have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimMatch {
+    /// Some item equals the value.
+    Equals(String),
+    /// Some item starts with the (non-empty) value.
+    Prefix(String),
+    /// One of the tests holds.
+    AnyOf(Vec<ClaimMatch>),
+    /// Every test holds.
+    AllOf(Vec<ClaimMatch>),
+    /// The test does not hold (a missing claim satisfies `not`).
+    Not(Box<ClaimMatch>),
+}
+
+/// The items of a claim value (see [`ClaimMatch`]).
+fn items(value: Option<&Value>) -> Vec<String> {
+    match value {
+        None => Vec::new(),
+        Some(Value::String(s)) => {
+            let mut out = vec![s.clone()];
+            if s.contains(' ') {
+                out.extend(s.split(' ').filter(|p| !p.is_empty()).map(str::to_string));
+            }
+            out
+        }
+        Some(Value::Array(list)) => list.iter().filter_map(scalar_text).collect(),
+        Some(other) => scalar_text(other).into_iter().collect(),
+    }
+}
+
+impl ClaimMatch {
+    fn holds_on(&self, items: &[String]) -> bool {
+        match self {
+            Self::Equals(v) => items.iter().any(|i| i == v),
+            Self::Prefix(p) => items.iter().any(|i| i.starts_with(p.as_str())),
+            Self::AnyOf(list) => list.iter().any(|m| m.holds_on(items)),
+            Self::AllOf(list) => list.iter().all(|m| m.holds_on(items)),
+            Self::Not(inner) => !inner.holds_on(items),
+        }
+    }
 }
 
 impl ClaimRule {
-    /// Holds when the claim equals a value, or is a list or a space-delimited string (OAuth
-    /// `scope`) containing one. Numbers and booleans compare by their text.
+    /// Whether the token's claims satisfy the rule.
     pub fn holds(&self, claims: &Claims) -> bool {
-        let Some(value) = claims.get(&self.name) else {
-            return false;
-        };
-        self.values.iter().any(|wanted| match value {
-            Value::String(s) => s == wanted || s.split(' ').any(|part| part == wanted),
-            Value::Array(items) => items
-                .iter()
-                .any(|item| scalar_text(item).as_deref() == Some(wanted)),
-            other => scalar_text(other).as_deref() == Some(wanted),
-        })
+        self.rule.holds_on(&items(claims.get(&self.name)))
+    }
+}
+
+/// How `claim_to_headers` renders an array claim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayFormat {
+    /// Base64 (standard, padded) of the compact JSON, as jwt_authn (objects always so).
+    #[default]
+    Base64Json,
+    /// Items joined with `,` when every item is a string, number or boolean without a comma;
+    /// otherwise no header (a comma inside an item would make two items of one).
+    CommaSeparated,
+}
+
+/// The header value `claim_to_headers` sends for a claim, if any: strings as is, numbers
+/// (integers without a fraction, as jwt_authn) and booleans as text, arrays and objects per
+/// `format`; null gives none.
+pub fn header_value(value: &Value, format: ArrayFormat) -> Option<String> {
+    use base64::Engine;
+    let base64_json = |v: &Value| {
+        serde_json::to_string(v)
+            .ok()
+            .map(|json| base64::engine::general_purpose::STANDARD.encode(json))
+    };
+    match value {
+        Value::Null => None,
+        Value::Object(_) => base64_json(value),
+        Value::Array(list) => match format {
+            ArrayFormat::Base64Json => base64_json(value),
+            ArrayFormat::CommaSeparated => {
+                let texts = list
+                    .iter()
+                    .map(|item| match item {
+                        Value::Array(_) | Value::Object(_) | Value::Null => None,
+                        other => scalar_text(other).filter(|t| !t.contains(',')),
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                // jwt_authn sends no header for an empty value.
+                (!texts.is_empty()).then(|| texts.join(","))
+            }
+        },
+        other => scalar_text(other),
     }
 }
 
@@ -185,6 +347,18 @@ mod tests {
         let c = claims(r#"{"exp": 1.5e9, "aud": "a", "iss": "i"}"#).unwrap();
         assert_eq!(c.exp, Some(1_500_000_000));
         assert_eq!(c.aud, vec!["a"]);
+    }
+
+    #[test]
+    fn duplicate_names_are_malformed_at_any_depth() {
+        assert!(claims(r#"{"sub": "alice", "sub": "admin"}"#).is_err());
+        assert!(claims(r#"{"realm": {"roles": [], "roles": ["admin"]}}"#).is_err());
+        assert!(claims(r#"{"a": [{"x": 1, "x": 2}]}"#).is_err());
+        // Escaped spellings of one name are one name.
+        assert!(claims(r#"{"sub": "alice", "s\u0075b": "admin"}"#).is_err());
+        let c = claims(r#"{"a": {"x": 1}, "b": {"x": 1}, "f": 1.5, "n": -3}"#).unwrap();
+        assert_eq!(c.all["f"], serde_json::json!(1.5));
+        assert_eq!(c.all["n"], serde_json::json!(-3));
     }
 
     #[test]
@@ -228,7 +402,12 @@ mod tests {
         .unwrap();
         let rule = |name: &str, values: &[&str]| ClaimRule {
             name: name.into(),
-            values: values.iter().map(|v| v.to_string()).collect(),
+            rule: ClaimMatch::AnyOf(
+                values
+                    .iter()
+                    .map(|v| ClaimMatch::Equals(v.to_string()))
+                    .collect(),
+            ),
         };
         assert!(rule("scope", &["admin"]).holds(&c));
         assert!(rule("scope", &["read admin"]).holds(&c));
@@ -240,5 +419,97 @@ mod tests {
         assert!(rule("realm.roles", &["x"]).holds(&c));
         assert!(rule("a.b", &["dotted"]).holds(&c));
         assert!(!rule("missing", &["x"]).holds(&c));
+    }
+
+    #[test]
+    fn richer_rules_and_their_attacks() {
+        let c = claims(
+            r#"{"scope": "read write", "roles": ["tenant:acme", "user", ["admin"], {"admin": 1}],
+                "bad": {"scope": "admin"}, "n": 5}"#,
+        )
+        .unwrap();
+        let eq = |v: &str| ClaimMatch::Equals(v.into());
+        let on = |name: &str, rule: ClaimMatch| {
+            ClaimRule {
+                name: name.into(),
+                rule,
+            }
+            .holds(&c)
+        };
+        assert!(on(
+            "scope",
+            ClaimMatch::AllOf(vec![eq("read"), eq("write")])
+        ));
+        assert!(!on(
+            "scope",
+            ClaimMatch::AllOf(vec![eq("read"), eq("admin")])
+        ));
+        assert!(on("roles", ClaimMatch::Prefix("tenant:".into())));
+        assert!(!on("roles", ClaimMatch::Prefix("tenant:x".into())));
+        assert!(
+            on("roles", ClaimMatch::Not(Box::new(eq("admin")))),
+            "nested arrays and objects are no items"
+        );
+        assert!(!on("bad", eq("admin")), "an object is no item");
+        assert!(on("missing", ClaimMatch::Not(Box::new(eq("x")))));
+        assert!(!on("missing", ClaimMatch::Prefix("x".into())));
+        assert!(on("n", eq("5")));
+        // A prefix of the whole scope string is a prefix of an item too.
+        assert!(on("scope", ClaimMatch::Prefix("wri".into())));
+    }
+
+    #[test]
+    fn claim_names_with_dots() {
+        let c = claims(
+            r#"{"https://example.com/tenant": "acme",
+                "https://example.com/app": {"roles": ["r1"], "x.y": {"z": 1}},
+                "realm": {"roles": ["x"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.get("https://example.com/tenant"),
+            Some(&Value::from("acme"))
+        );
+        assert_eq!(
+            c.get("https://example.com/app.roles"),
+            Some(&serde_json::json!(["r1"]))
+        );
+        assert_eq!(
+            c.get("https://example.com/app.x.y.z"),
+            Some(&Value::from(1))
+        );
+        assert_eq!(c.get("realm.roles"), Some(&serde_json::json!(["x"])));
+        assert_eq!(c.get("realm.nope"), None);
+        assert_eq!(c.get("https://example"), None);
+        assert_eq!(c.get("."), None);
+    }
+
+    #[test]
+    fn header_values_follow_jwt_authn() {
+        use serde_json::json;
+        let b64 = ArrayFormat::Base64Json;
+        let csv = ArrayFormat::CommaSeparated;
+        assert_eq!(header_value(&json!("a b"), b64).as_deref(), Some("a b"));
+        assert_eq!(header_value(&json!(7), b64).as_deref(), Some("7"));
+        assert_eq!(header_value(&json!(true), csv).as_deref(), Some("true"));
+        assert_eq!(header_value(&json!(null), b64), None);
+        // base64 of ["g1","g2"]
+        assert_eq!(
+            header_value(&json!(["g1", "g2"]), b64).as_deref(),
+            Some("WyJnMSIsImcyIl0=")
+        );
+        assert_eq!(
+            header_value(&json!({"a": 1}), csv).as_deref(),
+            Some("eyJhIjoxfQ==")
+        );
+        assert_eq!(
+            header_value(&json!(["g1", "g2", 3]), csv).as_deref(),
+            Some("g1,g2,3")
+        );
+        assert_eq!(header_value(&json!([]), csv), None);
+        // An item with a comma, or a nested value, would be ambiguous: no header.
+        assert_eq!(header_value(&json!(["a,b", "c"]), csv), None);
+        assert_eq!(header_value(&json!(["a", ["b"]]), csv), None);
+        assert_eq!(header_value(&json!(["a", null]), csv), None);
     }
 }

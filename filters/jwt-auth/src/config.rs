@@ -1,8 +1,8 @@
 //! Configuration: raw serde types (names follow Envoy's jwt_authn) compiled into a checked
 //! [`Config`] with decoded keys and resolved provider references.
 
-use crate::claims::ClaimRule;
-use crate::jwks::Jwks;
+use crate::claims::{ArrayFormat, ClaimMatch, ClaimRule};
+use crate::jwks::{Jwks, KeyLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,8 +15,19 @@ use wasmgate_core::{Match, Policies};
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
 /// Default cap of a remote JWKS response body.
 pub const DEFAULT_MAX_JWKS_BYTES: usize = 64 * 1024;
-/// Default `cache_duration` of a remote JWKS (Envoy's default).
-pub const DEFAULT_CACHE_DURATION_MS: u64 = 5 * 60 * 1000;
+/// Default `cache_duration` of a remote JWKS (Envoy's default: 10 minutes).
+pub const DEFAULT_CACHE_DURATION_MS: u64 = 10 * 60 * 1000;
+/// Default `max_token_bytes`: admits an Entra ID token with hundreds of group claims (about
+/// 12 KB) with room to spare; Envoy's default request header limit (60 KiB) is below it.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Largest `max_token_bytes` accepted.
+pub const MAX_MAX_TOKEN_BYTES: usize = 1024 * 1024;
+/// Smallest `max_token_bytes` accepted (a smaller cap refuses every real token).
+pub const MIN_MAX_TOKEN_BYTES: usize = 1024;
+/// Default `max_keys_tried`: signature checks per token at most.
+pub const DEFAULT_MAX_KEYS_TRIED: usize = 4;
+/// Largest `max_keys_tried` accepted.
+pub const MAX_MAX_KEYS_TRIED: usize = 64;
 
 /// The largest `clock_skew_seconds` accepted: ten minutes.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
@@ -35,6 +46,7 @@ pub(crate) struct RawConfig {
     rules: Vec<RawRule>,
     cache_entries: Option<usize>,
     use_host_crypto: Option<bool>,
+    max_token_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +57,7 @@ struct RawProvider {
     audiences: Option<Vec<String>>,
     local_jwks: Option<RawLocalJwks>,
     remote_jwks: Option<RawRemoteJwks>,
+    introspection: Option<RawIntrospection>,
     from_headers: Option<Vec<RawHeader>>,
     from_params: Option<Vec<String>>,
     from_cookies: Option<Vec<String>>,
@@ -54,6 +67,30 @@ struct RawProvider {
     #[serde(default)]
     claim_to_headers: Vec<RawClaimToHeader>,
     clock_skew_seconds: Option<u64>,
+    subjects: Option<RawStringMatcher>,
+    max_lifetime: Option<Duration>,
+    #[serde(default)]
+    require_expiration: bool,
+    max_keys_tried: Option<usize>,
+    jwks_limits: Option<RawKeyLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawStringMatcher {
+    exact: Option<String>,
+    prefix: Option<String>,
+    suffix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawKeyLimits {
+    max_keys: Option<usize>,
+    max_rsa_bits: Option<usize>,
+    max_rsa_exponent: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +108,30 @@ struct RawRemoteJwks {
     http_uri: RawHttpUri,
     cache_duration: Option<Duration>,
     max_jwks_bytes: Option<usize>,
+    retry_back_off: Option<RawBackOff>,
+    max_stale: Option<Duration>,
+    jwks_clusters: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawIntrospection {
+    http_uri: RawHttpUri,
+    client_id: String,
+    client_secret: wasmgate_core::Secret,
+    cache_duration: Option<Duration>,
+    negative_cache_duration: Option<Duration>,
+    max_response_bytes: Option<usize>,
+    cache_slots: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawBackOff {
+    base_interval: Option<Duration>,
+    max_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +158,7 @@ struct RawHeader {
 struct RawClaimToHeader {
     header_name: String,
     claim_name: String,
+    array_format: Option<ArrayFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,7 +189,19 @@ struct Empty {}
 #[serde(untagged)]
 enum ClaimValue {
     One(String),
-    Any(Vec<String>),
+    Any(Vec<ClaimValue>),
+    Rule(Box<RawClaimRule>),
+}
+
+/// `{"prefix": "p"}`, `{"any_of": [...]}`, `{"all_of": [...]}` or `{"not": ...}`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawClaimRule {
+    prefix: Option<String>,
+    any_of: Option<Vec<ClaimValue>>,
+    all_of: Option<Vec<ClaimValue>>,
+    not: Option<ClaimValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +249,20 @@ pub struct RemoteJwks {
     pub cache_duration: std::time::Duration,
     /// Responses larger than this are refused.
     pub max_bytes: usize,
+    /// Bounds on a fetched key set (a set over them is a failed fetch).
+    pub limits: KeyLimits,
+    /// First wait after a failed fetch, in ms (doubled per failure).
+    pub retry_base_ms: u64,
+    /// Longest wait between failed fetches, in ms.
+    pub retry_max_ms: u64,
+    /// Last good keys are dropped this long (ms) after `cache_duration` ran out without a
+    /// successful refresh (`None`: kept until a fetch succeeds).
+    pub max_stale_ms: Option<u64>,
+    /// The URI is an OpenID Connect discovery document (its path ends with
+    /// `/.well-known/openid-configuration`); `issuer` is then the provider's issuer.
+    pub discovery: Option<String>,
+    /// Discovery: the cluster of each `jwks_uri` host other than the document's own.
+    pub jwks_clusters: Vec<(String, String)>,
     /// Shared-data key holding this provider's fetched keys and fetch state: `jwks/<hash>` as
     /// compiled, then placed in the plugin's shared-data namespace at configure time.
     pub shared_key: String,
@@ -187,6 +275,8 @@ pub enum KeySource {
     Local(Rc<Jwks>),
     /// Keys fetched from a URI.
     Remote(RemoteJwks),
+    /// No keys: opaque tokens are checked by an RFC 7662 introspection endpoint.
+    Introspection(crate::introspect::Introspection),
 }
 
 /// One compiled provider.
@@ -206,10 +296,43 @@ pub struct Provider {
     pub forward: bool,
     /// Header that receives the base64url payload.
     pub forward_payload_header: Option<String>,
-    /// `(header, claim path)` pairs.
-    pub claim_to_headers: Vec<(String, String)>,
+    /// `(header, claim path, array format)` triples.
+    pub claim_to_headers: Vec<(String, String, ArrayFormat)>,
     /// Allowed clock skew in seconds.
     pub clock_skew: u64,
+    /// Allowed `sub` values (none: any).
+    pub subjects: Option<SubjectMatcher>,
+    /// `exp` required, and at most this many seconds after now (`require_expiration` alone:
+    /// `u64::MAX`).
+    pub max_lifetime: Option<u64>,
+    /// Signature checks per token at most (a token without `kid` is tried against each
+    /// fitting key until this many were tried).
+    pub max_keys_tried: usize,
+    /// Bounds on this provider's key sets (local at load, remote at each fetch).
+    pub key_limits: KeyLimits,
+}
+
+/// `subjects`: which `sub` values a provider accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectMatcher {
+    /// Exactly this value.
+    Exact(String),
+    /// Starts with this (non-empty) value.
+    Prefix(String),
+    /// Ends with this (non-empty) value.
+    Suffix(String),
+}
+
+impl SubjectMatcher {
+    /// Whether a token's `sub` (absent or not a string: never) is allowed.
+    pub fn matches(&self, sub: Option<&str>) -> bool {
+        let Some(sub) = sub else { return false };
+        match self {
+            Self::Exact(v) => sub == v,
+            Self::Prefix(v) => sub.starts_with(v.as_str()),
+            Self::Suffix(v) => sub.ends_with(v.as_str()),
+        }
+    }
 }
 
 /// A requirement tree with providers as indexes into [`Config::providers`].
@@ -249,6 +372,8 @@ pub struct Config {
     pub use_host_crypto: bool,
     /// Every header this filter may set from a token (removed from every request first).
     pub output_headers: Vec<String>,
+    /// Tokens longer than this are refused (401 `token_too_large`) before any work.
+    pub max_token_bytes: usize,
 }
 
 impl Config {
@@ -269,7 +394,7 @@ impl Config {
                 p.forward_payload_header
                     .iter()
                     .cloned()
-                    .chain(p.claim_to_headers.iter().map(|(h, _)| h.clone()))
+                    .chain(p.claim_to_headers.iter().map(|(h, _, _)| h.clone()))
             })
             .collect();
         names.sort();
@@ -320,10 +445,181 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+fn compile_key_limits(path: &str, raw: Option<RawKeyLimits>) -> Result<KeyLimits, ConfigError> {
+    let defaults = KeyLimits::default();
+    let Some(raw) = raw else {
+        return Ok(defaults);
+    };
+    let max_keys = raw.max_keys.unwrap_or(defaults.max_keys);
+    if !(1..=crate::jwks::MAX_MAX_KEYS).contains(&max_keys) {
+        return Err(ConfigError::new(
+            format!("{path}.max_keys"),
+            format!("must be between 1 and {}", crate::jwks::MAX_MAX_KEYS),
+        ));
+    }
+    let max_rsa_bits = raw.max_rsa_bits.unwrap_or(defaults.max_rsa_bits);
+    if !(crate::jwks::MIN_RSA_BITS..=crate::jwks::MAX_RSA_BITS).contains(&max_rsa_bits) {
+        return Err(ConfigError::new(
+            format!("{path}.max_rsa_bits"),
+            format!(
+                "must be between {} and {}",
+                crate::jwks::MIN_RSA_BITS,
+                crate::jwks::MAX_RSA_BITS
+            ),
+        ));
+    }
+    let max_rsa_exponent = raw.max_rsa_exponent.unwrap_or(defaults.max_rsa_exponent);
+    if !(3..=crate::jwks::MAX_RSA_EXPONENT).contains(&max_rsa_exponent) {
+        return Err(ConfigError::new(
+            format!("{path}.max_rsa_exponent"),
+            format!("must be between 3 and {}", crate::jwks::MAX_RSA_EXPONENT),
+        ));
+    }
+    Ok(KeyLimits {
+        max_keys,
+        max_rsa_bits,
+        max_rsa_exponent,
+    })
+}
+
+/// Default `introspection.cache_duration`: the longest life of a cached active answer.
+pub const DEFAULT_INTROSPECTION_CACHE_SECS: u64 = 300;
+/// Default `introspection.negative_cache_duration`.
+pub const DEFAULT_INTROSPECTION_NEGATIVE_SECS: u64 = 10;
+/// Default `introspection.max_response_bytes`.
+pub const DEFAULT_INTROSPECTION_MAX_BYTES: usize = 16 * 1024;
+/// Default `introspection.cache_slots`.
+pub const DEFAULT_INTROSPECTION_SLOTS: u32 = 1024;
+
+fn compile_introspection(
+    name: &str,
+    path: &str,
+    raw: RawIntrospection,
+) -> Result<crate::introspect::Introspection, ConfigError> {
+    let p = format!("{path}.introspection");
+    let (authority, uri_path) = split_uri(&raw.http_uri.uri).ok_or_else(|| {
+        ConfigError::new(
+            format!("{p}.http_uri.uri"),
+            "expected an absolute http:// or https:// URI",
+        )
+    })?;
+    if raw.http_uri.cluster.is_empty() {
+        return Err(ConfigError::new(
+            format!("{p}.http_uri.cluster"),
+            "empty cluster",
+        ));
+    }
+    if raw.http_uri.timeout.as_millis() == 0 {
+        return Err(ConfigError::new(
+            format!("{p}.http_uri.timeout"),
+            "the timeout must be positive",
+        ));
+    }
+    if raw.client_id.is_empty() {
+        return Err(ConfigError::new(
+            format!("{p}.client_id"),
+            "empty client_id",
+        ));
+    }
+    let cache_secs = raw
+        .cache_duration
+        .map_or(DEFAULT_INTROSPECTION_CACHE_SECS, |d| d.0.as_secs());
+    if !(1..=86_400).contains(&cache_secs) {
+        // A revoked token stays accepted this long: bounded.
+        return Err(ConfigError::new(
+            format!("{p}.cache_duration"),
+            "must be between 1s and 24h",
+        ));
+    }
+    let negative_secs = raw
+        .negative_cache_duration
+        .map_or(DEFAULT_INTROSPECTION_NEGATIVE_SECS, |d| d.0.as_secs());
+    if negative_secs > 300 {
+        return Err(ConfigError::new(
+            format!("{p}.negative_cache_duration"),
+            "must be at most 5m",
+        ));
+    }
+    let max_bytes = raw
+        .max_response_bytes
+        .unwrap_or(DEFAULT_INTROSPECTION_MAX_BYTES);
+    if !(256..=1024 * 1024).contains(&max_bytes) {
+        return Err(ConfigError::new(
+            format!("{p}.max_response_bytes"),
+            "must be between 256 and 1048576",
+        ));
+    }
+    let cache_slots = raw.cache_slots.unwrap_or(DEFAULT_INTROSPECTION_SLOTS);
+    if !(1..=65_536).contains(&cache_slots) {
+        return Err(ConfigError::new(
+            format!("{p}.cache_slots"),
+            "must be between 1 and 65536",
+        ));
+    }
+    let scheme = if raw.http_uri.uri.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    // The cache's key covers what decides an answer: another endpoint or client starts afresh.
+    let shared_prefix = format!(
+        "introspect/{}",
+        short_hash(&format!(
+            "{name}\n{}\n{}\n{}",
+            raw.http_uri.uri, raw.http_uri.cluster, raw.client_id
+        ))
+    );
+    Ok(crate::introspect::Introspection {
+        uri: raw.http_uri.uri,
+        scheme,
+        authority,
+        path: uri_path,
+        cluster: raw.http_uri.cluster,
+        timeout: raw.http_uri.timeout.0,
+        authorization: crate::introspect::basic_authorization(
+            &raw.client_id,
+            raw.client_secret.expose(),
+        ),
+        cache_secs,
+        negative_secs,
+        max_bytes,
+        cache_slots,
+        shared_prefix,
+    })
+}
+
+fn compile_subjects(path: &str, raw: RawStringMatcher) -> Result<SubjectMatcher, ConfigError> {
+    let matcher = match (raw.exact, raw.prefix, raw.suffix) {
+        (Some(v), None, None) => SubjectMatcher::Exact(v),
+        (None, Some(v), None) => SubjectMatcher::Prefix(v),
+        (None, None, Some(v)) => SubjectMatcher::Suffix(v),
+        _ => {
+            return Err(ConfigError::new(
+                path,
+                "give exactly one of exact, prefix or suffix",
+            ))
+        }
+    };
+    let (SubjectMatcher::Exact(v) | SubjectMatcher::Prefix(v) | SubjectMatcher::Suffix(v)) =
+        &matcher;
+    if v.is_empty() {
+        // An empty prefix or suffix matches every subject: omit `subjects` instead.
+        return Err(ConfigError::new(
+            path,
+            "must not be empty (omit subjects to accept any subject)",
+        ));
+    }
+    Ok(matcher)
+}
+
 fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigError> {
     let path = format!("providers.{name}");
-    let keys = match (raw.local_jwks, raw.remote_jwks) {
-        (Some(local), None) => {
+    let key_limits = compile_key_limits(&format!("{path}.jwks_limits"), raw.jwks_limits)?;
+    let keys = match (raw.local_jwks, raw.remote_jwks, raw.introspection) {
+        (None, None, Some(intro)) => {
+            KeySource::Introspection(compile_introspection(name, &path, intro)?)
+        }
+        (Some(local), None, None) => {
             let p = format!("{path}.local_jwks");
             let text = match (local.inline_string, local.environment_variable) {
                 (Some(text), None) => text,
@@ -340,13 +636,14 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                     ))
                 }
             };
-            let jwks = Jwks::parse(&text).map_err(|reason| ConfigError::new(&p, reason))?;
+            let jwks = Jwks::parse_limited(&text, &key_limits)
+                .map_err(|reason| ConfigError::new(&p, reason))?;
             if jwks.keys.is_empty() {
                 return Err(ConfigError::new(p, "the JWKS has no usable key"));
             }
             KeySource::Local(Rc::new(jwks))
         }
-        (None, Some(remote)) => {
+        (None, Some(remote), None) => {
             let p = format!("{path}.remote_jwks.http_uri");
             let (authority, uri_path) = split_uri(&remote.http_uri.uri).ok_or_else(|| {
                 ConfigError::new(
@@ -373,6 +670,63 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                     "cache_duration must be at least 1s",
                 ));
             }
+            let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let back_off = remote.retry_back_off.unwrap_or(RawBackOff {
+                base_interval: None,
+                max_interval: None,
+            });
+            let retry_base_ms = back_off
+                .base_interval
+                .map_or(crate::remote::BASE_RETRY_MS, |d| ms(d.0));
+            let retry_max_ms = back_off
+                .max_interval
+                .map_or(crate::remote::MAX_RETRY_MS.max(retry_base_ms), |d| ms(d.0));
+            let bp = format!("{path}.remote_jwks.retry_back_off");
+            if retry_base_ms < 100 {
+                // A tighter loop would hammer a failing identity provider.
+                return Err(ConfigError::new(
+                    format!("{bp}.base_interval"),
+                    "must be at least 100ms",
+                ));
+            }
+            if retry_max_ms < retry_base_ms || retry_max_ms > 3_600_000 {
+                return Err(ConfigError::new(
+                    format!("{bp}.max_interval"),
+                    "must be at least base_interval and at most 1h",
+                ));
+            }
+            let max_stale_ms = remote.max_stale.map(|d| ms(d.0));
+            let discovery = uri_path
+                .split(['?', '#'])
+                .next()
+                .is_some_and(|p| p.ends_with(crate::discovery::WELL_KNOWN));
+            let discovery = match (discovery, &raw.issuer) {
+                (false, _) => None,
+                (true, Some(issuer)) if !issuer.is_empty() => Some(issuer.clone()),
+                (true, _) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.issuer"),
+                        "OIDC discovery needs the provider's issuer (the document's issuer must equal it)",
+                    ))
+                }
+            };
+            let mut jwks_clusters = Vec::new();
+            for (host, cluster) in remote.jwks_clusters.unwrap_or_default() {
+                let cp = format!("{path}.remote_jwks.jwks_clusters.{host}");
+                if discovery.is_none() {
+                    return Err(ConfigError::new(
+                        cp,
+                        "jwks_clusters is only used with an OIDC discovery URI (/.well-known/openid-configuration)",
+                    ));
+                }
+                if host.is_empty() || cluster.is_empty() || host.contains(['/', '@', ' ']) {
+                    return Err(ConfigError::new(
+                        cp,
+                        "expected a host (with an optional port) and a cluster name",
+                    ));
+                }
+                jwks_clusters.push((host.to_ascii_lowercase(), cluster));
+            }
             let max_bytes = remote.max_jwks_bytes.unwrap_or(DEFAULT_MAX_JWKS_BYTES);
             if max_bytes == 0 {
                 return Err(ConfigError::new(
@@ -380,10 +734,12 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                     "must be positive",
                 ));
             }
+            // The limits are part of the key: a document accepted under other limits is
+            // fetched (and checked) again.
             let shared_key = format!(
                 "jwks/{}",
                 short_hash(&format!(
-                    "{name}\n{}\n{}",
+                    "{name}\n{}\n{}\n{key_limits:?}",
                     remote.http_uri.uri, remote.http_uri.cluster
                 ))
             );
@@ -395,13 +751,19 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                 timeout: remote.http_uri.timeout.0,
                 cache_duration,
                 max_bytes,
+                limits: key_limits,
+                retry_base_ms,
+                retry_max_ms,
+                max_stale_ms,
+                discovery,
+                jwks_clusters,
                 shared_key,
             })
         }
         _ => {
             return Err(ConfigError::new(
                 path,
-                "give exactly one of local_jwks or remote_jwks",
+                "give exactly one of local_jwks, remote_jwks or introspection",
             ))
         }
     };
@@ -458,6 +820,7 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
             Ok((
                 header_name(&format!("{p}.header_name"), &c.header_name)?,
                 c.claim_name,
+                c.array_format.unwrap_or_default(),
             ))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -488,6 +851,28 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
             format!("must be at most {MAX_CLOCK_SKEW_SECS} (a larger skew all but switches exp and nbf off)"),
         ));
     }
+    let subjects = raw
+        .subjects
+        .map(|s| compile_subjects(&format!("{p}.subjects"), s))
+        .transpose()?;
+    let max_lifetime = match raw.max_lifetime {
+        Some(d) if d.0.as_secs() == 0 => {
+            return Err(ConfigError::new(
+                format!("{p}.max_lifetime"),
+                "must be at least 1s",
+            ))
+        }
+        Some(d) => Some(d.0.as_secs()),
+        None if raw.require_expiration => Some(u64::MAX),
+        None => None,
+    };
+    let max_keys_tried = raw.max_keys_tried.unwrap_or(DEFAULT_MAX_KEYS_TRIED);
+    if !(1..=MAX_MAX_KEYS_TRIED).contains(&max_keys_tried) {
+        return Err(ConfigError::new(
+            format!("{p}.max_keys_tried"),
+            format!("must be between 1 and {MAX_MAX_KEYS_TRIED}"),
+        ));
+    }
     Ok(Provider {
         name: name.to_string(),
         issuer: raw.issuer,
@@ -498,6 +883,10 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
         forward_payload_header,
         claim_to_headers,
         clock_skew,
+        subjects,
+        max_lifetime,
+        max_keys_tried,
+        key_limits,
     })
 }
 
@@ -556,23 +945,98 @@ fn compile_requirement(
     Ok(Requirement::AllowMissingOrFailed)
 }
 
+/// Deepest nesting of `not`, `any_of` and `all_of` in one claim rule.
+const MAX_CLAIM_RULE_DEPTH: usize = 8;
+
+fn compile_claim_value(
+    path: &str,
+    raw: ClaimValue,
+    depth: usize,
+) -> Result<ClaimMatch, ConfigError> {
+    if depth > MAX_CLAIM_RULE_DEPTH {
+        return Err(ConfigError::new(
+            path,
+            format!("rules nest at most {MAX_CLAIM_RULE_DEPTH} deep"),
+        ));
+    }
+    let list = |field: &str, items: Vec<ClaimValue>| -> Result<Vec<ClaimMatch>, ConfigError> {
+        let p = if field.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        if items.is_empty() {
+            return Err(ConfigError::new(
+                p,
+                "a claim needs non-empty values (an empty list would hold never or always)",
+            ));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| compile_claim_value(&format!("{p}[{i}]"), v, depth + 1))
+            .collect()
+    };
+    match raw {
+        ClaimValue::One(v) if v.is_empty() => {
+            Err(ConfigError::new(path, "a claim needs non-empty values"))
+        }
+        ClaimValue::One(v) => Ok(ClaimMatch::Equals(v)),
+        ClaimValue::Any(items) => list("", items).map(ClaimMatch::AnyOf),
+        ClaimValue::Rule(rule) => {
+            let RawClaimRule {
+                prefix,
+                any_of,
+                all_of,
+                not,
+            } = *rule;
+            let given = usize::from(prefix.is_some())
+                + usize::from(any_of.is_some())
+                + usize::from(all_of.is_some())
+                + usize::from(not.is_some());
+            if given != 1 {
+                return Err(ConfigError::new(
+                    path,
+                    "a claim rule needs exactly one of prefix, any_of, all_of, not",
+                ));
+            }
+            if let Some(prefix) = prefix {
+                if prefix.is_empty() {
+                    // An empty prefix holds for every value: omit the rule instead.
+                    return Err(ConfigError::new(
+                        format!("{path}.prefix"),
+                        "must not be empty",
+                    ));
+                }
+                return Ok(ClaimMatch::Prefix(prefix));
+            }
+            if let Some(items) = any_of {
+                return list("any_of", items).map(ClaimMatch::AnyOf);
+            }
+            if let Some(items) = all_of {
+                return list("all_of", items).map(ClaimMatch::AllOf);
+            }
+            match not {
+                Some(inner) => compile_claim_value(&format!("{path}.not"), inner, depth + 1)
+                    .map(|m| ClaimMatch::Not(Box::new(m))),
+                None => Err(ConfigError::new(path, "empty claim rule")),
+            }
+        }
+    }
+}
+
 fn compile_claims(
     path: &str,
     raw: BTreeMap<String, ClaimValue>,
 ) -> Result<Vec<ClaimRule>, ConfigError> {
     raw.into_iter()
         .map(|(name, value)| {
-            let values = match value {
-                ClaimValue::One(v) => vec![v],
-                ClaimValue::Any(list) => list,
-            };
-            if name.is_empty() || values.is_empty() || values.iter().any(String::is_empty) {
-                return Err(ConfigError::new(
-                    format!("{path}.{name}"),
-                    "a claim needs a name and non-empty values",
-                ));
+            let p = format!("{path}.{name}");
+            if name.is_empty() {
+                return Err(ConfigError::new(p, "a claim needs a name"));
             }
-            Ok(ClaimRule { name, values })
+            let rule = compile_claim_value(&p, value, 0)?;
+            Ok(ClaimRule { name, rule })
         })
         .collect()
 }
@@ -623,7 +1087,15 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
     let output_headers = Config::collect_output_headers(&providers);
+    let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    if !(MIN_MAX_TOKEN_BYTES..=MAX_MAX_TOKEN_BYTES).contains(&max_token_bytes) {
+        return Err(ConfigError::new(
+            "max_token_bytes",
+            format!("must be between {MIN_MAX_TOKEN_BYTES} and {MAX_MAX_TOKEN_BYTES}"),
+        ));
+    }
     Ok(Config {
+        max_token_bytes,
         output_headers,
         providers,
         policies: Policies::new(default_policy, rules).with_paths(raw.paths),
@@ -676,6 +1148,11 @@ mod tests {
         );
         assert_eq!(c.cache_entries, DEFAULT_CACHE_ENTRIES);
         assert!(c.use_host_crypto);
+        assert_eq!(c.max_token_bytes, 64 * 1024);
+        assert_eq!(p.max_keys_tried, DEFAULT_MAX_KEYS_TRIED);
+        assert_eq!(p.key_limits, KeyLimits::default());
+        assert_eq!(p.max_lifetime, None);
+        assert_eq!(p.subjects, None);
     }
 
     #[test]
@@ -692,6 +1169,19 @@ mod tests {
         assert_eq!(r.path, "/.well-known/jwks.json");
         assert_eq!(r.cache_duration.as_secs(), 600);
         assert_eq!(r.max_bytes, DEFAULT_MAX_JWKS_BYTES);
+        let c = parse(
+            r#"{"providers": {"p": {"remote_jwks": {"http_uri": {"uri": "https://issuer.example.com/jwks",
+                "cluster": "jwks_cluster", "timeout": "1s"}}}}}"#,
+        )
+        .unwrap();
+        let KeySource::Remote(r) = &c.providers[0].keys else {
+            panic!()
+        };
+        assert_eq!(
+            r.cache_duration.as_secs(),
+            600,
+            "Envoy's default: 10 minutes"
+        );
         assert!(r.shared_key.starts_with("jwks/"));
     }
 
@@ -722,7 +1212,7 @@ mod tests {
             (
                 r#"{"providers": {"p": {}}}"#,
                 "providers.p",
-                "exactly one of local_jwks or remote_jwks",
+                "exactly one of local_jwks, remote_jwks or introspection",
             ),
             (
                 r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "remote_jwks": {"http_uri": {"uri": "http://a/", "cluster": "c", "timeout": "1s"}}}}}"#,
@@ -790,6 +1280,48 @@ mod tests {
                 "not set",
             ),
         ];
+        let p = r#""local_jwks": {"inline_string": "JWKS"}"#;
+        let r =
+            r#""remote_jwks": {"http_uri": {"uri": "http://a/k", "cluster": "c", "timeout": "1s"}"#;
+        let i = r#""introspection": {"http_uri": {"uri": "http://a/i", "cluster": "c", "timeout": "1s"}, "client_id": "gw""#;
+        let more = [
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "max_token_bytes": 100}}"#), "max_token_bytes", "between"),
+            (format!(r#"{{"providers": {{"p": {{{r}, "retry_back_off": {{"base_interval": "10ms"}}}}}}}}}}"#), "providers.p.remote_jwks.retry_back_off.base_interval", "at least 100ms"),
+            (format!(r#"{{"providers": {{"p": {{{r}, "retry_back_off": {{"base_interval": "5s", "max_interval": "1s"}}}}}}}}}}"#), "providers.p.remote_jwks.retry_back_off.max_interval", "at least base_interval"),
+            (format!(r#"{{"providers": {{"p": {{{r}, "max_stale": "soon"}}}}}}}}"#), "providers.p.remote_jwks.max_stale", "invalid duration"),
+            (format!(r#"{{"providers": {{"p": {{{i}, "client_secret": {{"value": ""}}}}}}}}}}"#), "providers.p.introspection.client_secret", "empty"),
+            (format!(r#"{{"providers": {{"p": {{{i}, "client_secret": {{"env": "WASMGATE_JWT_SURELY_UNSET"}}}}}}}}}}"#), "providers.p.introspection.client_secret", "not set"),
+            (format!(r#"{{"providers": {{"p": {{{i}, "client_secret": {{"value": "s"}}, "cache_duration": "48h"}}}}}}}}"#), "providers.p.introspection.cache_duration", "between"),
+            (format!(r#"{{"providers": {{"p": {{{i}, "client_secret": {{"value": "s"}}, "negative_cache_duration": "1h"}}}}}}}}"#), "providers.p.introspection.negative_cache_duration", "at most"),
+            (format!(r#"{{"providers": {{"p": {{{i}, "client_secret": {{"value": "s"}}, "cache_slots": 0}}}}}}}}"#), "providers.p.introspection.cache_slots", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, {i}, "client_secret": {{"value": "s"}}}}}}}}}}"#), "providers.p", "exactly one"),
+            (format!(r#"{{"providers": {{"p": {{{r}, "jwks_clusters": {{"k.example.com": "k"}}}}}}}}}}"#), "providers.p.remote_jwks.jwks_clusters.k.example.com", "only used with"),
+            (r#"{"providers": {"p": {"remote_jwks": {"http_uri": {"uri": "https://idp/.well-known/openid-configuration", "cluster": "c", "timeout": "1s"}}}}}"#.to_string(), "providers.p.issuer", "discovery needs"),
+            (r#"{"providers": {"p": {"issuer": "https://idp", "remote_jwks": {"http_uri": {"uri": "https://idp/.well-known/openid-configuration", "cluster": "c", "timeout": "1s"}, "jwks_clusters": {"a@b": "k"}}}}}"#.to_string(), "providers.p.remote_jwks.jwks_clusters.a@b", "expected a host"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "max_token_bytes": 2000000}}"#), "max_token_bytes", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "max_keys_tried": 0}}}}}}"#), "providers.p.max_keys_tried", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "jwks_limits": {{"max_keys": 0}}}}}}}}"#), "providers.p.jwks_limits.max_keys", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "jwks_limits": {{"max_rsa_bits": 1024}}}}}}}}"#), "providers.p.jwks_limits.max_rsa_bits", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "jwks_limits": {{"max_rsa_bits": 16384}}}}}}}}"#), "providers.p.jwks_limits.max_rsa_bits", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "jwks_limits": {{"max_rsa_exponent": 1}}}}}}}}"#), "providers.p.jwks_limits.max_rsa_exponent", "between"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "subjects": {{"prefix": ""}}}}}}}}"#), "providers.p.subjects", "must not be empty"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "subjects": {{"prefix": "a", "exact": "b"}}}}}}}}"#), "providers.p.subjects", "exactly one"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "subjects": {{"regex": "a"}}}}}}}}"#), "providers.p.subjects.regex", "unknown field"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "max_lifetime": "0s"}}}}}}"#), "providers.p.max_lifetime", "at least 1s"),
+            (format!(r#"{{"providers": {{"p": {{{p}, "claim_to_headers": [{{"header_name": "x", "claim_name": "g", "array_format": "csv"}}]}}}}}}"#), "providers.p.claim_to_headers[0].array_format", "unknown variant"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{"prefix": ""}}}}}}"#), "claims.scope.prefix", "must not be empty"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{"all_of": []}}}}}}"#), "claims.scope.all_of", "non-empty"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{"not": ""}}}}}}"#), "claims.scope.not", "non-empty"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{"any_of": ["a", ""]}}}}}}"#), "claims.scope.any_of[1]", "non-empty"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{"prefix": "a", "not": "b"}}}}}}"#), "claims.scope", "exactly one"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": {{}}}}}}"#), "claims.scope", "exactly one"),
+            (format!(r#"{{"providers": {{"p": {{{p}}}}}, "claims": {{"scope": 5}}}}"#), "claims.scope", ""),
+        ];
+        for (json, path, reason) in more {
+            let e = err(&json);
+            assert_eq!(e.path, path, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
         for (json, path, reason) in cases {
             let e = err(json);
             assert_eq!(e.path, path, "{json}: {e}");

@@ -2,12 +2,13 @@
 //! tree as Envoy's jwt_authn does, check `claims`, and list the header changes to make.
 
 use crate::cache::TokenCache;
-use crate::claims::{scalar_text, Claims};
+use crate::claims::{header_value, Claims};
 use crate::config::{Config, KeySource, Location, Policy, Requirement};
 use crate::extract::{self, Found};
 use crate::failure::Failure;
+use crate::introspect::Lookup;
 use crate::jwks::Jwks;
-use crate::jws::{self, SignatureVerifier, MAX_TOKEN_BYTES};
+use crate::jws::{self, SignatureVerifier};
 use std::rc::Rc;
 
 /// The keys of one provider as the worker currently knows them.
@@ -70,6 +71,9 @@ pub struct Evaluation {
     pub kid_miss: Vec<usize>,
     /// Tokens whose signature check was skipped thanks to the verified-token cache.
     pub cache_hits: u32,
+    /// `(provider, token, pending)` an introspection endpoint must be asked about; `pending`
+    /// is `Some(until_ms)` while another request asks about the same token.
+    pub introspect: Vec<(usize, String, Option<u64>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,12 +101,27 @@ struct Ctx<'a> {
     config: &'a Config,
     request: RequestView<'a>,
     keys: &'a dyn Fn(usize) -> Keys,
+    introspected: &'a dyn Fn(usize, &str) -> Lookup,
     cache: &'a mut TokenCache,
     verifier: &'a dyn SignatureVerifier,
     results: Vec<Option<ProviderResult>>,
     pending: Vec<usize>,
     kid_miss: Vec<usize>,
     cache_hits: u32,
+    introspect: Vec<(usize, String, Option<u64>)>,
+}
+
+/// What a decision reads besides the request: each provider's keys, the introspection cache,
+/// the verified-token cache and the signature verifier.
+pub struct Sources<'a> {
+    /// The keys of provider `i`.
+    pub keys: &'a dyn Fn(usize) -> Keys,
+    /// What is known about a token of introspection provider `i`.
+    pub introspected: &'a dyn Fn(usize, &str) -> Lookup,
+    /// The verified-token cache.
+    pub cache: &'a mut TokenCache,
+    /// The signature verifier.
+    pub verifier: &'a dyn SignatureVerifier,
 }
 
 /// Decides one request under `policy`.
@@ -114,16 +133,44 @@ pub fn evaluate(
     cache: &mut TokenCache,
     verifier: &dyn SignatureVerifier,
 ) -> Evaluation {
+    evaluate_with(
+        config,
+        policy,
+        request,
+        Sources {
+            keys,
+            introspected: &|_, _| Lookup::Failed,
+            cache,
+            verifier,
+        },
+    )
+}
+
+/// [`evaluate`] with introspection.
+pub fn evaluate_with(
+    config: &Config,
+    policy: &Policy,
+    request: RequestView<'_>,
+    sources: Sources<'_>,
+) -> Evaluation {
+    let Sources {
+        keys,
+        introspected,
+        cache,
+        verifier,
+    } = sources;
     let mut ctx = Ctx {
         config,
         request,
         keys,
+        introspected,
         cache,
         verifier,
         results: vec![None; config.providers.len()],
         pending: Vec::new(),
         kid_miss: Vec::new(),
         cache_hits: 0,
+        introspect: Vec::new(),
     };
     let outcome = ctx.requirement(&policy.requires);
     let decision = match outcome {
@@ -140,6 +187,7 @@ pub fn evaluate(
         pending: ctx.pending,
         kid_miss: ctx.kid_miss,
         cache_hits: ctx.cache_hits,
+        introspect: ctx.introspect,
     }
 }
 
@@ -159,7 +207,12 @@ impl Ctx<'_> {
         let Some(provider) = self.config.providers.get(index) else {
             return ProviderResult::Missing;
         };
-        let found = extract::find(&provider.locations, self.request.headers, self.request.path);
+        let mut found = extract::find(&provider.locations, self.request.headers, self.request.path);
+        if matches!(provider.keys, KeySource::Introspection(_)) {
+            // JWTs (three dot-separated parts) are for the key-set providers: an introspection
+            // provider neither sends them to its endpoint nor fails on them.
+            found.retain(|f| f.token.bytes().filter(|b| *b == b'.').count() != 2);
+        }
         if found.is_empty() {
             return ProviderResult::Missing;
         }
@@ -180,8 +233,27 @@ impl Ctx<'_> {
         token: &str,
     ) -> Result<crate::cache::Verified, Failure> {
         let provider = &self.config.providers[index];
-        if token.len() > MAX_TOKEN_BYTES {
+        if token.len() > self.config.max_token_bytes {
             return Err(Failure::TooLarge);
+        }
+        if matches!(provider.keys, KeySource::Introspection(_)) {
+            return match (self.introspected)(index, token) {
+                Lookup::Active(verified) => {
+                    self.check_claims(index, &verified.0)?;
+                    Ok(verified)
+                }
+                Lookup::Inactive => Err(Failure::TokenInactive),
+                Lookup::Miss => {
+                    self.introspect.push((index, token.to_string(), None));
+                    Err(Failure::IntrospectionFailed)
+                }
+                Lookup::Pending(until) => {
+                    self.introspect
+                        .push((index, token.to_string(), Some(until)));
+                    Err(Failure::IntrospectionFailed)
+                }
+                Lookup::Failed => Err(Failure::IntrospectionFailed),
+            };
         }
         let keys = (self.keys)(index);
         // A token that passed every check before: no parsing, no signature (see `cache`).
@@ -195,13 +267,7 @@ impl Ctx<'_> {
         }
         let jws = jws::parse(token)?;
         let claims = Claims::parse(&jws.payload)?;
-        if let Some(issuer) = &provider.issuer {
-            if claims.iss.as_deref() != Some(issuer.as_str()) {
-                return Err(Failure::UnknownIssuer);
-            }
-        }
-        claims.check_time(self.request.now, provider.clock_skew)?;
-        claims.check_audience(&provider.audiences)?;
+        self.check_claims(index, &claims)?;
         let (jwks, generation) = match keys {
             Keys::Ready { jwks, generation } => (jwks, generation),
             Keys::Pending => {
@@ -210,7 +276,7 @@ impl Ctx<'_> {
             }
             Keys::Unavailable => return Err(Failure::JwksUnavailable),
         };
-        match jws::verify_with(&jws, &jwks, self.verifier) {
+        match jws::verify_with(&jws, &jwks, self.verifier, provider.max_keys_tried) {
             Ok(()) => {}
             Err(Failure::UnknownKey) => {
                 if matches!(provider.keys, KeySource::Remote(_))
@@ -231,6 +297,36 @@ impl Ctx<'_> {
         self.cache
             .insert(cache_key, until, self.request.now, Rc::clone(&verified));
         Ok(verified)
+    }
+
+    /// jwt_authn's checks after the format, in its order: issuer, time, audience; then
+    /// `subjects` and `max_lifetime`. All of them only get stricter as time passes or never
+    /// change, so a cached pass stays valid.
+    fn check_claims(&self, index: usize, claims: &Claims) -> Result<(), Failure> {
+        let provider = &self.config.providers[index];
+        if let Some(issuer) = &provider.issuer {
+            if claims.iss.as_deref() != Some(issuer.as_str()) {
+                return Err(Failure::UnknownIssuer);
+            }
+        }
+        claims.check_time(self.request.now, provider.clock_skew)?;
+        claims.check_audience(&provider.audiences)?;
+        if let Some(subjects) = &provider.subjects {
+            if !subjects.matches(claims.sub()) {
+                return Err(Failure::SubjectNotAllowed);
+            }
+        }
+        if let Some(max_lifetime) = provider.max_lifetime {
+            match claims.exp {
+                None => return Err(Failure::ExpirationRequired),
+                // jwt_authn: the remaining lifetime must be below max_lifetime.
+                Some(exp) if exp.saturating_sub(self.request.now) >= max_lifetime => {
+                    return Err(Failure::LifetimeTooLong)
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn requirement(&mut self, requirement: &Requirement) -> Outcome {
@@ -321,13 +417,23 @@ impl Ctx<'_> {
             })
             .flatten()
             .collect();
+        // A provider's identity is its first token in location order (from_headers, then
+        // from_params, then from_cookies), the token jwt_authn verifies last and whose claims
+        // it adds last. Every token found had to verify, but only identities are checked for
+        // `claims` and forwarded, so a second token can neither lend its claims nor its
+        // headers to the first.
+        let identities: Vec<usize> = providers
+            .iter()
+            .filter_map(|i| verified.iter().position(|(p, _)| p == i))
+            .collect();
         if !policy.claims.is_empty() {
-            if verified.is_empty() {
+            if identities.is_empty() {
                 return Decision::Deny(Failure::Missing);
             }
-            let holds = verified
-                .iter()
-                .any(|(_, t)| policy.claims.iter().all(|rule| rule.holds(&t.token.0)));
+            let holds = identities.iter().any(|k| {
+                let token = &verified[*k].1.token.0;
+                policy.claims.iter().all(|rule| rule.holds(token))
+            });
             if !holds {
                 return Decision::Deny(Failure::ClaimsUnmet);
             }
@@ -335,8 +441,9 @@ impl Ctx<'_> {
         let mut m = Mutations::default();
         let mut path = self.request.path.to_string();
         let mut cookie: Option<Option<String>> = None;
-        for (index, token) in &verified {
+        for (k, (index, token)) in verified.iter().enumerate() {
             let provider = &self.config.providers[*index];
+            let identity = identities.contains(&k);
             if !provider.forward {
                 match &token.location {
                     Location::Header { name, .. } => {
@@ -362,16 +469,30 @@ impl Ctx<'_> {
                     }
                 }
             }
-            if let Some(header) = &provider.forward_payload_header {
-                m.set_headers.push((header.clone(), token.token.1.clone()));
+            if !identity {
+                continue;
             }
-            for (header, claim) in &provider.claim_to_headers {
-                if let Some(text) = token.token.0.get(claim).and_then(scalar_text) {
+            let mut set = |name: &String, value: String| {
+                // One value per header: the first identity (providers in name order) wins.
+                if !m.set_headers.iter().any(|(n, _)| n == name) {
+                    m.set_headers.push((name.clone(), value));
+                }
+            };
+            if let Some(header) = &provider.forward_payload_header {
+                set(header, token.token.1.clone());
+            }
+            for (header, claim, format) in &provider.claim_to_headers {
+                if let Some(text) = token
+                    .token
+                    .0
+                    .get(claim)
+                    .and_then(|v| header_value(v, *format))
+                {
                     if text
                         .bytes()
                         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
                     {
-                        m.set_headers.push((header.clone(), text));
+                        set(header, text);
                     }
                 }
             }
@@ -387,8 +508,11 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_MAX_KEYS_TRIED;
     use crate::crypto::sign::sign;
     use crate::jws::PureRust;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     const K1: &str =
         r#"{"kty":"oct","kid":"k1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}"#;
@@ -449,7 +573,7 @@ mod tests {
                 jwks: jwks.clone(),
                 generation: 0,
             },
-            KeySource::Remote(_) => Keys::Pending,
+            _ => Keys::Pending,
         };
         let mut cache = TokenCache::new(16);
         evaluate(
@@ -551,7 +675,7 @@ mod tests {
                 .unwrap(),
                 Failure::BadSignature,
             ),
-            ("x".repeat(9000), Failure::TooLarge),
+            ("x".repeat(64 * 1024 + 1), Failure::TooLarge),
             (
                 "abc".to_string(),
                 Failure::Malformed("the token is not three dot-separated parts"),
@@ -725,7 +849,7 @@ mod tests {
                 jwks: jwks.clone(),
                 generation: 0,
             },
-            KeySource::Remote(_) => Keys::Pending,
+            _ => Keys::Pending,
         };
         let mut cache = TokenCache::new(16);
         let mut at = |now: u64| {
@@ -761,5 +885,312 @@ mod tests {
         assert_eq!(deny(&e), Some(Failure::JwksUnavailable));
         assert_eq!(e.pending, vec![0]);
         assert_eq!(deny(&run(&c, &p, &[], "/")), Some(Failure::Missing));
+    }
+
+    fn allowed(e: &Evaluation) -> Mutations {
+        match &e.decision {
+            Decision::Allow(m) => m.clone(),
+            Decision::Deny(f) => panic!("denied: {f:?}"),
+        }
+    }
+
+    fn header<'a>(m: &'a Mutations, name: &str) -> Option<&'a str> {
+        let values: Vec<&str> = m
+            .set_headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(values.len() <= 1, "{name} set twice: {values:?}");
+        values.first().copied()
+    }
+
+    #[test]
+    fn an_entra_sized_token_passes_and_max_token_bytes_bounds_it() {
+        let groups: Vec<String> = (0..230)
+            .map(|i| format!("{i:08x}-0000-4000-8000-00000000{i:04x}"))
+            .collect();
+        let claims = serde_json::json!({
+            "iss": "https://issuer.example.com", "aud": "api.example.com", "sub": "alice",
+            "exp": 1_700_003_600u64, "groups": groups,
+        });
+        let big = token(K1, &claims.to_string());
+        assert!(big.len() > 11_000 && big.len() < 16_384, "{}", big.len());
+        let c = config("");
+        let p = c.policies.default_policy().clone();
+        allowed(&run(&c, &p, &[("authorization", &bearer(&big))], "/"));
+        // A smaller cap: refused before any parsing, exactly above the cap.
+        let c = config(&format!(r#", "max_token_bytes": {}"#, big.len() - 1));
+        let e = run(&c, &p, &[("authorization", &bearer(&big))], "/");
+        assert_eq!(deny(&e), Some(Failure::TooLarge));
+        let c = config(&format!(r#", "max_token_bytes": {}"#, big.len()));
+        allowed(&run(&c, &p, &[("authorization", &bearer(&big))], "/"));
+    }
+
+    fn claims_config(claim_to_headers: &str, extra: &str) -> Config {
+        let jwks = serde_json::to_string(&format!("{{\"keys\":[{K1}]}}")).unwrap();
+        let json = format!(
+            r#"{{"providers": {{"p": {{"issuer": "https://issuer.example.com",
+                 "local_jwks": {{"inline_string": {jwks}}},
+                 "forward_payload_header": "x-payload",
+                 "claim_to_headers": {claim_to_headers} {extra}}}}}}}"#
+        );
+        Config::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn array_and_object_claims_are_forwarded_like_jwt_authn() {
+        let c = claims_config(
+            r#"[{"header_name": "x-groups", "claim_name": "groups"},
+                {"header_name": "x-groups-csv", "claim_name": "groups", "array_format": "comma_separated"},
+                {"header_name": "x-realm", "claim_name": "realm"},
+                {"header_name": "x-realm-roles", "claim_name": "realm.roles", "array_format": "comma_separated"},
+                {"header_name": "x-tenant", "claim_name": "https://example.com/tenant"},
+                {"header_name": "x-app-roles", "claim_name": "https://example.com/app.roles", "array_format": "comma_separated"},
+                {"header_name": "x-commas", "claim_name": "commas", "array_format": "comma_separated"},
+                {"header_name": "x-null", "claim_name": "nothing"}]"#,
+            "",
+        );
+        let p = c.policies.default_policy().clone();
+        let t = token(
+            K1,
+            r#"{"iss":"https://issuer.example.com","groups":["g1","g2"],"realm":{"roles":["r1","r2"]},
+                "https://example.com/tenant":"acme","https://example.com/app":{"roles":["a1"]},
+                "commas":["a,b","c"],"nothing":null}"#,
+        );
+        let m = allowed(&run(&c, &p, &[("authorization", &bearer(&t))], "/"));
+        assert_eq!(header(&m, "x-groups"), Some("WyJnMSIsImcyIl0="));
+        assert_eq!(header(&m, "x-groups-csv"), Some("g1,g2"));
+        assert_eq!(header(&m, "x-realm"), Some("eyJyb2xlcyI6WyJyMSIsInIyIl19"));
+        assert_eq!(header(&m, "x-realm-roles"), Some("r1,r2"));
+        assert_eq!(header(&m, "x-tenant"), Some("acme"));
+        assert_eq!(header(&m, "x-app-roles"), Some("a1"));
+        assert_eq!(header(&m, "x-commas"), None, "ambiguous items: no header");
+        assert_eq!(header(&m, "x-null"), None);
+    }
+
+    #[test]
+    fn two_tokens_forward_the_first_location_and_both_must_verify() {
+        let c = claims_config(
+            r#"[{"header_name": "x-sub", "claim_name": "sub"}]"#,
+            r#", "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                 "from_params": ["access_token"]"#,
+        );
+        let p = c.policies.default_policy().clone();
+        let alice = token(K1, r#"{"iss":"https://issuer.example.com","sub":"alice"}"#);
+        let bob = token(
+            K1,
+            r#"{"iss":"https://issuer.example.com","sub":"bob","scope":"admin"}"#,
+        );
+        let path = format!("/x?access_token={bob}");
+        let m = allowed(&run(&c, &p, &[("authorization", &bearer(&alice))], &path));
+        assert_eq!(header(&m, "x-sub"), Some("alice"));
+        let alice_payload = alice.split('.').nth(1).unwrap();
+        assert_eq!(header(&m, "x-payload"), Some(alice_payload));
+        // Both are removed (neither reaches the upstream).
+        assert_eq!(m.remove_headers, vec!["authorization"]);
+        assert_eq!(m.path.as_deref(), Some("/x"));
+        // The second token cannot lend its claims to the first identity.
+        let c2 = Config::from_json(
+            format!(
+                r#"{{"providers": {{"p": {{"issuer": "https://issuer.example.com",
+                    "local_jwks": {{"inline_string": {}}}}}}},
+                    "claims": {{"scope": "admin"}}}}"#,
+                serde_json::to_string(&format!("{{\"keys\":[{K1}]}}")).unwrap()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let p2 = c2.policies.default_policy().clone();
+        let e = run(&c2, &p2, &[("authorization", &bearer(&alice))], &path);
+        assert_eq!(deny(&e), Some(Failure::ClaimsUnmet));
+        // An invalid second token fails the request (jwt_authn: all tokens must be valid).
+        let forged = token(K2, r#"{"iss":"https://issuer.example.com","sub":"bob"}"#);
+        let e = run(
+            &c,
+            &p,
+            &[("authorization", &bearer(&alice))],
+            &format!("/x?access_token={forged}"),
+        );
+        assert_eq!(deny(&e), Some(Failure::BadSignature));
+        // Two authorization lines: the first one is the identity.
+        let m = allowed(&run(
+            &c,
+            &p,
+            &[
+                ("authorization", &bearer(&alice)),
+                ("authorization", &bearer(&bob)),
+            ],
+            "/",
+        ));
+        assert_eq!(header(&m, "x-sub"), Some("alice"));
+    }
+
+    #[test]
+    fn subjects_lifetime_and_expiration() {
+        let c = claims_config(
+            "[]",
+            r#", "subjects": {"prefix": "spiffe://example.org/"}, "max_lifetime": "1h""#,
+        );
+        let p = c.policies.default_policy().clone();
+        let t = |claims: &str| {
+            token(
+                K1,
+                &format!(r#"{{"iss":"https://issuer.example.com"{claims}}}"#),
+            )
+        };
+        let check =
+            |claims: &str| deny(&run(&c, &p, &[("authorization", &bearer(&t(claims)))], "/"));
+        assert_eq!(
+            check(r#","sub":"spiffe://example.org/web","exp":1700003599"#),
+            None
+        );
+        // jwt_authn's rule: the remaining lifetime must be below max_lifetime.
+        assert_eq!(
+            check(r#","sub":"spiffe://example.org/web","exp":1700003600"#),
+            Some(Failure::LifetimeTooLong)
+        );
+        assert_eq!(
+            check(r#","sub":"spiffe://example.org/web""#),
+            Some(Failure::ExpirationRequired)
+        );
+        assert_eq!(
+            check(r#","sub":"spiffe://example.org.evil/web","exp":1700000100"#),
+            Some(Failure::SubjectNotAllowed)
+        );
+        assert_eq!(
+            check(r#","sub":5,"exp":1700000100"#),
+            Some(Failure::SubjectNotAllowed)
+        );
+        assert_eq!(
+            check(r#","exp":1700000100"#),
+            Some(Failure::SubjectNotAllowed)
+        );
+        // require_expiration alone: any exp, but one.
+        let c = claims_config("[]", r#", "require_expiration": true"#);
+        let p = c.policies.default_policy().clone();
+        let e = run(
+            &c,
+            &p,
+            &[("authorization", &bearer(&t(r#","exp":9999999999"#)))],
+            "/",
+        );
+        assert_eq!(deny(&e), None);
+        let e = run(&c, &p, &[("authorization", &bearer(&t("")))], "/");
+        assert_eq!(deny(&e), Some(Failure::ExpirationRequired));
+    }
+
+    #[test]
+    fn richer_claims_rules_through_the_config() {
+        let jwks = serde_json::to_string(&format!("{{\"keys\":[{K1}]}}")).unwrap();
+        let json = format!(
+            r#"{{"providers": {{"p": {{"local_jwks": {{"inline_string": {jwks}}}}}}},
+                "claims": {{"scope": {{"all_of": ["read", "write"]}},
+                            "roles": {{"all_of": [{{"prefix": "tenant:"}}, {{"not": "suspended"}}]}}}}}}"#
+        );
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        let p = c.policies.default_policy().clone();
+        let check = |claims: &str| {
+            deny(&run(
+                &c,
+                &p,
+                &[("authorization", &bearer(&token(K1, claims)))],
+                "/",
+            ))
+        };
+        assert_eq!(
+            check(r#"{"scope":"read write","roles":["tenant:a"]}"#),
+            None
+        );
+        assert_eq!(
+            check(r#"{"scope":"read","roles":["tenant:a"]}"#),
+            Some(Failure::ClaimsUnmet)
+        );
+        assert_eq!(
+            check(r#"{"scope":"read write","roles":["tenant:a","suspended"]}"#),
+            Some(Failure::ClaimsUnmet)
+        );
+        assert_eq!(
+            check(r#"{"scope":"read write","roles":"tenant:a suspended"}"#),
+            Some(Failure::ClaimsUnmet)
+        );
+        assert_eq!(
+            check(r#"{"scope":"read write","roles":{"tenant:a":true}}"#),
+            Some(Failure::ClaimsUnmet)
+        );
+        assert_eq!(
+            check(r#"{"scope":"read write"}"#),
+            Some(Failure::ClaimsUnmet)
+        );
+    }
+
+    /// Counts signature checks and never verifies: the forged token's worst case.
+    struct Counting(std::cell::Cell<usize>);
+
+    impl SignatureVerifier for Counting {
+        fn verify(&self, _: jws::Alg, _: &crate::jwks::Jwk, _: &[u8], _: &[u8]) -> bool {
+            self.0.set(self.0.get() + 1);
+            false
+        }
+    }
+
+    #[test]
+    fn a_forged_token_without_kid_costs_at_most_max_keys_tried_checks() {
+        // The worst key set the default limits admit: 64 RSA-4096 keys, e = 65537, no kid.
+        let n = URL_SAFE_NO_PAD.encode([0xC5u8; 512]);
+        let keys: Vec<String> = (0..64)
+            .map(|_| format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#))
+            .collect();
+        let jwks = serde_json::to_string(&format!(r#"{{"keys":[{}]}}"#, keys.join(","))).unwrap();
+        for (extra, expected) in [
+            ("", DEFAULT_MAX_KEYS_TRIED),
+            (r#", "max_keys_tried": 2"#, 2),
+        ] {
+            let json = format!(
+                r#"{{"providers": {{"p": {{"local_jwks": {{"inline_string": {jwks}}} {extra}}}}}}}"#
+            );
+            let c = Config::from_json(json.as_bytes()).unwrap();
+            let p = c.policies.default_policy().clone();
+            let forged = format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+                URL_SAFE_NO_PAD.encode(r#"{"sub":"x"}"#),
+                URL_SAFE_NO_PAD.encode([1u8; 512])
+            );
+            let headers = vec![("authorization".to_string(), bearer(&forged))];
+            let KeySource::Local(set) = &c.providers[0].keys else {
+                panic!()
+            };
+            let keys = |_: usize| Keys::Ready {
+                jwks: set.clone(),
+                generation: 0,
+            };
+            let counting = Counting(std::cell::Cell::new(0));
+            let mut cache = TokenCache::new(16);
+            let e = evaluate(
+                &c,
+                &p,
+                RequestView {
+                    headers: &headers,
+                    path: "/",
+                    now: NOW,
+                },
+                &keys,
+                &mut cache,
+                &counting,
+            );
+            assert_eq!(deny(&e), Some(Failure::BadSignature));
+            assert_eq!(counting.0.get(), expected);
+        }
+        // One key more than the default max_keys: the configuration is refused.
+        let keys: Vec<String> = (0..65)
+            .map(|_| format!(r#"{{"kty":"RSA","n":"{n}","e":"AQAB"}}"#))
+            .collect();
+        let jwks = serde_json::to_string(&format!(r#"{{"keys":[{}]}}"#, keys.join(","))).unwrap();
+        let json =
+            format!(r#"{{"providers": {{"p": {{"local_jwks": {{"inline_string": {jwks}}}}}}}}}"#);
+        let e = Config::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(e.path, "providers.p.local_jwks");
+        assert!(e.reason.contains("max_keys"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ pub enum Failure {
     Missing,
     /// The token is not a well-formed compact JWS/JWT (the reason says what).
     Malformed(&'static str),
-    /// The token is longer than 8 KiB.
+    /// The token is longer than `max_token_bytes`.
     TooLarge,
     /// `alg` is `none` or an algorithm this filter does not verify.
     UnsupportedAlg,
@@ -29,6 +29,16 @@ pub enum Failure {
     JwksUnavailable,
     /// The token verified but the rule's `claims` do not hold.
     ClaimsUnmet,
+    /// `sub` does not match the provider's `subjects`.
+    SubjectNotAllowed,
+    /// `exp` is further away than the provider's `max_lifetime`.
+    LifetimeTooLong,
+    /// No `exp` though the provider requires one (`require_expiration` or `max_lifetime`).
+    ExpirationRequired,
+    /// The introspection endpoint says the token is not active.
+    TokenInactive,
+    /// The introspection endpoint could not be asked or gave no usable answer (fail closed).
+    IntrospectionFailed,
 }
 
 impl Failure {
@@ -55,11 +65,16 @@ impl Failure {
             Self::BadSignature => "invalid_signature",
             Self::JwksUnavailable => "jwks_unavailable",
             Self::ClaimsUnmet => "insufficient_scope",
+            Self::SubjectNotAllowed => "subject_not_allowed",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::ExpirationRequired => "expiration_required",
+            Self::TokenInactive => "token_inactive",
+            Self::IntrospectionFailed => "introspection_failed",
         }
     }
 
     /// Every code, for defining one denial counter per reason.
-    pub const ALL_CODES: [&'static str; 12] = [
+    pub const ALL_CODES: [&'static str; 17] = [
         "missing_token",
         "malformed_token",
         "token_too_large",
@@ -72,6 +87,11 @@ impl Failure {
         "invalid_signature",
         "jwks_unavailable",
         "insufficient_scope",
+        "subject_not_allowed",
+        "lifetime_too_long",
+        "expiration_required",
+        "token_inactive",
+        "introspection_failed",
     ];
 
     /// One human sentence; never contains the token.
@@ -79,7 +99,7 @@ impl Failure {
         match self {
             Self::Missing => "A bearer token is required.",
             Self::Malformed(reason) => reason,
-            Self::TooLarge => "The token is larger than 8 KiB.",
+            Self::TooLarge => "The token is larger than the configured maximum.",
             Self::UnsupportedAlg => "The token's algorithm is not supported.",
             Self::UnknownIssuer => "The token's issuer is not configured.",
             Self::Expired => "The token has expired.",
@@ -89,6 +109,11 @@ impl Failure {
             Self::BadSignature => "The token's signature does not verify.",
             Self::JwksUnavailable => "The keys to verify the token are not available.",
             Self::ClaimsUnmet => "The token's claims do not allow this request.",
+            Self::SubjectNotAllowed => "The token's subject is not allowed.",
+            Self::LifetimeTooLong => "The token's lifetime is longer than allowed.",
+            Self::ExpirationRequired => "The token has no expiration.",
+            Self::TokenInactive => "The token is not active.",
+            Self::IntrospectionFailed => "The token could not be checked.",
         }
     }
 
@@ -153,6 +178,11 @@ mod tests {
             Failure::UnknownKey,
             Failure::BadSignature,
             Failure::JwksUnavailable,
+            Failure::SubjectNotAllowed,
+            Failure::LifetimeTooLong,
+            Failure::ExpirationRequired,
+            Failure::TokenInactive,
+            Failure::IntrospectionFailed,
         ] {
             assert_eq!(f.status(), 401, "{f:?}");
             assert!(Failure::ALL_CODES.contains(&f.code()));

@@ -4,9 +4,10 @@
 
 use crate::cache::TokenCache;
 use crate::config::{Config, KeySource, RemoteJwks};
-use crate::decide::{self, Decision, Evaluation, Mutations, RequestView};
+use crate::decide::{self, Decision, Evaluation, Mutations, RequestView, Sources};
 use crate::failure::Failure;
 use crate::foreign::HostVerifier;
+use crate::introspect::Lookup;
 use crate::keys::{self, RemoteKeys, IDLE_SYNC_MS};
 use crate::remote::{self, SharedJwks};
 use std::cell::{Cell, RefCell};
@@ -30,6 +31,8 @@ struct Metrics {
     fetch_ok: Counter,
     fetch_failed: Counter,
     foreign_verified: Counter,
+    introspection_ok: Counter,
+    introspection_failed: Counter,
 }
 
 impl Metrics {
@@ -47,6 +50,8 @@ impl Metrics {
             fetch_ok: setup.counter("jwks_fetch_success"),
             fetch_failed: setup.counter("jwks_fetch_failure"),
             foreign_verified: setup.counter("host_verified"),
+            introspection_ok: setup.counter("introspection_success"),
+            introspection_failed: setup.counter("introspection_failure"),
         }
     }
 }
@@ -62,11 +67,25 @@ pub struct Plugin {
     host_verify: Cell<Option<bool>>,
 }
 
-/// One stream; while it waits for remote keys, what it saw of them and until when it waits.
+/// Introspection calls one request may make at most (one per token found, in practice).
+const MAX_INTROSPECTIONS: u8 = 4;
+/// How often a request waiting for another request's introspection looks at the cache.
+pub const INTROSPECTION_POLL_MS: u64 = 20;
+
+/// One stream; while it waits for remote keys, what it saw of them and until when it waits;
+/// while it asks an introspection endpoint, about which token.
 pub struct JwtAuth {
     plugin: Rc<Plugin>,
     seen: Vec<(u64, u64)>,
     deadline_ms: u64,
+    /// The `(provider, token)` being introspected.
+    asking: Option<(usize, String)>,
+    /// Tokens asked about during this request whose answer is not in the cache: `true` when
+    /// the answer was "inactive", `false` when asking failed. Not asked again.
+    answered: Vec<(usize, String, bool)>,
+    introspections: u8,
+    /// Waiting for another request's introspection of the same token.
+    introspect_wait: bool,
 }
 
 /// Writes an allowed request's header changes.
@@ -88,6 +107,45 @@ fn apply(edits: &mut HeaderEdits, m: Mutations) {
 }
 
 impl JwtAuth {
+    /// Asks the introspection endpoint about a token, or waits while another request asks
+    /// about the same token (polling the shared cache every [`INTROSPECTION_POLL_MS`] until
+    /// that question's claim expires). `None`: neither (too many questions): deny.
+    fn introspect(
+        &mut self,
+        cx: &mut Cx<'_>,
+        index: usize,
+        token: String,
+        pending: Option<u64>,
+        now: u64,
+    ) -> Option<Outcome> {
+        let plugin = Rc::clone(&self.plugin);
+        let Some(KeySource::Introspection(intro)) =
+            plugin.config.providers.get(index).map(|p| &p.keys)
+        else {
+            return None;
+        };
+        if self.introspections >= MAX_INTROSPECTIONS {
+            return None;
+        }
+        let waiting_until = match pending {
+            Some(until) => Some(until),
+            None if intro.claim(cx.host(), &token, now) => None,
+            // Claimed by another request between the lookup and the claim.
+            None => Some(now.saturating_add(INTROSPECTION_POLL_MS)),
+        };
+        if let Some(until) = waiting_until {
+            self.introspect_wait = true;
+            return Some(Outcome::Wait {
+                until_ms: until.min(now.saturating_add(INTROSPECTION_POLL_MS)),
+            });
+        }
+        self.introspections += 1;
+        let callout = intro.request(&token);
+        self.asking = Some((index, token));
+        log::debug!("wasmgate {FILTER}: introspecting a token at {}", intro.uri);
+        Some(Outcome::Call(callout))
+    }
+
     /// Decides the request; a denial may rather wait for remote keys when `may_wait`.
     fn process(&mut self, cx: &mut Cx<'_>, may_wait: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
@@ -129,6 +187,11 @@ impl JwtAuth {
                 Outcome::Continue
             }
             Decision::Deny(failure) => {
+                if let Some((index, token, pending)) = evaluation.introspect.first().cloned() {
+                    if let Some(outcome) = self.introspect(cx, index, token, pending, now) {
+                        return outcome;
+                    }
+                }
                 if may_wait {
                     if let Some(deadline_ms) = wait_deadline(cx.host(), config, &evaluation, now) {
                         log::debug!("wasmgate {FILTER}: waiting for remote keys");
@@ -162,11 +225,37 @@ impl JwtAuth {
         let plugin = &self.plugin;
         let config = &plugin.config;
         let keys = |i: usize| plugin.remote.keys(host, config, i);
+        let now_ms = host.now_ms();
+        let answered = &self.answered;
+        let introspected = |i: usize, token: &str| {
+            if let Some((_, _, inactive)) = answered.iter().find(|(p, t, _)| *p == i && t == token)
+            {
+                return if *inactive {
+                    Lookup::Inactive
+                } else {
+                    Lookup::Failed
+                };
+            }
+            match config.providers.get(i).map(|p| &p.keys) {
+                Some(KeySource::Introspection(intro)) => intro.lookup(host, token, now_ms),
+                _ => Lookup::Failed,
+            }
+        };
         let use_host = config.use_host_crypto && plugin.host_verify.get() != Some(false);
         let verifier = HostVerifier::new(host, use_host);
         let evaluation = {
             let mut cache = plugin.cache.borrow_mut();
-            decide::evaluate(config, policy, request, &keys, &mut cache, &verifier)
+            decide::evaluate_with(
+                config,
+                policy,
+                request,
+                Sources {
+                    keys: &keys,
+                    introspected: &introspected,
+                    cache: &mut cache,
+                    verifier: &verifier,
+                },
+            )
         };
         if verifier.verified() > 0 {
             plugin.host_verify.set(Some(true));
@@ -196,7 +285,13 @@ fn wait_deadline(
         Some(KeySource::Remote(r)) => Some(r),
         _ => None,
     };
-    let timeout = |remote: &RemoteJwks| u64::try_from(remote.timeout.as_millis()).unwrap_or(0);
+    // With discovery a fetch is two requests in a row.
+    let timeout = |remote: &RemoteJwks| {
+        let fetches = if remote.discovery.is_some() { 2 } else { 1 };
+        u64::try_from(remote.timeout.as_millis())
+            .unwrap_or(0)
+            .saturating_mul(fetches)
+    };
     let mut deadline: Option<u64> = None;
     let mut extend = |d: u64| deadline = Some(deadline.map_or(d, |x| x.max(d)));
     for remote in evaluation.pending.iter().filter_map(|i| remote_of(*i)) {
@@ -225,6 +320,52 @@ fn wait_deadline(
     deadline
 }
 
+/// Which fetch of a provider a plugin callout is: the discovery document or the key set.
+#[derive(Clone, Copy)]
+enum Phase {
+    Discovery = 0,
+    Jwks = 1,
+}
+
+/// The plugin callout key of a provider's fetch.
+fn fetch_key(index: usize, phase: Phase) -> u64 {
+    u64::try_from(index)
+        .unwrap_or(u64::MAX / 2)
+        .saturating_mul(2)
+        .saturating_add(phase as u64)
+}
+
+/// The result of a discovery fetch: where the key set is.
+fn discovery_result(
+    answer: Answer,
+    remote: &RemoteJwks,
+) -> Result<crate::discovery::JwksTarget, String> {
+    let Some(issuer) = remote.discovery.as_deref() else {
+        return Err("not a discovery provider".into());
+    };
+    let expect = crate::discovery::Expect {
+        issuer,
+        https: remote.uri.starts_with("https://"),
+        authority: &remote.authority,
+        cluster: &remote.cluster,
+        clusters: &remote.jwks_clusters,
+        max_bytes: remote.max_bytes,
+    };
+    match answer {
+        Answer::Http { headers, body } => {
+            let status = headers
+                .iter()
+                .find(|(n, _)| n == ":status")
+                .map(|(_, v)| v.as_str());
+            let body = (!body.is_empty()).then_some(body.as_slice());
+            crate::discovery::accept(status, body, &expect)
+        }
+        Answer::TooLarge { .. } => Err(format!("document over {} bytes", remote.max_bytes)),
+        Answer::NotSent(reason) => Err(format!("not sent ({reason})")),
+        Answer::Grpc { .. } => Err("not an HTTP answer".into()),
+    }
+}
+
 /// The result of one JWKS fetch.
 fn fetch_result(answer: Answer, remote: &RemoteJwks) -> Result<String, String> {
     match answer {
@@ -234,7 +375,7 @@ fn fetch_result(answer: Answer, remote: &RemoteJwks) -> Result<String, String> {
                 .find(|(n, _)| n == ":status")
                 .map(|(_, v)| v.as_str());
             let body = (!body.is_empty()).then_some(body.as_slice());
-            remote::accept_response(status, body, remote.max_bytes)
+            remote::accept_response(status, body, remote.max_bytes, &remote.limits)
         }
         Answer::TooLarge { .. } => Err(format!("body over {} bytes", remote.max_bytes)),
         Answer::NotSent(reason) => Err(format!("not sent ({reason})")),
@@ -275,6 +416,10 @@ impl Filter for JwtAuth {
             plugin: Rc::clone(plugin),
             seen: Vec::new(),
             deadline_ms: 0,
+            asking: None,
+            answered: Vec::new(),
+            introspections: 0,
+            introspect_wait: false,
         }
     }
 
@@ -290,7 +435,62 @@ impl Filter for JwtAuth {
         self.process(cx, true)
     }
 
+    fn on_answer(&mut self, cx: &mut Cx<'_>, answer: Answer) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        let asked = self.asking.take().and_then(|(index, token)| {
+            match plugin.config.providers.get(index).map(|p| &p.keys) {
+                Some(KeySource::Introspection(intro)) => Some((index, token, intro)),
+                _ => None,
+            }
+        });
+        let Some((index, token, intro)) = asked else {
+            // An answer this stream did not ask for: never a reason to let it through.
+            let host = request_info(cx.host(), false).host;
+            return Outcome::Reply(Failure::IntrospectionFailed.reply(&host));
+        };
+        let result = match answer {
+            Answer::Http { headers, body } => {
+                let status = headers
+                    .iter()
+                    .find(|(n, _)| n == ":status")
+                    .map(|(_, v)| v.as_str());
+                crate::introspect::parse_answer(status, &body, intro.max_bytes)
+            }
+            Answer::TooLarge { .. } => Err(format!("answer over {} bytes", intro.max_bytes)),
+            Answer::NotSent(reason) => Err(format!("not sent ({reason})")),
+            Answer::Grpc { .. } => Err("not an HTTP answer".into()),
+        };
+        let now_s = cx.host().now_ms() / 1000;
+        match result {
+            Ok(answer) => {
+                cx.count(plugin.metrics.introspection_ok);
+                intro.store(cx.host(), &token, now_s, answer.as_ref());
+                if answer.is_none() && intro.negative_secs == 0 {
+                    // Not cached: remembered for the rest of this request, and waiting
+                    // requests ask themselves.
+                    intro.release(cx.host(), &token);
+                    self.answered.push((index, token, true));
+                }
+            }
+            Err(reason) => {
+                cx.count(plugin.metrics.introspection_failed);
+                // Requests waiting for this answer ask themselves.
+                intro.release(cx.host(), &token);
+                log::warn!(
+                    "wasmgate {FILTER}: introspection at {} failed: {reason}; the request is denied",
+                    intro.uri
+                );
+                self.answered.push((index, token, false));
+            }
+        }
+        self.process(cx, true)
+    }
+
     fn on_wake(&mut self, cx: &mut Cx<'_>) -> Outcome {
+        if std::mem::take(&mut self.introspect_wait) {
+            // Another request's answer may be in the cache now; else ask or wait again.
+            return self.process(cx, true);
+        }
         let unchanged = self.seen == self.plugin.remote.snapshot(&self.plugin.config);
         if unchanged && cx.host().now_ms() < self.deadline_ms {
             return Outcome::Wait {
@@ -314,22 +514,52 @@ impl Filter for JwtAuth {
         plugin.remote.sync_all(cx.host(), config);
         for index in plugin.remote.claim_fetches(cx.host(), config, now) {
             if let Some(KeySource::Remote(remote)) = config.providers.get(index).map(|p| &p.keys) {
-                let key = u64::try_from(index).unwrap_or(u64::MAX);
-                cx.call(key, keys::fetch_request(remote), remote.max_bytes);
+                // With discovery the configured URI is the document, fetched first.
+                let phase = if remote.discovery.is_some() {
+                    Phase::Discovery
+                } else {
+                    Phase::Jwks
+                };
+                cx.call(
+                    fetch_key(index, phase),
+                    keys::fetch_request(remote),
+                    remote.max_bytes,
+                );
             }
         }
         cx.wake_waiting();
     }
 
     fn on_plugin_answer(plugin: &Rc<Plugin>, cx: &mut RootCx<'_>, key: u64, answer: Answer) {
-        let Ok(index) = usize::try_from(key) else {
+        let Ok(index) = usize::try_from(key / 2) else {
             return;
         };
         let Some(KeySource::Remote(remote)) = plugin.config.providers.get(index).map(|p| &p.keys)
         else {
             return;
         };
-        let result = fetch_result(answer, remote);
+        let result = if key & 1 == Phase::Discovery as u64 {
+            // The discovery document: on success, fetch the key set it names.
+            match discovery_result(answer, remote) {
+                Ok(target) => {
+                    log::debug!(
+                        "wasmgate {FILTER}: {} names the keys {} (cluster {})",
+                        remote.uri,
+                        target.uri,
+                        target.cluster
+                    );
+                    cx.call(
+                        fetch_key(index, Phase::Jwks),
+                        keys::jwks_request(&target, remote.timeout),
+                        remote.max_bytes,
+                    );
+                    return;
+                }
+                Err(reason) => Err(format!("OIDC discovery: {reason}")),
+            }
+        } else {
+            fetch_result(answer, remote)
+        };
         match &result {
             Ok(_) => {
                 cx.add(plugin.metrics.fetch_ok, 1);

@@ -14,6 +14,46 @@ use serde_json::{Map, Value};
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted.
 pub const MAX_RSA_BITS: usize = 8192;
+/// Largest RSA public exponent accepted (the `rsa` crate's own bound, 2^33 - 1).
+pub const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
+/// Largest `jwks_limits.max_keys` accepted.
+pub const MAX_MAX_KEYS: usize = 1024;
+
+/// Bounds on a key set, so that the work one forged token can cause stays small: a set with
+/// more keys than `max_keys`, an RSA modulus over `max_rsa_bits` or a public exponent over
+/// `max_rsa_exponent` is refused as a whole (a configuration error for `local_jwks`, a failed
+/// fetch for `remote_jwks`, which keeps the last good keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Keys per set (usable or not) at most.
+    pub max_keys: usize,
+    /// RSA modulus size at most, in bits.
+    pub max_rsa_bits: usize,
+    /// RSA public exponent at most.
+    pub max_rsa_exponent: u64,
+}
+
+impl Default for KeyLimits {
+    /// 64 keys, RSA up to 4096 bits with an exponent up to 65537: what identity providers
+    /// publish (Entra ID, Google, Auth0, Okta, Keycloak, Cognito: a handful of RSA-2048 keys
+    /// with e = 65537).
+    fn default() -> Self {
+        Self {
+            max_keys: 64,
+            max_rsa_bits: 4096,
+            max_rsa_exponent: 65_537,
+        }
+    }
+}
+
+impl KeyLimits {
+    /// The widest limits (for published test vectors and tools, never the filter's default).
+    pub const PERMISSIVE: Self = Self {
+        max_keys: MAX_MAX_KEYS,
+        max_rsa_bits: MAX_RSA_BITS,
+        max_rsa_exponent: MAX_RSA_EXPONENT,
+    };
+}
 
 /// Decoded public (or, for `oct`, secret) key material.
 #[derive(Clone)]
@@ -80,19 +120,31 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    /// Parses `{"keys": [...]}`.
+    /// Parses `{"keys": [...]}` under [`KeyLimits::PERMISSIVE`].
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_limited(text, &KeyLimits::PERMISSIVE)
+    }
+
+    /// Parses `{"keys": [...]}`, refusing a set over `limits`.
+    pub fn parse_limited(text: &str, limits: &KeyLimits) -> Result<Self, String> {
         let doc: Map<String, Value> =
             serde_json::from_str(text).map_err(|_| "the JWKS is not a JSON object".to_string())?;
         let Some(Value::Array(raw_keys)) = doc.get("keys") else {
             return Err("the JWKS has no \"keys\" array".into());
         };
+        if raw_keys.len() > limits.max_keys {
+            return Err(format!(
+                "the JWKS has {} keys, more than max_keys ({})",
+                raw_keys.len(),
+                limits.max_keys
+            ));
+        }
         let mut keys = Vec::new();
         for (index, raw) in raw_keys.iter().enumerate() {
             let Value::Object(raw) = raw else {
                 return Err(format!("key {index} is not a JSON object"));
             };
-            match parse_key(raw) {
+            match parse_key(raw, limits) {
                 Ok(Some(key)) => keys.push(key),
                 Ok(None) => {}
                 Err(reason) => return Err(format!("key {index}: {reason}")),
@@ -123,7 +175,7 @@ fn b64_field(raw: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("\"{name}\" is not base64url"))
 }
 
-fn parse_key(raw: &Map<String, Value>) -> Result<Option<Jwk>, String> {
+fn parse_key(raw: &Map<String, Value>, limits: &KeyLimits) -> Result<Option<Jwk>, String> {
     let kty = string_field(raw, "kty")?.ok_or("\"kty\" is missing")?;
     if string_field(raw, "use")?.is_some_and(|u| u != "sig") {
         return Ok(None);
@@ -141,7 +193,21 @@ fn parse_key(raw: &Map<String, Value>) -> Result<Option<Jwk>, String> {
     let key = match kty {
         "RSA" => {
             let n = rsa::BigUint::from_bytes_be(&b64_field(raw, "n")?);
+            // Checked before any arithmetic on the key, so an oversized key costs nothing.
+            if n.bits() > limits.max_rsa_bits {
+                return Err(format!(
+                    "the RSA modulus has {} bits, more than max_rsa_bits ({})",
+                    n.bits(),
+                    limits.max_rsa_bits
+                ));
+            }
             let e = rsa::BigUint::from_bytes_be(&b64_field(raw, "e")?);
+            if e > rsa::BigUint::from(limits.max_rsa_exponent) {
+                return Err(format!(
+                    "the RSA public exponent is larger than max_rsa_exponent ({})",
+                    limits.max_rsa_exponent
+                ));
+            }
             let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_RSA_BITS)
                 .map_err(|e| format!("invalid RSA key: {e}"))?;
             if rsa::traits::PublicKeyParts::n(&key).bits() < MIN_RSA_BITS {
@@ -220,6 +286,30 @@ mod tests {
             Jwks::parse(r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn limits_refuse_oversized_sets_keys_and_exponents() {
+        let n4096 = URL_SAFE_NO_PAD.encode([0xC5u8; 512]);
+        let n4104 = URL_SAFE_NO_PAD.encode([0xC5u8; 513]);
+        let rsa = |n: &str, e: &str| format!(r#"{{"kty":"RSA","n":"{n}","e":"{e}"}}"#);
+        let set = |keys: &[String]| format!(r#"{{"keys":[{}]}}"#, keys.join(","));
+        let limits = KeyLimits::default();
+        // At the limits: accepted.
+        assert!(Jwks::parse_limited(&set(&[rsa(&n4096, "AQAB")]), &limits).is_ok());
+        // One bit over: refused before the key is built, with the reason.
+        let e = Jwks::parse_limited(&set(&[rsa(&n4104, "AQAB")]), &limits).unwrap_err();
+        assert!(e.contains("max_rsa_bits"), "{e}");
+        // e = 65539 and a huge exponent: refused.
+        for big in ["AQAD", "AQAAAAAAAAAB"] {
+            let e = Jwks::parse_limited(&set(&[rsa(&n4096, big)]), &limits).unwrap_err();
+            assert!(e.contains("max_rsa_exponent"), "{e}");
+        }
+        // More keys than max_keys, even unusable ones: refused.
+        let many: Vec<String> = (0..65).map(|_| r#"{"kty":"AES"}"#.to_string()).collect();
+        let e = Jwks::parse_limited(&set(&many), &limits).unwrap_err();
+        assert!(e.contains("max_keys"), "{e}");
+        assert!(Jwks::parse_limited(&set(&many[..64]), &limits).is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub const IDLE_SYNC_MS: u64 = 1_000;
 struct RemoteView {
     generation: u64,
     completed: u64,
+    fetched_at: u64,
     jwks: Option<Rc<Jwks>>,
 }
 
@@ -39,7 +40,7 @@ pub fn remotes(config: &Config) -> Vec<(usize, RemoteJwks)> {
         .enumerate()
         .filter_map(|(i, p)| match &p.keys {
             KeySource::Remote(r) => Some((i, r.clone())),
-            KeySource::Local(_) => None,
+            KeySource::Local(_) | KeySource::Introspection(_) => None,
         })
         .collect()
 }
@@ -89,6 +90,24 @@ pub fn fetch_request(remote: &RemoteJwks) -> Callout {
     }
 }
 
+/// The request that fetches the key set a discovery document named.
+pub fn jwks_request(target: &crate::discovery::JwksTarget, timeout: Duration) -> Callout {
+    let header = |n: &str, v: &str| (n.to_string(), v.to_string());
+    Callout::Http {
+        cluster: target.cluster.clone(),
+        headers: vec![
+            header(":method", "GET"),
+            header(":path", &target.path),
+            header(":authority", &target.authority),
+            header(":scheme", target.scheme),
+            header("accept", "application/json"),
+        ],
+        body: None,
+        trailers: Vec::new(),
+        timeout,
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -111,7 +130,7 @@ impl RemoteKeys {
         };
         if shared.generation != view.generation || view.jwks.is_none() {
             if let Some(text) = &shared.jwks {
-                match Jwks::parse(text) {
+                match Jwks::parse_limited(text, &remote.limits) {
                     Ok(jwks) => {
                         view.jwks = Some(Rc::new(jwks));
                         view.generation = shared.generation;
@@ -124,6 +143,7 @@ impl RemoteKeys {
             }
         }
         view.completed = shared.completed;
+        view.fetched_at = shared.fetched_at;
         view.clone()
     }
 
@@ -147,16 +167,33 @@ impl RemoteKeys {
                 }
             }
             KeySource::Remote(remote) => remote,
+            KeySource::Introspection(_) => return Keys::Unavailable,
         };
         let known = self.views.borrow().get(index).cloned().unwrap_or_default();
         // Keys not here yet, or another worker fetched new ones: reload before deciding.
         let changed = shared_generation(host, &remote.shared_key)
             .is_some_and(|generation| generation != known.generation);
-        let view = if known.jwks.is_none() || changed {
+        let now = host.now_ms();
+        let stale = |v: &RemoteView| {
+            SharedJwks {
+                fetched_at: v.fetched_at,
+                ..SharedJwks::default()
+            }
+            .too_stale(now, millis(remote.cache_duration), remote.max_stale_ms)
+        };
+        // Keys too old by this worker's view: another worker may have refreshed them since.
+        let view = if known.jwks.is_none() || changed || stale(&known) {
             self.sync(host, index, remote)
         } else {
             known
         };
+        if view.jwks.is_some() && stale(&view) {
+            log::debug!(
+                "wasmgate jwt-auth: the keys of {} are older than cache_duration + max_stale; not used",
+                remote.uri
+            );
+            return Keys::Unavailable;
+        }
         match view.jwks {
             Some(jwks) => Keys::Ready {
                 jwks,
@@ -206,7 +243,9 @@ impl RemoteKeys {
                 continue;
             }
             let cache_ms = millis(remote.cache_duration);
-            let timeout_ms = millis(remote.timeout);
+            // Discovery then the key set: two fetches under one claim.
+            let fetches = if remote.discovery.is_some() { 2 } else { 1 };
+            let timeout_ms = millis(remote.timeout).saturating_mul(fetches);
             let won = wasmgate_core::shared::update(host, &remote.shared_key, |bytes| {
                 let mut shared = SharedJwks::decode(bytes);
                 if shared.due(now, cache_ms) {
@@ -239,7 +278,7 @@ impl RemoteKeys {
             let mut shared = SharedJwks::decode(bytes);
             match result {
                 Ok(text) => shared.succeeded(now, text.clone()),
-                Err(_) => shared.failed(now),
+                Err(_) => shared.failed_with(now, remote.retry_base_ms, remote.retry_max_ms),
             }
             (Some(shared.encode()), shared.generation)
         });

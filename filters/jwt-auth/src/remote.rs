@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 /// Minimum time between two refetches triggered by an unknown `kid`.
 pub const KID_REFETCH_INTERVAL_MS: u64 = 30_000;
-/// Longest wait between retries after failed fetches.
+/// Longest wait between retries after failed fetches (default of `retry_back_off.max_interval`).
 pub const MAX_RETRY_MS: u64 = 30_000;
+/// First wait after a failed fetch (default of `retry_back_off.base_interval`).
+pub const BASE_RETRY_MS: u64 = 1_000;
 
 /// The shared value (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,15 +84,33 @@ impl SharedJwks {
 
     /// Records a failed fetch: the last good keys stay; retry after 1 s, 2 s, 4 s... up to 30 s.
     pub fn failed(&mut self, now: u64) {
+        self.failed_with(now, BASE_RETRY_MS, MAX_RETRY_MS);
+    }
+
+    /// Records a failed fetch: the last good keys stay; retry after `base_ms`, twice that, and
+    /// so on up to `max_ms`.
+    pub fn failed_with(&mut self, now: u64, base_ms: u64, max_ms: u64) {
         self.completed += 1;
         self.failures = self.failures.saturating_add(1);
-        let backoff = 1_000u64
-            .checked_shl(self.failures.saturating_sub(1).min(15))
-            .unwrap_or(MAX_RETRY_MS)
-            .min(MAX_RETRY_MS);
+        let backoff = base_ms
+            .checked_shl(self.failures.saturating_sub(1).min(30))
+            .filter(|b| b >> self.failures.saturating_sub(1).min(30) == base_ms)
+            .unwrap_or(max_ms)
+            .min(max_ms);
         self.next_attempt = now.saturating_add(backoff);
         self.in_flight_until = 0;
         self.refetch_requested = false;
+    }
+
+    /// Whether the last good keys are too old to use at `now`: older than `cache_duration`
+    /// plus `max_stale` (a refresh kept failing that long).
+    pub fn too_stale(&self, now: u64, cache_duration_ms: u64, max_stale_ms: Option<u64>) -> bool {
+        max_stale_ms.is_some_and(|stale| {
+            now > self
+                .fetched_at
+                .saturating_add(cache_duration_ms)
+                .saturating_add(stale)
+        })
     }
 
     /// An unknown `kid` was seen: asks for a refetch unless one was asked for in the last 30 s.
@@ -117,6 +137,7 @@ pub fn accept_response(
     status: Option<&str>,
     body: Option<&[u8]>,
     max_bytes: usize,
+    limits: &crate::jwks::KeyLimits,
 ) -> Result<String, String> {
     if status != Some("200") {
         return Err(format!("status {}", status.unwrap_or("none")));
@@ -126,7 +147,7 @@ pub fn accept_response(
         return Err(format!("body over {max_bytes} bytes"));
     }
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
-    let jwks = crate::jwks::Jwks::parse(text)?;
+    let jwks = crate::jwks::Jwks::parse_limited(text, limits)?;
     if jwks.keys.is_empty() {
         return Err("no usable key".into());
     }
@@ -175,6 +196,26 @@ mod tests {
     }
 
     #[test]
+    fn configured_backoff_and_max_stale() {
+        let mut s = SharedJwks::default();
+        s.succeeded(0, "k1".into());
+        s.failed_with(CACHE, 200, 500);
+        assert_eq!(s.next_attempt, CACHE + 200);
+        s.failed_with(CACHE, 200, 500);
+        assert_eq!(s.next_attempt, CACHE + 400);
+        s.failed_with(CACHE, 200, 500);
+        assert_eq!(s.next_attempt, CACHE + 500);
+        for _ in 0..100 {
+            s.failed_with(CACHE, u64::MAX / 2, u64::MAX);
+        }
+        assert_eq!(s.next_attempt, u64::MAX, "no overflow");
+        assert_eq!(s.jwks.as_deref(), Some("k1"), "last good keys kept");
+        assert!(!s.too_stale(CACHE + 1_000, CACHE, None));
+        assert!(!s.too_stale(CACHE + 1_000, CACHE, Some(1_000)));
+        assert!(s.too_stale(CACHE + 1_001, CACHE, Some(1_000)));
+    }
+
+    #[test]
     fn kid_refetch_at_most_every_30s() {
         let mut s = SharedJwks::default();
         s.succeeded(1_000, "k1".into());
@@ -190,12 +231,18 @@ mod tests {
 
     #[test]
     fn responses_are_checked() {
+        let l = crate::jwks::KeyLimits::default();
         let ok = br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#;
-        assert!(accept_response(Some("200"), Some(ok), 1024).is_ok());
-        assert!(accept_response(Some("503"), Some(ok), 1024).is_err());
-        assert!(accept_response(Some("200"), Some(ok), 10).is_err());
-        assert!(accept_response(Some("200"), Some(b"{\"keys\": []}"), 1024).is_err());
-        assert!(accept_response(Some("200"), Some(b"<html>"), 1024).is_err());
-        assert!(accept_response(Some("200"), None, 1024).is_err());
+        assert!(accept_response(Some("200"), Some(ok), 1024, &l).is_ok());
+        assert!(accept_response(Some("503"), Some(ok), 1024, &l).is_err());
+        assert!(accept_response(Some("200"), Some(ok), 10, &l).is_err());
+        assert!(accept_response(Some("200"), Some(b"{\"keys\": []}"), 1024, &l).is_err());
+        assert!(accept_response(Some("200"), Some(b"<html>"), 1024, &l).is_err());
+        assert!(accept_response(Some("200"), None, 1024, &l).is_err());
+        let one_key = crate::jwks::KeyLimits { max_keys: 1, ..l };
+        let two =
+            br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "oct", "k": "c2VjcmV0"}]}"#;
+        let e = accept_response(Some("200"), Some(two), 1024, &one_key).unwrap_err();
+        assert!(e.contains("max_keys"), "{e}");
     }
 }

@@ -109,10 +109,25 @@ pub const TEST_JWKS: &str = r#"{"keys": [
  {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
 ]}"#;
 
-/// A JWKS document as fetched (status 200, any body): the size cap, parsing, every key.
+/// A JWKS document as fetched (status 200, any body): the size cap, parsing, every key; the
+/// same bytes as an OIDC discovery document and as an RFC 7662 introspection answer.
 pub fn jwks(data: &[u8]) {
     use jwt_auth::jwks::Jwks;
-    let _ = jwt_auth::remote::accept_response(Some("200"), Some(data), 65_536);
+    let clusters = [("keys.example.net".to_string(), "keys".to_string())];
+    let expect = jwt_auth::discovery::Expect {
+        issuer: "https://idp.example.com",
+        https: true,
+        authority: "idp.example.com",
+        cluster: "idp",
+        clusters: &clusters,
+        max_bytes: 65_536,
+    };
+    let _ = jwt_auth::discovery::accept(Some("200"), Some(data), &expect);
+    let _ = jwt_auth::discovery::target(&text(data), &expect);
+    let _ = jwt_auth::introspect::parse_answer(Some("200"), data, 65_536);
+    let limits = jwt_auth::jwks::KeyLimits::default();
+    let _ = jwt_auth::remote::accept_response(Some("200"), Some(data), 65_536, &limits);
+    let _ = Jwks::parse_limited(&text(data), &limits);
     if let Ok(jwks) = Jwks::parse(&text(data)) {
         let _ = jwks.has_kid("k1");
         for key in &jwks.keys {
@@ -123,18 +138,33 @@ pub fn jwks(data: &[u8]) {
 
 /// Line 1: a claim rule `name=value|value`; the rest: a JWT payload (JSON).
 pub fn claims(data: &[u8]) {
-    use jwt_auth::claims::{scalar_text, ClaimRule, Claims};
+    use jwt_auth::claims::{header_value, scalar_text, ArrayFormat, ClaimMatch, ClaimRule, Claims};
     let (rule, payload) = first_line(data);
     let rule = text(rule);
     let (name, values) = rule.split_once('=').unwrap_or((&rule, ""));
+    let tests: Vec<ClaimMatch> = values
+        .split('|')
+        .map(|v| match v.strip_prefix('^') {
+            Some(prefix) => ClaimMatch::Prefix(prefix.to_string()),
+            None => match v.strip_prefix('!') {
+                Some(not) => ClaimMatch::Not(Box::new(ClaimMatch::Equals(not.to_string()))),
+                None => ClaimMatch::Equals(v.to_string()),
+            },
+        })
+        .collect();
     let rule = ClaimRule {
         name: name.to_string(),
-        values: values.split('|').map(str::to_string).collect(),
+        rule: ClaimMatch::AnyOf(tests.clone()),
+    };
+    let all = ClaimRule {
+        name: name.to_string(),
+        rule: ClaimMatch::AllOf(tests),
     };
     let Ok(claims) = Claims::parse(payload) else {
         return;
     };
     let _ = rule.holds(&claims);
+    let _ = all.holds(&claims);
     let _ = claims.check_audience(&["api".to_string(), String::new()]);
     for now in [0, 1_735_689_600, u64::MAX] {
         let _ = claims.check_time(now, 60);
@@ -142,6 +172,8 @@ pub fn claims(data: &[u8]) {
     }
     if let Some(value) = claims.get(&rule.name) {
         let _ = scalar_text(value);
+        let _ = header_value(value, ArrayFormat::Base64Json);
+        let _ = header_value(value, ArrayFormat::CommaSeparated);
     }
 }
 

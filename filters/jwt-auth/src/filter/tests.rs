@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::crypto::sign::sign;
+use crate::filter::INTROSPECTION_POLL_MS;
 use wasmgate_core::host::HeaderMap;
 use wasmgate_core::Callout;
 use wasmgate_host::fake::{FakeEnv, Sent};
@@ -379,4 +380,345 @@ fn a_waiting_request_is_refused_once_the_fetch_timeout_passed() {
         1,
         "no second fetch while one is in flight"
     );
+}
+
+fn answer(env: &FakeEnv, worker: &Rc<Worker<JwtAuth>>, token: u32, status: &str, body: &[u8]) {
+    *env.answer.borrow_mut() = Some(Answer::Http {
+        headers: vec![(":status".into(), status.into())],
+        body: body.to_vec(),
+    });
+    worker.deliver_http(env, token, 1, body.len());
+}
+
+fn only_callout(env: &FakeEnv) -> (String, String, String, u32) {
+    let callouts = env.take_callouts_for_test();
+    let [(
+        Callout::Http {
+            cluster, headers, ..
+        },
+        token,
+    )] = &callouts[..]
+    else {
+        panic!("one HTTP fetch: {callouts:?}");
+    };
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    };
+    (
+        cluster.clone(),
+        header(":authority"),
+        header(":path"),
+        *token,
+    )
+}
+
+trait TakeCallouts {
+    fn take_callouts_for_test(&self) -> Vec<(Callout, u32)>;
+}
+
+impl TakeCallouts for FakeEnv {
+    fn take_callouts_for_test(&self) -> Vec<(Callout, u32)> {
+        let callouts = self.callouts();
+        self.take_calls();
+        callouts
+    }
+}
+
+fn discovery_config() -> String {
+    config(
+        r#""remote_jwks": {"http_uri": {"uri": "https://issuer.example.com/.well-known/openid-configuration",
+                                       "cluster": "idp", "timeout": "1s"},
+                          "jwks_clusters": {"keys.example.net": "keys"}}"#,
+    )
+}
+
+#[test]
+fn oidc_discovery_fetches_the_document_then_the_keys_it_names() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &discovery_config());
+    let s = stream(&worker, 1);
+    request(&env, "/api", &[("authorization", &bearer(&good_token()))]);
+    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    worker.tick(&env);
+    let (cluster, authority, path, token) = only_callout(&env);
+    assert_eq!(
+        (cluster.as_str(), authority.as_str(), path.as_str()),
+        (
+            "idp",
+            "issuer.example.com",
+            "/.well-known/openid-configuration"
+        )
+    );
+    let doc =
+        format!(r#"{{"issuer": "{ISSUER}", "jwks_uri": "https://keys.example.net/tenant/keys"}}"#);
+    answer(&env, &worker, token, "200", doc.as_bytes());
+    let (cluster, authority, path, token) = only_callout(&env);
+    assert_eq!(
+        (cluster.as_str(), authority.as_str(), path.as_str()),
+        ("keys", "keys.example.net", "/tenant/keys")
+    );
+    assert!(env.responses().is_empty(), "still waiting for the keys");
+    answer(&env, &worker, token, "200", jwks().as_bytes());
+    assert_eq!(metric(&env, "jwks_fetch_success"), 1);
+    assert_eq!(env.resumed(), [Direction::Request]);
+    assert_eq!(request_header(&env, "x-jwt-sub").as_deref(), Some("alice"));
+}
+
+#[test]
+fn a_discovery_document_of_another_issuer_is_a_failed_fetch() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &discovery_config());
+    let s = stream(&worker, 1);
+    request(&env, "/api", &[("authorization", &bearer(&good_token()))]);
+    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    worker.tick(&env);
+    let (_, _, _, token) = only_callout(&env);
+    let doc =
+        r#"{"issuer": "https://evil.example.com", "jwks_uri": "https://issuer.example.com/k"}"#;
+    answer(&env, &worker, token, "200", doc.as_bytes());
+    assert!(
+        env.callouts().is_empty(),
+        "no key fetch from a foreign document"
+    );
+    assert_eq!(metric(&env, "jwks_fetch_failure"), 1);
+    let reply = sent(&env);
+    assert_eq!(
+        (reply.status, error_of(&reply)),
+        (401, "jwks_unavailable".into())
+    );
+}
+
+#[test]
+fn keys_older_than_max_stale_are_dropped_when_refreshes_keep_failing() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let json = config(
+        r#""remote_jwks": {"http_uri": {"uri": "https://issuer.example.com/keys/jwks.json",
+                                       "cluster": "jwks_cluster", "timeout": "1s"},
+                          "cache_duration": "60s", "max_stale": "30s",
+                          "retry_back_off": {"base_interval": "1s", "max_interval": "1s"}}"#,
+    );
+    let worker = configure(&env, &json);
+    let s = stream(&worker, 1);
+    request(&env, "/api", &[("authorization", &bearer(&good_token()))]);
+    assert_eq!(s.request_headers(&env, true), Action::Pause);
+    worker.tick(&env);
+    let (_, _, _, token) = only_callout(&env);
+    answer(&env, &worker, token, "200", jwks().as_bytes());
+    assert_eq!(env.resumed(), [Direction::Request]);
+    // Refreshes fail from now on; within cache_duration + max_stale the keys still serve.
+    let attempt = |env: &FakeEnv, now_ms: u64| {
+        env.advance_ms(now_ms);
+        worker.tick(env);
+        let callouts = env.take_callouts_for_test();
+        assert_eq!(callouts.len(), 1, "a refresh is due at every step");
+        for (_, token) in callouts {
+            answer(env, &worker, token, "503", b"down");
+        }
+        env.take_calls();
+        request(env, "/api", &[("authorization", &bearer(&good_token()))]);
+        let mut s = stream(&worker, 2);
+        let action = s.request_headers(env, true);
+        let _ = &mut s;
+        action
+    };
+    assert_eq!(attempt(&env, 60_000), Action::Continue);
+    assert_eq!(
+        attempt(&env, 30_000),
+        Action::Continue,
+        "exactly at the bound"
+    );
+    assert_eq!(attempt(&env, 1_000), Action::Pause);
+    let reply = sent(&env);
+    assert_eq!(
+        (reply.status, error_of(&reply)),
+        (401, "jwks_unavailable".into())
+    );
+}
+
+fn introspection_config() -> String {
+    format!(
+        r#"{{
+          "providers": {{"opaque": {{
+            "issuer": "{ISSUER}",
+            "audiences": ["api.example.com"],
+            "introspection": {{"http_uri": {{"uri": "https://issuer.example.com/token/introspection",
+                                             "cluster": "idp", "timeout": "1s"}},
+                               "client_id": "gateway", "client_secret": {{"value": "gw-secret"}}}},
+            "claim_to_headers": [{{"header_name": "x-jwt-sub", "claim_name": "sub"}}]
+          }}}}
+        }}"#
+    )
+}
+
+/// Sends a request with `token`; returns the introspection callout's token and body, if any.
+fn opaque_request(
+    env: &FakeEnv,
+    worker: &Rc<Worker<JwtAuth>>,
+    id: u32,
+    token: &str,
+) -> (Action, Option<(u32, String)>, Bound<JwtAuth>) {
+    env.take_calls();
+    request(env, "/api", &[("authorization", &bearer(token))]);
+    let s = stream(worker, id);
+    let action = s.request_headers(env, true);
+    let callouts = env.callouts();
+    let call = callouts.into_iter().next().map(|(callout, t)| {
+        let Callout::Http {
+            cluster,
+            headers,
+            body,
+            ..
+        } = callout
+        else {
+            panic!("an HTTP callout")
+        };
+        assert_eq!(cluster, "idp");
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(header(":method").as_deref(), Some("POST"));
+        assert_eq!(header(":path").as_deref(), Some("/token/introspection"));
+        // base64("gateway:gw-secret")
+        assert_eq!(
+            header("authorization").as_deref(),
+            Some("Basic Z2F0ZXdheTpndy1zZWNyZXQ=")
+        );
+        (t, String::from_utf8(body.unwrap_or_default()).unwrap())
+    });
+    (action, call, s)
+}
+
+#[test]
+fn opaque_tokens_are_introspected_once_and_cached_for_every_worker() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &introspection_config());
+    let (action, call, _s) = opaque_request(&env, &worker, 1, "opaque-token-1");
+    assert_eq!(action, Action::Pause);
+    let (token, body) = call.expect("asks the endpoint");
+    assert_eq!(body, "token=opaque-token-1&token_type_hint=access_token");
+    let answer_body = format!(
+        r#"{{"active": true, "iss": "{ISSUER}", "aud": "api.example.com", "sub": "svc", "exp": {}}}"#,
+        NOW_S + 600
+    );
+    answer(&env, &worker, token, "200", answer_body.as_bytes());
+    assert_eq!(env.resumed(), [Direction::Request]);
+    assert_eq!(request_header(&env, "x-jwt-sub").as_deref(), Some("svc"));
+    assert_eq!(
+        request_header(&env, "authorization"),
+        None,
+        "token stripped"
+    );
+    // Another worker (a new worker on the same shared data): no second call.
+    let other = configure(&env, &introspection_config());
+    let (action, call, _s) = opaque_request(&env, &other, 2, "opaque-token-1");
+    assert_eq!(action, Action::Continue);
+    assert!(call.is_none(), "answered from the shared cache");
+    // After exp the cache entry is gone: asked again.
+    env.advance_ms(601_000);
+    let (_, call, _s) = opaque_request(&env, &worker, 3, "opaque-token-1");
+    assert!(call.is_some());
+}
+
+#[test]
+fn inactive_tokens_and_endpoint_failures_are_denied() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &introspection_config());
+    // Inactive: 401 token_inactive, briefly cached.
+    let (_, call, _s) = opaque_request(&env, &worker, 1, "revoked");
+    answer(
+        &env,
+        &worker,
+        call.unwrap().0,
+        "200",
+        br#"{"active": false}"#,
+    );
+    let reply = sent(&env);
+    assert_eq!(
+        (reply.status, error_of(&reply)),
+        (401, "token_inactive".into())
+    );
+    let (action, call, _s) = opaque_request(&env, &worker, 2, "revoked");
+    assert!(call.is_none(), "negative cache");
+    assert_eq!(action, Action::Pause);
+    assert_eq!(error_of(&sent(&env)), "token_inactive");
+    // A failing endpoint: denied (fail closed), never cached.
+    for (id, status, body) in [
+        (3, "500", &b"{}"[..]),
+        (6, "200", b"<html>"),
+        (7, "200", br#"{"active": "yes"}"#),
+    ] {
+        let (_, call, _s) = opaque_request(&env, &worker, id, "unlucky");
+        answer(&env, &worker, call.unwrap().0, status, body);
+        let reply = sent(&env);
+        assert_eq!(
+            (reply.status, error_of(&reply)),
+            (401, "introspection_failed".into()),
+            "{status} {body:?}"
+        );
+    }
+    // Active for another issuer or audience: the same checks as a JWT.
+    let (_, call, _s) = opaque_request(&env, &worker, 4, "foreign");
+    answer(
+        &env,
+        &worker,
+        call.unwrap().0,
+        "200",
+        br#"{"active": true, "iss": "https://evil.example.com", "aud": "api.example.com"}"#,
+    );
+    assert_eq!(error_of(&sent(&env)), "unknown_issuer");
+    // A JWT is never sent to the introspection endpoint.
+    let (_, call, _s) = opaque_request(&env, &worker, 5, &good_token());
+    assert!(call.is_none());
+    assert_eq!(error_of(&sent(&env)), "missing_token");
+}
+
+#[test]
+fn concurrent_requests_with_one_token_share_one_introspection() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &introspection_config());
+    let other = configure(&env, &introspection_config());
+    let (first, call, _s1) = opaque_request(&env, &worker, 1, "shared-token");
+    assert_eq!(first, Action::Pause);
+    let (token, _) = call.expect("the first request asks");
+    // The same token on another worker meanwhile: it waits, it does not ask.
+    let (second, call, _s2) = opaque_request(&env, &other, 2, "shared-token");
+    assert_eq!(second, Action::Pause);
+    assert!(call.is_none(), "one question per token");
+    let body = format!(
+        r#"{{"active": true, "iss": "{ISSUER}", "aud": "api.example.com", "sub": "svc", "exp": {}}}"#,
+        NOW_S + 600
+    );
+    env.take_calls();
+    answer(&env, &worker, token, "200", body.as_bytes());
+    assert_eq!(env.resumed(), [Direction::Request]);
+    // The waiting request finds the answer at its next look.
+    env.take_calls();
+    env.advance_ms(INTROSPECTION_POLL_MS);
+    // The fake host has one request header map: the second request's headers again.
+    request(&env, "/api", &[("authorization", &bearer("shared-token"))]);
+    other.tick(&env);
+    assert_eq!(env.resumed(), [Direction::Request]);
+    assert!(env.callouts().is_empty());
+    assert_eq!(request_header(&env, "x-jwt-sub").as_deref(), Some("svc"));
+}
+
+#[test]
+fn a_failed_introspection_lets_waiting_requests_ask_themselves() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &introspection_config());
+    let other = configure(&env, &introspection_config());
+    let (_, call, _s1) = opaque_request(&env, &worker, 1, "t");
+    let (token, _) = call.unwrap();
+    let (_, call, _s2) = opaque_request(&env, &other, 2, "t");
+    assert!(call.is_none());
+    env.take_calls();
+    answer(&env, &worker, token, "503", b"");
+    assert_eq!(error_of(&sent(&env)), "introspection_failed");
+    env.take_calls();
+    env.advance_ms(INTROSPECTION_POLL_MS);
+    request(&env, "/api", &[("authorization", &bearer("t"))]);
+    other.tick(&env);
+    assert_eq!(env.callouts().len(), 1, "the waiting request asks now");
 }
