@@ -1,10 +1,20 @@
 //! A scriptable upstream: echoes requests as JSON, plays scripted responses, counts attempts and
 //! serves JSON documents that a test can change while it runs (JWKS rotation).
+//!
+//! It is hyper's HTTP/1.1 server on its own tokio runtime: every connection is served as long as
+//! Envoy keeps it open, however many Envoy opens at once (a thread pool that parks a thread on
+//! each idle keep-alive connection would leave later connections unread, and their requests
+//! would end as Envoy's 504 after the route timeout).
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tiny_http::{Header, Request, Response as HttpResponse, Server};
 
 /// One scripted response; a `None` body means "echo the request as JSON".
 #[derive(Debug, Clone, Default)]
@@ -57,9 +67,11 @@ struct State {
 
 /// The upstream server; stops when dropped.
 pub struct Upstream {
-    server: Arc<Server>,
     state: Arc<Mutex<State>>,
     port: u16,
+    /// Stops the server; in a mutex so that an `Upstream` stays unwind-safe for tests that
+    /// catch a panic.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Upstream {
@@ -70,24 +82,27 @@ impl Upstream {
 
     /// Starts on a given address (the demo uses a fixed port).
     pub fn start_on(addr: &str) -> Self {
-        let server = Arc::new(Server::http(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")));
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .expect("an IP listener");
+        let listener =
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let port = listener.local_addr().expect("a bound address").port();
         let state = Arc::new(Mutex::new(State::default()));
-        let (accepting, shared) = (Arc::clone(&server), Arc::clone(&state));
+        let shared = Arc::clone(&state);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
-            for request in accepting.incoming_requests() {
-                let state = Arc::clone(&shared);
-                std::thread::spawn(move || handle(request, &state));
-            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(serve(listener, shared, stopped));
         });
         Self {
-            server,
             state,
             port,
+            stop: Mutex::new(Some(stop)),
         }
     }
 
@@ -142,53 +157,116 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.server.unblock();
+        let stop = self.stop.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
     }
 }
 
-fn handle(mut request: Request, state: &Mutex<State>) {
-    let mut body = Vec::new();
-    let _ = request.as_reader().read_to_end(&mut body);
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((status, document)) = guard.documents.get(path).cloned() {
-        *guard.document_fetches.entry(path.to_string()).or_default() += 1;
-        drop(guard);
-        let response = HttpResponse::from_string(document)
-            .with_status_code(status)
-            .with_header(header("content-type", "application/json"));
-        let _ = request.respond(response);
+/// Accepts connections until `stopped`, serving each on its own task.
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<Mutex<State>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(request, &state).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
-    let echo = echo(&request, path, query, &body);
-    guard.received.push(echo.clone());
-    let scripted = guard
-        .script
-        .pop_front()
-        .unwrap_or_else(|| Scripted::status(200));
-    drop(guard);
-    std::thread::sleep(scripted.delay);
-    let is_echo = scripted.body.is_none();
+}
+
+async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Full<Bytes>> {
+    let (parts, incoming) = request.into_parts();
+    let body = incoming
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+    let document = {
+        let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+        let document = guard.documents.get(&path).cloned();
+        if document.is_some() {
+            *guard.document_fetches.entry(path.clone()).or_default() += 1;
+        }
+        document
+    };
+    if let Some((status, document)) = document {
+        return response(
+            status,
+            &[("content-type", "application/json")],
+            document.into_bytes(),
+        );
+    }
+    let echo = echo(&parts, &path, &query, &body);
+    let scripted = {
+        let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+        guard.received.push(echo.clone());
+        guard
+            .script
+            .pop_front()
+            .unwrap_or_else(|| Scripted::status(200))
+    };
+    tokio::time::sleep(scripted.delay).await;
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if scripted.body.is_none() {
+        headers.push(("content-type", "application/json"));
+    }
+    headers.extend(
+        scripted
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     let body = scripted
         .body
+        .clone()
         .unwrap_or_else(|| serde_json::to_vec(&echo).unwrap_or_default());
-    let mut response = HttpResponse::from_data(body).with_status_code(scripted.status);
-    if is_echo {
-        response.add_header(header("content-type", "application/json"));
-    }
-    for (name, value) in &scripted.headers {
-        response.add_header(header(name, value));
-    }
-    let _ = request.respond(response);
+    response(scripted.status, &headers, body)
 }
 
-fn echo(request: &Request, path: &str, query: &str, body: &[u8]) -> serde_json::Value {
+/// A response; headers that are not valid HTTP are left out.
+fn response(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn echo(
+    parts: &hyper::http::request::Parts,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     let mut list = Vec::new();
-    for h in request.headers() {
-        let name = h.field.as_str().as_str().to_ascii_lowercase();
-        let value = h.value.as_str().to_string();
+    for (name, value) in &parts.headers {
+        let name = name.as_str().to_string();
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         list.push(serde_json::json!([name, value]));
         let joined = match headers.get(&name).and_then(|v| v.as_str()) {
             Some(previous) => format!("{previous}, {value}"),
@@ -197,7 +275,7 @@ fn echo(request: &Request, path: &str, query: &str, body: &[u8]) -> serde_json::
         headers.insert(name, joined.into());
     }
     serde_json::json!({
-        "method": request.method().as_str(),
+        "method": parts.method.as_str(),
         "path": path,
         "query": query,
         "headers": headers,
@@ -205,8 +283,4 @@ fn echo(request: &Request, path: &str, query: &str, body: &[u8]) -> serde_json::
         "body": String::from_utf8_lossy(body),
         "body_len": body.len(),
     })
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
 }

@@ -352,3 +352,35 @@ fn shipped_envoy_config_runs_as_documented() {
         "demo-crm-key-not-for-production"
     );
 }
+
+/// Requests that arrive together before the first token all wait for it and all reach the
+/// upstream with it (the frame resumes every waiting stream, on every worker).
+#[test]
+fn concurrent_requests_waiting_for_the_first_token_all_pass() {
+    let server = Server::start(600, 0);
+    let upstream = Upstream::start();
+    let envoy = start(
+        &server,
+        &upstream,
+        &config("orders", "basic", json!({})),
+        "orders-secret-for-tests-only",
+    );
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let envoy = &envoy;
+                scope.spawn(move || {
+                    let method = if i % 2 == 0 { "GET" } else { "POST" };
+                    let headers = [("host", "api.payments.example"), ("connection", "close")];
+                    envoy
+                        .client()
+                        .send(method, "/v1/charges", &headers, b"")
+                        .status
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 8], "{}", envoy.log());
+    assert_eq!(upstream.attempts(), 8);
+}
