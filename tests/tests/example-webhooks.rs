@@ -1,8 +1,9 @@
 //! examples/webhooks in a real Envoy: the shipped `envoy.yaml` (only its ports, module directory
 //! and receiver address replaced), the secrets from Envoy's environment as docker-compose.yaml
-//! passes them. Signed GitHub and Stripe deliveries are accepted, tampered ones refused, replays
-//! refused with 409, a delivery whose first attempt gets 503 is retried and succeeds, and a
-//! delivery that finally failed can be redelivered.
+//! passes them. Signed GitHub and Stripe deliveries are accepted, tampered ones refused,
+//! redeliveries acknowledged (200, `x-wasmgate-duplicate: true`) without reaching the receiver,
+//! a delivery whose first attempt gets 503 is retried and succeeds, and a delivery that finally
+//! failed can be redelivered.
 
 // Test code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -103,8 +104,17 @@ fn assert_refused(response: &Response, status: u16, error: &str) {
     assert_eq!(response.json()["error"], error, "{}", response.text());
 }
 
+/// A copy of a delivery the receiver already took: acknowledged (200, `x-wasmgate-duplicate`)
+/// without reaching the receiver, so the sender stops retrying.
+#[track_caller]
+fn assert_duplicate(response: &Response) {
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("x-wasmgate-duplicate"), Some("true"));
+    assert_eq!(response.json()["duplicate"], true);
+}
+
 #[test]
-fn github_deliveries_verified_replays_refused_failures_retried() {
+fn github_deliveries_verified_duplicates_acknowledged_failures_retried() {
     let (receiver, envoy) = start();
     assert_eq!(envoy.client().get("/health").status, 200);
 
@@ -116,17 +126,11 @@ fn github_deliveries_verified_replays_refused_failures_retried() {
     assert_eq!(receiver.received()[0]["body"], body);
     assert_eq!(receiver.received()[0]["path"], "/github/push");
 
-    // The same delivery again (even with a new delivery id, which GitHub does not sign): 409.
-    assert_refused(
-        &github(&envoy, "/github/push", body, body, "d-1"),
-        409,
-        "replayed",
-    );
-    assert_refused(
-        &github(&envoy, "/github/push", body, body, "d-1b"),
-        409,
-        "replayed",
-    );
+    // The same delivery again (even with a new delivery id, which GitHub does not sign):
+    // acknowledged, not forwarded.
+    assert_duplicate(&github(&envoy, "/github/push", body, body, "d-1"));
+    assert_duplicate(&github(&envoy, "/github/push", body, body, "d-1b"));
+    assert_eq!(receiver.attempts(), 1);
 
     // A tampered body, a wrong secret, no signature, a Stripe signature on the GitHub route:
     // refused, and the receiver sees none of it (the buffer filter holds the headers back).
@@ -184,12 +188,8 @@ fn github_deliveries_verified_replays_refused_failures_retried() {
         received[2]["body"], body,
         "the retry carries the whole body"
     );
-    // Delivered once for good: a replay of it is refused.
-    assert_refused(
-        &github(&envoy, "/github/push", body, body, "d-4"),
-        409,
-        "replayed",
-    );
+    // Delivered once for good: a redelivery of it is acknowledged, not forwarded.
+    assert_duplicate(&github(&envoy, "/github/push", body, body, "d-4"));
 
     // The receiver fails every attempt: the sender gets the failure, and its own redelivery
     // later is accepted (a delivery is remembered only once the receiver took it).
@@ -208,12 +208,13 @@ fn github_deliveries_verified_replays_refused_failures_retried() {
     assert_eq!(receiver.attempts(), 7);
 
     assert_eq!(envoy.stat("wasmgate_hmac_auth_verified"), 4);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_replays"), 3);
+    assert_eq!(envoy.stat("wasmgate_hmac_auth_duplicates"), 3);
+    assert_eq!(envoy.stat("wasmgate_hmac_auth_replays"), 0);
     assert_eq!(envoy.stat("wasmgate_retry_retries"), 3);
 }
 
 #[test]
-fn stripe_events_verified_replays_refused_failures_retried() {
+fn stripe_events_verified_duplicates_acknowledged_failures_retried() {
     let (receiver, envoy) = start();
 
     let t = now();
@@ -223,8 +224,9 @@ fn stripe_events_verified_replays_refused_failures_retried() {
     assert_eq!(receiver.attempts(), 1);
     assert_eq!(receiver.received()[0]["body"], body);
 
-    // Replayed, tampered, stale, signed with the GitHub secret: refused before the receiver.
-    assert_refused(&stripe(&envoy, body, body, t), 409, "replayed");
+    // Redelivered: acknowledged. Tampered, stale, signed with the GitHub secret: refused.
+    // None of them reaches the receiver.
+    assert_duplicate(&stripe(&envoy, body, body, t));
     let tampered = r#"{"id": "evt_1", "type": "invoice.voided"}"#;
     assert_refused(&stripe(&envoy, tampered, body, t), 401, "invalid_signature");
     let stale = t - 3600;
@@ -244,7 +246,7 @@ fn stripe_events_verified_replays_refused_failures_retried() {
     assert_eq!(receiver.attempts(), 1);
 
     // First attempt 503: retried (Stripe events carry no idempotency key; the /stripe/ rule
-    // retries them anyway) and delivered; a replay of it is refused.
+    // retries them anyway) and delivered; a redelivery of it is acknowledged.
     receiver.script([Scripted::status(503)]);
     let body = r#"{"id": "evt_2", "type": "invoice.paid"}"#;
     let retried = stripe(&envoy, body, body, t);
@@ -252,7 +254,8 @@ fn stripe_events_verified_replays_refused_failures_retried() {
     assert_eq!(retried.header("x-wasmgate-retry-attempts"), Some("2"));
     assert_eq!(receiver.attempts(), 3);
     assert_eq!(receiver.received()[2]["body"], body);
-    assert_refused(&stripe(&envoy, body, body, t), 409, "replayed");
+    assert_duplicate(&stripe(&envoy, body, body, t));
+    assert_eq!(receiver.attempts(), 3);
 
     assert_eq!(envoy.stat("wasmgate_hmac_auth_verified"), 2);
     assert_eq!(

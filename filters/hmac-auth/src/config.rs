@@ -1,6 +1,7 @@
 //! Raw configuration (serde, unknown fields rejected) and its compiled form.
 
 use crate::crypto::Algorithm;
+use crate::pubkey::{self, KeyMaterial, PublicKey};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
@@ -19,6 +20,8 @@ const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
 const DEFAULT_REPLAY_TTL_SECS: u64 = 600;
 const DEFAULT_REPLAY_ENTRIES: u64 = 100_000;
 const MAX_REPLAY_ENTRIES: u64 = 10_000_000;
+const DEFAULT_GLOBAL_TIMEOUT_MS: u64 = 250;
+const MAX_GLOBAL_TIMEOUT_MS: u64 = 10_000;
 
 /// Which signature scheme a policy verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -41,6 +44,16 @@ pub enum SchemeName {
     AwsSigv4,
     /// A configurable header, algorithm, encoding and signed payload.
     Custom,
+    /// Discord interactions: Ed25519 over `{timestamp}{body}` (`X-Signature-Ed25519`).
+    Discord,
+    /// Zoom: `x-zm-signature: v0=<hex>` over `v0:{ts}:{body}`.
+    Zoom,
+    /// GitLab: `X-Gitlab-Token` is the secret itself (compared in constant time).
+    Gitlab,
+    /// Twilio: `X-Twilio-Signature`, HMAC-SHA1 over the public URL and the sorted form fields.
+    Twilio,
+    /// Twitch EventSub: `Twitch-Eventsub-Message-Signature` over id, timestamp and body.
+    Twitch,
 }
 
 impl SchemeName {
@@ -55,6 +68,11 @@ impl SchemeName {
             Self::HttpSignature => "http_signature",
             Self::AwsSigv4 => "aws_sigv4",
             Self::Custom => "custom",
+            Self::Discord => "discord",
+            Self::Zoom => "zoom",
+            Self::Gitlab => "gitlab",
+            Self::Twilio => "twilio",
+            Self::Twitch => "twitch",
         }
     }
 }
@@ -83,6 +101,39 @@ pub struct RawSecret {
     encoding: Option<KeyEncoding>,
 }
 
+/// A public key entry: `{"id": "...", "value": "whpk_... | <hex> | <PEM>"}` or
+/// `{"id": "...", "jwk": {...}}`.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawPublicKey {
+    id: String,
+    value: Option<String>,
+    jwk: Option<serde_json::Value>,
+}
+
+/// What the filter does with requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Verify signatures of incoming requests (ingress).
+    #[default]
+    Verify,
+    /// Sign outgoing requests (egress): `github`, `standard_webhooks`, `http_signature`.
+    Sign,
+}
+
+/// A signing key entry (`mode: "sign"`): an Ed25519 private key, `whsk_<base64>` or PEM.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawSigningKey {
+    id: String,
+    value: Option<String>,
+    env: Option<String>,
+}
+
 /// `replay` block.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -91,6 +142,43 @@ pub struct RawReplay {
     enabled: Option<bool>,
     ttl: Option<Duration>,
     max_entries: Option<u64>,
+    duplicate_status: Option<u16>,
+    global: Option<RawGlobal>,
+}
+
+/// `replay.global`: the rate limit service that shares replay ids between Envoy processes.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    cluster: String,
+    domain: String,
+    timeout: Option<Duration>,
+    failure_mode: Option<FailureMode>,
+}
+
+/// What a failed or late answer of the rate limit service does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// 503 `replay_unavailable` (the default: replay protection fails closed).
+    Deny,
+    /// Forward with the local (per-process) check only.
+    Allow,
+}
+
+/// Compiled `replay.global`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalReplay {
+    /// Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    /// The `domain` of every request.
+    pub domain: String,
+    /// How long a delivery may wait for the answer, milliseconds.
+    pub timeout_ms: u64,
+    /// What an error or timeout does.
+    pub failure_mode: FailureMode,
 }
 
 /// `http_signature` settings.
@@ -110,6 +198,14 @@ pub struct RawAwsSigv4 {
     service: String,
 }
 
+/// `twilio` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RawTwilio {
+    public_url: String,
+}
+
 /// `custom` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -122,6 +218,7 @@ pub struct RawCustom {
     timestamp_header: Option<String>,
     id_header: Option<String>,
     signed_payload: Option<String>,
+    signature_separator: Option<String>,
 }
 
 /// `custom.algorithm`.
@@ -135,6 +232,8 @@ pub enum AlgorithmName {
     Sha256,
     /// HMAC-SHA512.
     Sha512,
+    /// Ed25519 with the policy's `public_keys` (no HMAC).
+    Ed25519,
 }
 
 /// `custom.encoding`: how the signature is written in its header.
@@ -156,14 +255,26 @@ pub struct RawConfig {
     /// How request paths that are not in normal form are treated (`wasmgate_core::path`).
     #[serde(default)]
     paths: PathOptions,
+    #[serde(default)]
+    mode: Mode,
     scheme: SchemeName,
+    #[serde(default)]
     secrets: Vec<RawSecret>,
+    #[serde(default)]
+    public_keys: Vec<RawPublicKey>,
+    #[serde(default)]
+    signing_keys: Vec<RawSigningKey>,
+    handshake: Option<bool>,
+    hide_credentials: Option<bool>,
+    key_id_header: Option<String>,
+    hold_headers: Option<bool>,
     timestamp_tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
     replay: Option<RawReplay>,
     http_signature: Option<RawHttpSignature>,
     aws_sigv4: Option<RawAwsSigv4>,
     custom: Option<RawCustom>,
+    twilio: Option<RawTwilio>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -178,11 +289,16 @@ pub struct RawRule {
     enabled: Option<bool>,
     scheme: Option<SchemeName>,
     secrets: Option<Vec<RawSecret>>,
+    public_keys: Option<Vec<RawPublicKey>>,
+    signing_keys: Option<Vec<RawSigningKey>>,
+    handshake: Option<bool>,
+    hide_credentials: Option<bool>,
     timestamp_tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
     http_signature: Option<RawHttpSignature>,
     aws_sigv4: Option<RawAwsSigv4>,
     custom: Option<RawCustom>,
+    twilio: Option<RawTwilio>,
 }
 
 /// An HMAC key and the id operators know it by. `Debug` never shows the key.
@@ -225,6 +341,10 @@ impl Scheme {
     /// The scheme's configuration name.
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Custom(CustomSettings {
+                provider: Some(provider),
+                ..
+            }) => provider.name(),
             Self::Github => "github",
             Self::Stripe => "stripe",
             Self::Slack => "slack",
@@ -233,6 +353,21 @@ impl Scheme {
             Self::HttpSignature(_) => "http_signature",
             Self::AwsSigv4(_) => "aws_sigv4",
             Self::Custom(_) => "custom",
+        }
+    }
+
+    /// The headers that carry the signature itself (removed by `hide_credentials`; timestamps
+    /// and ids stay, the upstream may use them).
+    pub fn signature_headers(&self) -> Vec<&str> {
+        match self {
+            Self::Github => vec!["x-hub-signature-256"],
+            Self::Stripe => vec!["stripe-signature"],
+            Self::Slack => vec!["x-slack-signature"],
+            Self::Shopify => vec!["x-shopify-hmac-sha256"],
+            Self::StandardWebhooks => vec!["webhook-signature", "svix-signature"],
+            Self::HttpSignature(_) => vec!["signature", "signature-input"],
+            Self::AwsSigv4(_) => vec!["authorization"],
+            Self::Custom(custom) => vec![custom.signature_header.as_str()],
         }
     }
 
@@ -281,9 +416,45 @@ pub enum Part {
     Header(String),
 }
 
+/// A provider scheme compiled to `custom` settings (its own name, handshake and key kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Discord interactions (Ed25519).
+    Discord,
+    /// Zoom webhooks (HMAC-SHA256).
+    Zoom,
+    /// GitLab webhooks (a shared token, no signature).
+    Gitlab,
+    /// Twilio webhooks (HMAC-SHA1 over the public URL and the sorted form fields).
+    Twilio,
+    /// Twitch EventSub (HMAC-SHA256 over message id, RFC 3339 timestamp and body).
+    Twitch,
+}
+
+impl Provider {
+    /// The scheme name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Discord => "discord",
+            Self::Zoom => "zoom",
+            Self::Gitlab => "gitlab",
+            Self::Twilio => "twilio",
+            Self::Twitch => "twitch",
+        }
+    }
+}
+
 /// Compiled `custom` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomSettings {
+    /// The provider these settings were built for (`None`: the `custom` scheme).
+    pub provider: Option<Provider>,
+    /// Ed25519 signatures checked with the policy's public keys instead of an HMAC.
+    pub ed25519: bool,
+    /// Characters separating several signatures in the header (`" "` by default).
+    pub separators: String,
+    /// Twilio: `scheme://host[:port]` as the sender sees the endpoint (empty otherwise).
+    pub public_url: String,
     /// Header holding the signature (lowercase).
     pub signature_header: String,
     /// Prefix before the encoded signature (`sha256=`).
@@ -307,12 +478,36 @@ pub struct Policy {
     pub scheme: Scheme,
     /// Keys tried in order (rotation).
     pub keys: Vec<Key>,
+    /// Public keys (asymmetric signatures), tried after the secrets.
+    pub public_keys: Vec<PublicKey>,
+    /// Answer the provider's handshake (Slack `url_verification`, Zoom
+    /// `endpoint.url_validation`, Discord PING) once it is verified.
+    pub handshake: bool,
+    /// Remove the signature headers before the upstream.
+    pub hide_credentials: bool,
+    /// Ed25519 private keys (`mode: "sign"`); the first signs.
+    pub signing_keys: Vec<SigningKey>,
     /// Allowed clock difference, seconds.
     pub tolerance_secs: u64,
     /// Largest body buffered.
     pub max_body_bytes: u64,
     /// Index used to keep replay ids of different policies apart (0 = defaults).
     pub index: usize,
+}
+
+/// An Ed25519 private key for outbound signing. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The id (the RFC 9421 `keyid`).
+    pub id: String,
+    /// The key.
+    pub key: ed25519_dalek::SigningKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({}, <redacted>)", self.id)
+    }
 }
 
 /// Replay protection settings.
@@ -322,6 +517,9 @@ pub struct ReplayConfig {
     pub ttl_secs: u64,
     /// Upper bound of remembered ids.
     pub max_entries: u64,
+    /// Status of the answer to a copy of a delivery already accepted (2xx: acknowledged with
+    /// `x-wasmgate-duplicate: true`; 409: refused as `replayed`).
+    pub duplicate_status: u16,
 }
 
 /// The compiled configuration.
@@ -331,16 +529,40 @@ pub struct Config {
     pub policies: Policies<Policy>,
     /// Replay protection, `None` when disabled.
     pub replay: Option<ReplayConfig>,
+    /// Replay ids shared through the rate limit service (`replay.global`).
+    pub global: Option<GlobalReplay>,
+    /// Header naming the secret or public key id that verified the request (lowercase); the
+    /// client's own values are always removed.
+    pub key_id_header: Option<String>,
+    /// The request headers wait for the verified body (Envoy's `allow_on_headers_stop_iteration`
+    /// must be on); otherwise they go on and the body is held.
+    pub hold_headers: bool,
+    /// Verify incoming or sign outgoing requests.
+    pub mode: Mode,
+}
+
+impl Policy {
+    /// The id of the key at `index`: secrets first, then public keys.
+    pub fn key_id(&self, index: usize) -> Option<&str> {
+        match self.keys.get(index) {
+            Some(key) => Some(&key.id),
+            None => self
+                .public_keys
+                .get(index.checked_sub(self.keys.len())?)
+                .map(|k| k.id.as_str()),
+        }
+    }
 }
 
 impl Config {
-    /// Every distinct secret id, for per-secret metrics.
+    /// Every distinct secret and public key id, for per-key metrics.
     pub fn secret_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         for policy in self.policies.all() {
-            for key in &policy.keys {
-                if !ids.contains(&key.id) {
-                    ids.push(key.id.clone());
+            let all = policy.keys.iter().map(|k| &k.id);
+            for id in all.chain(policy.public_keys.iter().map(|k| &k.id)) {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
                 }
             }
         }
@@ -361,14 +583,22 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         http_signature: raw.http_signature.as_ref().map(|b| (String::new(), b)),
         aws_sigv4: raw.aws_sigv4.as_ref().map(|b| (String::new(), b)),
         custom: raw.custom.as_ref().map(|b| (String::new(), b)),
+        twilio: raw.twilio.as_ref().map(|b| (String::new(), b)),
     };
     let default = compile_policy(
         0,
         "",
-        raw.scheme,
-        &raw.secrets,
-        raw.timestamp_tolerance,
-        raw.max_body_bytes,
+        &Parts {
+            mode: raw.mode,
+            scheme: raw.scheme,
+            secrets: &raw.secrets,
+            public_keys: &raw.public_keys,
+            signing_keys: &raw.signing_keys,
+            tolerance: raw.timestamp_tolerance,
+            max_body_bytes: raw.max_body_bytes,
+            handshake: raw.handshake.unwrap_or(false),
+            hide_credentials: raw.hide_credentials.unwrap_or(false),
+        },
         &top,
     )?;
     let mut rules = Vec::with_capacity(raw.rules.len());
@@ -378,7 +608,19 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             None
         } else {
             let secrets = rule.secrets.as_ref().unwrap_or(&raw.secrets);
+            let public_keys = rule.public_keys.as_ref().unwrap_or(&raw.public_keys);
+            let signing_keys = rule.signing_keys.as_ref().unwrap_or(&raw.signing_keys);
+            let signing_keys_at = if rule.signing_keys.is_some() {
+                at.clone()
+            } else {
+                String::new()
+            };
             let secrets_at = if rule.secrets.is_some() {
+                at.clone()
+            } else {
+                String::new()
+            };
+            let public_keys_at = if rule.public_keys.is_some() {
                 at.clone()
             } else {
                 String::new()
@@ -400,22 +642,43 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                     .as_ref()
                     .map(|b| (at.clone(), b))
                     .or_else(|| top.custom.clone()),
+                twilio: rule
+                    .twilio
+                    .as_ref()
+                    .map(|b| (at.clone(), b))
+                    .or_else(|| top.twilio.clone()),
             };
             let policy = compile_policy(
                 i + 1,
                 &at,
-                scheme,
-                secrets,
-                rule.timestamp_tolerance.or(raw.timestamp_tolerance),
-                rule.max_body_bytes.or(raw.max_body_bytes),
+                &Parts {
+                    mode: raw.mode,
+                    scheme,
+                    secrets,
+                    public_keys,
+                    signing_keys,
+                    tolerance: rule.timestamp_tolerance.or(raw.timestamp_tolerance),
+                    max_body_bytes: rule.max_body_bytes.or(raw.max_body_bytes),
+                    handshake: rule.handshake.or(raw.handshake).unwrap_or(false),
+                    hide_credentials: rule
+                        .hide_credentials
+                        .or(raw.hide_credentials)
+                        .unwrap_or(false),
+                },
                 &blocks,
             )
             .map_err(|e| {
-                // Secrets inherited from the top level are reported at their own path.
-                if e.path.starts_with(&at) || !e.path.starts_with("secrets") {
+                // Keys inherited from the top level are reported at their own path.
+                if e.path.starts_with(&at) {
                     e
-                } else {
+                } else if e.path.starts_with("secrets") {
                     ConfigError::new(format!("{secrets_at}{}", e.path), e.reason)
+                } else if e.path.starts_with("public_keys") {
+                    ConfigError::new(format!("{public_keys_at}{}", e.path), e.reason)
+                } else if e.path.starts_with("signing_keys") {
+                    ConfigError::new(format!("{signing_keys_at}{}", e.path), e.reason)
+                } else {
+                    e
                 }
             })?;
             Some(policy)
@@ -425,7 +688,32 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             policy,
         });
     }
-    let replay = compile_replay(raw.replay)?;
+    // Signing remembers nothing: replay protection is the receiver's.
+    let (replay, global) = match raw.mode {
+        Mode::Verify => compile_replay(raw.replay)?,
+        Mode::Sign => (None, None),
+    };
+    let key_id_header = match &raw.key_id_header {
+        Some(name) => Some(header_field("key_id_header", name)?),
+        None => None,
+    };
+    let hold_headers = raw.hold_headers.unwrap_or(false);
+    if raw.mode == Mode::Sign && !hold_headers {
+        return Err(ConfigError::new(
+            "hold_headers",
+            "mode \"sign\" needs \"hold_headers\": true (and Envoy's \
+             allow_on_headers_stop_iteration): the signature headers are added once the whole \
+             body has been read",
+        ));
+    }
+    if key_id_header.is_some() && !hold_headers {
+        return Err(ConfigError::new(
+            "key_id_header",
+            "needs \"hold_headers\": true (and Envoy's allow_on_headers_stop_iteration): the key \
+             is known once the body has verified, and Envoy refuses header changes after the \
+             headers went on",
+        ));
+    }
     if let Some(replay) = &replay {
         let policies = std::iter::once((String::new(), &default)).chain(
             rules
@@ -438,7 +726,24 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         policies: Policies::new(default, rules).with_paths(raw.paths),
         replay,
+        global,
+        key_id_header,
+        hold_headers,
+        mode: raw.mode,
     })
+}
+
+/// What one policy is compiled from (a rule's fields merged over the top level's).
+struct Parts<'a> {
+    mode: Mode,
+    scheme: SchemeName,
+    secrets: &'a [RawSecret],
+    public_keys: &'a [RawPublicKey],
+    signing_keys: &'a [RawSigningKey],
+    tolerance: Option<Duration>,
+    max_body_bytes: Option<u64>,
+    handshake: bool,
+    hide_credentials: bool,
 }
 
 /// The settings blocks a policy may use, each with the path prefix of the object holding it.
@@ -446,6 +751,7 @@ struct Blocks<'a> {
     http_signature: Option<(String, &'a RawHttpSignature)>,
     aws_sigv4: Option<(String, &'a RawAwsSigv4)>,
     custom: Option<(String, &'a RawCustom)>,
+    twilio: Option<(String, &'a RawTwilio)>,
 }
 
 /// `"90s"`, `"5m"`, `"2h"`: seconds as a configuration duration.
@@ -491,15 +797,57 @@ fn check_replay_ttl<'a>(
     Ok(())
 }
 
-fn compile_replay(raw: Option<RawReplay>) -> Result<Option<ReplayConfig>, ConfigError> {
+type Replay = (Option<ReplayConfig>, Option<GlobalReplay>);
+
+fn compile_replay(raw: Option<RawReplay>) -> Result<Replay, ConfigError> {
     let raw = raw.unwrap_or(RawReplay {
         enabled: None,
         ttl: None,
         max_entries: None,
+        duplicate_status: None,
+        global: None,
     });
     if raw.enabled == Some(false) {
-        return Ok(None);
+        if raw.global.is_some() {
+            return Err(ConfigError::new(
+                "replay.global",
+                "replay protection is off (\"enabled\": false): remove \"global\" or switch it on",
+            ));
+        }
+        return Ok((None, None));
     }
+    let global = match &raw.global {
+        None => None,
+        Some(g) => {
+            let timeout_ms = g
+                .timeout
+                .map_or(DEFAULT_GLOBAL_TIMEOUT_MS, |d| d.0.as_millis() as u64);
+            if timeout_ms == 0 || timeout_ms > MAX_GLOBAL_TIMEOUT_MS {
+                return Err(ConfigError::new(
+                    "replay.global.timeout",
+                    "must be between 1ms and 10s",
+                ));
+            }
+            if g.cluster.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "replay.global.cluster",
+                    "must not be empty",
+                ));
+            }
+            if g.domain.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "replay.global.domain",
+                    "must not be empty",
+                ));
+            }
+            Some(GlobalReplay {
+                cluster: g.cluster.clone(),
+                domain: g.domain.clone(),
+                timeout_ms,
+                failure_mode: g.failure_mode.unwrap_or(FailureMode::Deny),
+            })
+        }
+    };
     let ttl_secs = raw.ttl.map_or(DEFAULT_REPLAY_TTL_SECS, |d| d.0.as_secs());
     if ttl_secs == 0 {
         return Err(ConfigError::new(
@@ -514,22 +862,34 @@ fn compile_replay(raw: Option<RawReplay>) -> Result<Option<ReplayConfig>, Config
             format!("must be between 1 and {MAX_REPLAY_ENTRIES}"),
         ));
     }
-    Ok(Some(ReplayConfig {
-        ttl_secs,
-        max_entries,
-    }))
+    let duplicate_status = raw.duplicate_status.unwrap_or(200);
+    if !(200..=299).contains(&duplicate_status) && duplicate_status != 409 {
+        return Err(ConfigError::new(
+            "replay.duplicate_status",
+            "must be a 2xx status (the copy is acknowledged without being forwarded) or 409 \
+             (the copy is refused as replayed)",
+        ));
+    }
+    Ok((
+        Some(ReplayConfig {
+            ttl_secs,
+            max_entries,
+            duplicate_status,
+        }),
+        global,
+    ))
 }
 
 fn compile_policy(
     index: usize,
     at: &str,
-    scheme: SchemeName,
-    secrets: &[RawSecret],
-    tolerance: Option<Duration>,
-    max_body_bytes: Option<u64>,
+    parts: &Parts<'_>,
     blocks: &Blocks<'_>,
 ) -> Result<Policy, ConfigError> {
-    let tolerance_secs = tolerance.map_or(DEFAULT_TOLERANCE_SECS, |d| d.0.as_secs());
+    let scheme = parts.scheme;
+    let tolerance_secs = parts
+        .tolerance
+        .map_or(DEFAULT_TOLERANCE_SECS, |d| d.0.as_secs());
     if tolerance_secs == 0 {
         return Err(ConfigError::new(
             format!("{at}timestamp_tolerance"),
@@ -551,6 +911,21 @@ fn compile_policy(
         SchemeName::Slack => Scheme::Slack,
         SchemeName::Shopify => Scheme::Shopify,
         SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
+        SchemeName::Discord => Scheme::Custom(discord()),
+        SchemeName::Zoom => Scheme::Custom(zoom()),
+        SchemeName::Gitlab => Scheme::Custom(gitlab()),
+        SchemeName::Twitch => Scheme::Custom(twitch()),
+        SchemeName::Twilio => {
+            let Some((prefix, block)) = &blocks.twilio else {
+                return Err(ConfigError::new(
+                    format!("{at}twilio"),
+                    "scheme \"twilio\" needs a \"twilio\" block with the \"public_url\" Twilio \
+                     calls (the signature covers it, and the proxy's view of scheme and host \
+                     differs)",
+                ));
+            };
+            Scheme::Custom(twilio(&format!("{prefix}twilio.public_url"), block)?)
+        }
         SchemeName::AwsSigv4 => {
             let Some((prefix, block)) = &blocks.aws_sigv4 else {
                 return Err(ConfigError::new(
@@ -577,11 +952,56 @@ fn compile_policy(
             Scheme::Custom(compile_custom(&format!("{prefix}custom"), block)?)
         }
     };
-    if secrets.is_empty() {
-        return Err(ConfigError::new(
-            format!("{at}secrets"),
-            "at least one secret is required",
-        ));
+    // Which key kinds the scheme verifies with; keys of a kind it does not use are ignored, as
+    // a rule may inherit them from the top level. Signing uses secrets and signing keys.
+    let (uses_secrets, uses_public) = match (&compiled_scheme, parts.mode) {
+        (Scheme::Github, Mode::Sign) => (true, false),
+        (Scheme::StandardWebhooks | Scheme::HttpSignature(_), Mode::Sign) => (true, false),
+        (_, Mode::Sign) => {
+            return Err(ConfigError::new(
+                format!("{at}scheme"),
+                format!(
+                    "mode \"sign\" signs with github, standard_webhooks or http_signature, not {}",
+                    compiled_scheme.name()
+                ),
+            ))
+        }
+        (Scheme::StandardWebhooks | Scheme::HttpSignature(_), Mode::Verify) => (true, true),
+        (Scheme::Custom(custom), Mode::Verify) if custom.ed25519 => (false, true),
+        _ => (true, false),
+    };
+    let mut signing_keys = Vec::new();
+    if parts.mode == Mode::Sign && !matches!(compiled_scheme, Scheme::Github) {
+        for (i, raw) in parts.signing_keys.iter().enumerate() {
+            let path = format!("signing_keys[{i}]");
+            check_key_id(&raw.id).map_err(|r| ConfigError::new(&path, r))?;
+            let secret = Secret::resolve(raw.value.clone(), raw.env.clone())
+                .map_err(|r| ConfigError::new(&path, r))?;
+            let key = pubkey::parse_signing_key(secret.expose())
+                .map_err(|r| ConfigError::new(&path, r))?;
+            signing_keys.push(SigningKey {
+                id: raw.id.clone(),
+                key,
+            });
+        }
+    }
+    let secrets = if uses_secrets { parts.secrets } else { &[] };
+    let raw_public = if uses_public { parts.public_keys } else { &[] };
+    if parts.mode == Mode::Sign && secrets.is_empty() && signing_keys.is_empty() {
+        let what = if matches!(compiled_scheme, Scheme::Github) {
+            "at least one secret is required to sign"
+        } else {
+            "at least one secret or signing key is required to sign"
+        };
+        return Err(ConfigError::new(format!("{at}secrets"), what));
+    }
+    if secrets.is_empty() && raw_public.is_empty() && parts.mode == Mode::Verify {
+        let (field, what) = match (uses_secrets, uses_public) {
+            (true, true) => ("secrets", "at least one secret or public key is required"),
+            (false, _) => ("public_keys", "at least one public key is required"),
+            _ => ("secrets", "at least one secret is required"),
+        };
+        return Err(ConfigError::new(format!("{at}{field}"), what));
     }
     let mut keys: Vec<Key> = Vec::with_capacity(secrets.len());
     for (i, secret) in secrets.iter().enumerate() {
@@ -595,12 +1015,190 @@ fn compile_policy(
         }
         keys.push(key);
     }
+    let mut public_keys: Vec<PublicKey> = Vec::with_capacity(raw_public.len());
+    for (i, raw) in raw_public.iter().enumerate() {
+        let path = format!("public_keys[{i}]");
+        let key = compile_public_key(&compiled_scheme, raw)
+            .map_err(|reason| ConfigError::new(&path, reason))?;
+        if keys.iter().any(|k| k.id == key.id) || public_keys.iter().any(|k| k.id == key.id) {
+            return Err(ConfigError::new(
+                format!("{path}.id"),
+                format!(
+                    "duplicate key id {:?} (ids are unique across secrets and public_keys: a \
+                     key id names one key)",
+                    key.id
+                ),
+            ));
+        }
+        public_keys.push(key);
+    }
+    if parts.handshake && crate::handshake::Kind::of(&compiled_scheme).is_none() {
+        return Err(ConfigError::new(
+            format!("{at}handshake"),
+            format!(
+                "scheme {} has no handshake (slack, zoom, discord and twitch have one)",
+                compiled_scheme.name()
+            ),
+        ));
+    }
     Ok(Policy {
         scheme: compiled_scheme,
         keys,
+        public_keys,
+        signing_keys,
+        handshake: parts.handshake,
+        hide_credentials: parts.hide_credentials,
         tolerance_secs,
-        max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes: parts.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         index,
+    })
+}
+
+/// Discord interactions: `X-Signature-Ed25519` (hex) over `X-Signature-Timestamp` + body.
+fn discord() -> CustomSettings {
+    CustomSettings {
+        provider: Some(Provider::Discord),
+        ed25519: true,
+        separators: " ".into(),
+        public_url: String::new(),
+        signature_header: "x-signature-ed25519".into(),
+        signature_prefix: String::new(),
+        algorithm: Algorithm::Sha512,
+        encoding: SignatureEncoding::Hex,
+        timestamp_header: Some("x-signature-timestamp".into()),
+        id_header: None,
+        payload: vec![Part::Timestamp, Part::Body],
+    }
+}
+
+/// GitLab: `X-Gitlab-Token` holds the secret token itself.
+fn gitlab() -> CustomSettings {
+    CustomSettings {
+        provider: Some(Provider::Gitlab),
+        ed25519: false,
+        separators: " ".into(),
+        public_url: String::new(),
+        signature_header: "x-gitlab-token".into(),
+        signature_prefix: String::new(),
+        algorithm: Algorithm::Sha256,
+        encoding: SignatureEncoding::Hex,
+        timestamp_header: None,
+        id_header: None,
+        payload: vec![Part::Body],
+    }
+}
+
+/// Twilio: `X-Twilio-Signature` = base64 HMAC-SHA1 of the public URL (with the query) followed
+/// by each form field's name and value, sorted.
+fn twilio(at: &str, raw: &RawTwilio) -> Result<CustomSettings, ConfigError> {
+    let url = raw.public_url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    });
+    if !ok {
+        return Err(ConfigError::new(
+            at,
+            format!(
+                "{:?} must be \"https://host\" or \"https://host:port\" (no path: the request's \
+                 path and query are appended)",
+                raw.public_url
+            ),
+        ));
+    }
+    Ok(CustomSettings {
+        provider: Some(Provider::Twilio),
+        ed25519: false,
+        separators: " ".into(),
+        public_url: url.to_string(),
+        signature_header: "x-twilio-signature".into(),
+        signature_prefix: String::new(),
+        algorithm: Algorithm::Sha1,
+        encoding: SignatureEncoding::Base64,
+        timestamp_header: None,
+        id_header: None,
+        payload: vec![Part::Body],
+    })
+}
+
+/// Twitch EventSub: `Twitch-Eventsub-Message-Signature: sha256=<hex>` over message id, the
+/// RFC 3339 timestamp as sent, and the body; the signed message id is the replay id.
+fn twitch() -> CustomSettings {
+    CustomSettings {
+        provider: Some(Provider::Twitch),
+        ed25519: false,
+        separators: " ".into(),
+        public_url: String::new(),
+        signature_header: "twitch-eventsub-message-signature".into(),
+        signature_prefix: "sha256=".into(),
+        algorithm: Algorithm::Sha256,
+        encoding: SignatureEncoding::Hex,
+        timestamp_header: Some("twitch-eventsub-message-timestamp".into()),
+        id_header: Some("twitch-eventsub-message-id".into()),
+        payload: vec![Part::Id, Part::Timestamp, Part::Body],
+    }
+}
+
+/// Zoom: `x-zm-signature: v0=<hex>` over `v0:{x-zm-request-timestamp}:{body}`.
+fn zoom() -> CustomSettings {
+    CustomSettings {
+        provider: Some(Provider::Zoom),
+        ed25519: false,
+        separators: " ".into(),
+        public_url: String::new(),
+        signature_header: "x-zm-signature".into(),
+        signature_prefix: "v0=".into(),
+        algorithm: Algorithm::Sha256,
+        encoding: SignatureEncoding::Hex,
+        timestamp_header: Some("x-zm-request-timestamp".into()),
+        id_header: None,
+        payload: vec![
+            Part::Literal("v0:".into()),
+            Part::Timestamp,
+            Part::Literal(":".into()),
+            Part::Body,
+        ],
+    }
+}
+
+fn check_key_id(id: &str) -> Result<(), String> {
+    let id_ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if id_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key id {id:?} must be 1-128 characters of A-Z a-z 0-9 _ - ."
+        ))
+    }
+}
+
+fn compile_public_key(scheme: &Scheme, raw: &RawPublicKey) -> Result<PublicKey, String> {
+    check_key_id(&raw.id)?;
+    let key = match (&raw.value, &raw.jwk) {
+        (Some(text), None) => pubkey::parse_text(text)?,
+        (None, Some(jwk)) => pubkey::parse_jwk(jwk)?,
+        _ => return Err("exactly one of \"value\" and \"jwk\" is required".into()),
+    };
+    // A key is used with one algorithm only, the one its scheme verifies with.
+    if !matches!(scheme, Scheme::HttpSignature(_)) && !matches!(key, KeyMaterial::Ed25519(_)) {
+        return Err(format!(
+            "scheme {} verifies Ed25519 signatures: this is an {} key",
+            scheme.name(),
+            key.alg()
+        ));
+    }
+    Ok(PublicKey {
+        id: raw.id.clone(),
+        key,
     })
 }
 
@@ -839,14 +1437,33 @@ fn compile_custom(at: &str, raw: &RawCustom) -> Result<CustomSettings, ConfigErr
              name it)",
         ));
     }
-    let algorithm = match raw.algorithm.unwrap_or(AlgorithmName::Sha256) {
-        AlgorithmName::Sha1 => Algorithm::Sha1,
-        AlgorithmName::Sha256 => Algorithm::Sha256,
-        AlgorithmName::Sha512 => Algorithm::Sha512,
+    let (algorithm, ed25519) = match raw.algorithm.unwrap_or(AlgorithmName::Sha256) {
+        AlgorithmName::Sha1 => (Algorithm::Sha1, false),
+        AlgorithmName::Sha256 => (Algorithm::Sha256, false),
+        AlgorithmName::Sha512 => (Algorithm::Sha512, false),
+        AlgorithmName::Ed25519 => (Algorithm::Sha512, true),
     };
+    let separators = raw.signature_separator.as_deref().unwrap_or(" ");
+    if separators.is_empty() || !separators.chars().all(|c| c == ' ' || c == ',') {
+        return Err(ConfigError::new(
+            format!("{at}.signature_separator"),
+            "must be \" \", \",\" or \" ,\" (the characters between several signatures)",
+        ));
+    }
+    let prefix = raw.signature_prefix.clone().unwrap_or_default();
+    if prefix.contains(|c| separators.contains(c)) {
+        return Err(ConfigError::new(
+            format!("{at}.signature_separator"),
+            "appears in signature_prefix: the header could not be split into signatures",
+        ));
+    }
     Ok(CustomSettings {
+        provider: None,
+        ed25519,
+        separators: separators.to_string(),
+        public_url: String::new(),
         signature_header,
-        signature_prefix: raw.signature_prefix.clone().unwrap_or_default(),
+        signature_prefix: prefix,
         algorithm,
         encoding: raw.encoding.unwrap_or(SignatureEncoding::Hex),
         timestamp_header,
@@ -925,7 +1542,8 @@ mod tests {
             c.replay,
             Some(ReplayConfig {
                 ttl_secs: 600,
-                max_entries: 100_000
+                max_entries: 100_000,
+                duplicate_status: 200,
             })
         );
         assert_eq!(c.policies.default_policy().keys[0].bytes, b"s");
@@ -1040,7 +1658,7 @@ mod tests {
     fn invalid_configs_name_their_path() {
         let cases = [
             (
-                r#"{"scheme": "gitlab", "secrets": []}"#,
+                r#"{"scheme": "bitbucket", "secrets": []}"#,
                 "scheme",
                 "unknown variant",
             ),
@@ -1049,7 +1667,7 @@ mod tests {
                 "secrets",
                 "at least one",
             ),
-            (r#"{"scheme": "github"}"#, "secrets", "missing field"),
+            (r#"{"scheme": "github"}"#, "secrets", "at least one secret"),
             (
                 r#"{"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "secret": 1}"#,
                 "secret",
@@ -1495,5 +2113,141 @@ mod tests {
             config.policies.default_policy().keys[1].bytes,
             b"demo-previous-github-secret"
         );
+    }
+
+    #[test]
+    fn asymmetric_keys_handshakes_and_duplicates_refused_where_meaningless() {
+        let f: serde_json::Value = serde_json::from_str(include_str!("pubkey/keys.json")).unwrap();
+        let ed = "0101010101010101010101010101010101010101010101010101010101010101";
+        let ed_ok = hex::encode(
+            ed25519_dalek::SigningKey::from_bytes(&[1u8; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+            (
+                serde_json::json!({"scheme": "discord"}),
+                "public_keys",
+                "at least one public key",
+            ),
+            (
+                serde_json::json!({"scheme": "discord", "public_keys": [{"id": "a", "value": f["ec_pem"]}]}),
+                "public_keys[0]",
+                "verifies Ed25519 signatures: this is an ecdsa-p256-sha256 key",
+            ),
+            (
+                serde_json::json!({"scheme": "standard_webhooks", "public_keys": [{"id": "a", "value": f["rsa_pem"]}]}),
+                "public_keys[0]",
+                "rsa-pss-sha512",
+            ),
+            (
+                serde_json::json!({"scheme": "standard_webhooks"}),
+                "secrets",
+                "at least one secret or public key",
+            ),
+            (
+                serde_json::json!({"scheme": "http_signature", "secrets": [{"id": "a", "value": "s"}],
+                                   "public_keys": [{"id": "a", "value": ed_ok}]}),
+                "public_keys[0].id",
+                "unique across secrets and public_keys",
+            ),
+            (
+                serde_json::json!({"scheme": "http_signature",
+                                   "public_keys": [{"id": "a", "value": ed_ok, "jwk": {}}]}),
+                "public_keys[0]",
+                "exactly one of",
+            ),
+            (
+                serde_json::json!({"scheme": "http_signature", "public_keys": [{"id": "a", "value": &ed[2..]}]}),
+                "public_keys[0]",
+                "expected",
+            ),
+            (
+                serde_json::json!({"scheme": "http_signature", "public_keys": [{"id": "a", "value": f["small_rsa"]}]}),
+                "public_keys[0]",
+                "1024 bits",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}], "handshake": true}),
+                "handshake",
+                "scheme github has no handshake",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "rules": [{"match": {}, "scheme": "stripe", "handshake": true}]}),
+                "rules[0].handshake",
+                "scheme stripe has no handshake",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "replay": {"duplicate_status": 500}}),
+                "replay.duplicate_status",
+                "2xx",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "key_id_header": "Connection", "hold_headers": true}),
+                "key_id_header",
+                "hop-by-hop",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "key_id_header": "x-key-id"}),
+                "key_id_header",
+                "needs \"hold_headers\": true",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "rules": [{"match": {}, "scheme": "discord"}]}),
+                "rules[0].public_keys",
+                "at least one public key",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "replay": {"enabled": false, "global": {"cluster": "rls", "domain": "d"}}}),
+                "replay.global",
+                "replay protection is off",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "replay": {"global": {"cluster": "rls", "domain": "d", "timeout": "0s"}}}),
+                "replay.global.timeout",
+                "between 1ms and 10s",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "replay": {"global": {"cluster": " ", "domain": "d"}}}),
+                "replay.global.cluster",
+                "must not be empty",
+            ),
+            (
+                serde_json::json!({"scheme": "github", "secrets": [{"id": "a", "value": "s"}],
+                                   "replay": {"global": {"cluster": "rls", "domain": "d", "failure_mode": "open"}}}),
+                "replay.global.failure_mode",
+                "unknown variant",
+            ),
+        ];
+        for (json, path, reason) in &cases {
+            let e = parse(json.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.path, *path, "{json}: {e}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+        // Accepted: a rule switching to discord with its own key ignores the inherited secrets;
+        // slack, zoom and discord handshakes; a 202 for duplicates.
+        let c = parse(
+            serde_json::json!({"scheme": "slack", "secrets": [{"id": "a", "value": "s"}],
+                "handshake": true, "replay": {"duplicate_status": 202},
+                "rules": [{"match": {"path_prefix": "/discord"}, "scheme": "discord",
+                           "public_keys": [{"id": "app", "value": ed_ok}]},
+                          {"match": {"path_prefix": "/zoom"}, "scheme": "zoom"}]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let discord = c.policies.rules()[0].policy.as_ref().unwrap();
+        assert!(discord.keys.is_empty() && discord.handshake);
+        assert_eq!(discord.key_id(0), Some("app"));
+        assert_eq!(c.replay.unwrap().duplicate_status, 202);
+        assert_eq!(c.secret_ids(), vec!["a", "app"]);
     }
 }

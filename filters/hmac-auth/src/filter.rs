@@ -1,14 +1,19 @@
 //! The hmac-auth filter on the wasmgate frame: check the signature headers, buffer the body
 //! within `max_body_bytes`, verify, claim the replay id, settle it when the upstream answers.
 
-use crate::config::{self, Config, FILTER};
+use crate::config::{self, Config, FailureMode, Mode, FILTER};
+use crate::global::{self, Seen};
 use crate::replay::{Claim, Fingerprint, Table};
 use crate::verify::{self, Pending, Reject, Request};
+use crate::{handshake, sign};
 use std::rc::Rc;
+use std::time::Duration;
 use wasmgate_core::host::{request_info, HeaderMap};
 use wasmgate_core::outcome::parse_status;
 use wasmgate_core::request::declared_length;
-use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
+use wasmgate_core::{
+    Answer, Body, BodyMode, BodyNeed, Callout, ConfigError, LocalReply, Outcome, Response, Selected,
+};
 use wasmgate_host::{select, Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
 
 /// The reject codes that have a `rejected_<code>` counter.
@@ -35,6 +40,9 @@ struct Metrics {
     verified: Counter,
     skipped: Counter,
     replays: Counter,
+    duplicates: Counter,
+    handshakes: Counter,
+    signed: Counter,
     replay_unavailable: Counter,
     rejected: CounterSet,
     matched: CounterSet,
@@ -46,6 +54,9 @@ impl Metrics {
             verified: setup.counter("verified"),
             skipped: setup.counter("skipped"),
             replays: setup.counter("replays"),
+            duplicates: setup.counter("duplicates"),
+            handshakes: setup.counter("handshakes"),
+            signed: setup.counter("signed"),
             replay_unavailable: setup.counter("replay_unavailable"),
             rejected: CounterSet::define(
                 setup,
@@ -75,8 +86,12 @@ pub struct HmacAuth {
     /// The matched rule; `None` for the defaults.
     rule: Option<usize>,
     request: Option<(Request, Pending)>,
+    /// `mode: "sign"`: the request waiting for its body to be signed.
+    signing: Option<Request>,
     /// Replay id claimed as in flight, settled when the upstream answers.
     claimed: Option<Fingerprint>,
+    /// Waiting for the rate limit service (`replay.global`): the key id that verified.
+    asking: Option<Option<String>>,
 }
 
 impl HmacAuth {
@@ -96,8 +111,8 @@ impl HmacAuth {
         ))
     }
 
-    /// Verifies the complete body, then claims the replay id.
-    fn finish(&mut self, cx: &Cx<'_>, body: &[u8]) -> Outcome {
+    /// Verifies the complete body, answers a handshake, then claims the replay id.
+    fn finish(&mut self, cx: &mut Cx<'_>, body: &[u8]) -> Outcome {
         let Some((request, pending)) = self.request.take() else {
             return Outcome::Continue;
         };
@@ -109,28 +124,82 @@ impl HmacAuth {
             Ok(verified) => verified,
             Err(reject) => return self.reject(cx, &reject),
         };
-        let key_id = policy.keys.get(verified.key_index).map(|k| k.id.as_str());
+        let key_id = policy.key_id(verified.key_index);
         if let Some(id) = key_id {
             cx.count(plugin.metrics.matched.get(id));
+        }
+        if policy.handshake {
+            let secret = policy
+                .keys
+                .get(verified.key_index)
+                .map(|k| k.bytes.as_slice());
+            let answer = match handshake::Kind::of(&policy.scheme) {
+                Some(handshake::Kind::Twitch) => {
+                    handshake::twitch(request.header("twitch-eventsub-message-type"), body)
+                }
+                Some(kind) => handshake::answer(kind, body, secret),
+                None => None,
+            };
+            if let Some(response) = answer {
+                cx.count(plugin.metrics.handshakes);
+                log::debug!("wasmgate {FILTER}: answered a verified handshake");
+                return Outcome::Respond(response);
+            }
         }
         if let Some(table) = &plugin.table {
             let fp = Table::fingerprint(policy.index, policy.scheme.name(), &verified.replay_id);
             let now = cx.host().unix_seconds();
             match table.claim(cx.host(), &fp, now) {
-                Ok(Claim::Claimed) => self.claimed = Some(fp),
-                Ok(Claim::Replayed) => return self.reject(cx, &Reject::Replayed),
+                Ok(Claim::Claimed) => {
+                    self.claimed = Some(fp);
+                    if let Some(settings) = &plugin.config.global {
+                        // First sighting here: ask whether another Envoy saw it.
+                        self.asking = Some(key_id.map(str::to_string));
+                        return Outcome::Call(Callout::Grpc {
+                            cluster: settings.cluster.clone(),
+                            service: global::SERVICE,
+                            method: global::METHOD,
+                            message: global::request(&settings.domain, &fp),
+                            timeout: Duration::from_millis(settings.timeout_ms),
+                        });
+                    }
+                }
+                Ok(Claim::InFlight) => return self.reject(cx, &Reject::Replayed),
+                Ok(Claim::Done) => {
+                    let status = plugin.config.replay.map_or(409, |r| r.duplicate_status);
+                    if status == 409 {
+                        return self.reject(cx, &Reject::Replayed);
+                    }
+                    cx.count(plugin.metrics.duplicates);
+                    log::debug!("wasmgate {FILTER}: acknowledged a duplicate delivery");
+                    return Outcome::Respond(duplicate(status));
+                }
                 Err(err) => {
                     log::warn!("wasmgate {FILTER}: replay table unavailable: {err:?}");
-                    cx.count(plugin.metrics.replay_unavailable);
-                    return Outcome::Reply(LocalReply::new(
-                        503,
-                        "replay_unavailable",
-                        "The replay check is unavailable; retry later.",
-                    ));
+                    return self.unavailable(cx);
                 }
             }
         }
+        self.forward(cx, key_id)
+    }
+
+    /// 503 `replay_unavailable`: the replay check could not be made (fails closed).
+    fn unavailable(&mut self, cx: &Cx<'_>) -> Outcome {
+        cx.count(self.plugin.metrics.replay_unavailable);
+        Outcome::Reply(LocalReply::new(
+            503,
+            "replay_unavailable",
+            "The replay check is unavailable; retry later.",
+        ))
+    }
+
+    /// A verified, first-seen delivery goes on to the upstream.
+    fn forward(&mut self, cx: &mut Cx<'_>, key_id: Option<&str>) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
         cx.count(plugin.metrics.verified);
+        if let (Some(header), Some(id)) = (&plugin.config.key_id_header, key_id) {
+            cx.request.set(header.as_str(), id);
+        }
         log::debug!(
             "wasmgate {FILTER}: verified with secret {}",
             key_id.unwrap_or("?")
@@ -149,10 +218,30 @@ impl HmacAuth {
     }
 }
 
+/// The answer to a copy of a delivery the upstream already accepted: acknowledged, not forwarded.
+fn duplicate(status: u16) -> Response {
+    let body = serde_json::json!({
+        "duplicate": true,
+        "message": "This message was already delivered; it was not forwarded again.",
+    });
+    Response {
+        status: u32::from(status),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-wasmgate-duplicate".into(), "true".into()),
+        ],
+        body: body.to_string().into_bytes(),
+    }
+}
+
 impl Filter for HmacAuth {
     const NAME: &'static str = FILTER;
     type Plugin = Plugin;
-    const USES: Uses = Uses::BODIES;
+    const USES: Uses = Uses {
+        bodies: true,
+        callouts: true,
+        waits: false,
+    };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
         let config = config::parse(json)?;
@@ -174,12 +263,19 @@ impl Filter for HmacAuth {
             plugin: Rc::clone(plugin),
             rule: None,
             request: None,
+            signing: None,
             claimed: None,
+            asking: None,
         }
     }
 
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
         let plugin = Rc::clone(&self.plugin);
+        // The key-id header is only ever written by this filter: a client's value is removed on
+        // every request, a route where verification is off included.
+        if let Some(header) = &plugin.config.key_id_header {
+            cx.request.remove(header.as_str());
+        }
         let mut info = request_info(cx.host(), plugin.config.policies.reads_route());
         let selected = match select(cx, &plugin.config.policies, &mut info) {
             Ok(selected) => selected,
@@ -198,25 +294,95 @@ impl Filter for HmacAuth {
         };
         let declared = declared_length(&info.headers);
         let request = Request::from_headers(info.headers);
+        if plugin.config.mode == Mode::Sign {
+            // Whatever the client sent in the signature headers is replaced once the body is
+            // read (the headers wait for it: `hold_headers` is required).
+            for name in sign::headers_set(&policy.scheme) {
+                if *name != "webhook-id" {
+                    cx.request.remove(*name);
+                }
+            }
+            self.signing = Some(request);
+            return Outcome::NeedBody(BodyNeed {
+                limit: policy.max_body_bytes,
+                mode: BodyMode::HoldHeaders,
+                declared,
+            });
+        }
         match verify::prepare(policy, &request, cx.host().unix_seconds()) {
             Ok(pending) => self.request = Some((request, pending)),
             Err(reject) => return self.reject(cx, &reject),
         }
+        if policy.hide_credentials {
+            for name in policy.scheme.signature_headers() {
+                cx.request.remove(name);
+            }
+        }
         // Envoy turns a paused header phase into "stop all iteration", which also withholds the
-        // body from this filter; so headers go on and the body is held. A native
-        // `envoy.filters.http.buffer` placed right after this filter keeps the headers from the
-        // upstream until the body is verified (see README).
+        // body from this filter unless the plugin has `allow_on_headers_stop_iteration`; so by
+        // default headers go on and the body is held, and a native `envoy.filters.http.buffer`
+        // placed right after this filter keeps the headers from the upstream until the body is
+        // verified (see README). With `hold_headers` (that Envoy setting on) the headers wait
+        // here for the verified body and may get the key-id header.
+        let mode = if plugin.config.hold_headers {
+            BodyMode::HoldHeaders
+        } else {
+            BodyMode::Buffer
+        };
         Outcome::NeedBody(BodyNeed {
             limit: policy.max_body_bytes,
-            mode: BodyMode::Buffer,
+            mode,
             declared,
         })
     }
 
     fn on_request_body(&mut self, cx: &mut Cx<'_>, body: Body<'_>) -> Outcome {
         match body {
-            Body::Complete(bytes) => self.finish(cx, bytes),
+            Body::Complete(bytes) => {
+                if let Some(request) = self.signing.take() {
+                    let plugin = Rc::clone(&self.plugin);
+                    if let Some(policy) = plugin.config.policies.get(self.rule) {
+                        let now = cx.host().unix_seconds();
+                        for (name, value) in sign::sign(policy, &request, bytes, now) {
+                            cx.request.set(name, value);
+                        }
+                        cx.count(plugin.metrics.signed);
+                    }
+                    return Outcome::Continue;
+                }
+                self.finish(cx, bytes)
+            }
             Body::TooLarge => Outcome::Continue,
+        }
+    }
+
+    fn on_answer(&mut self, cx: &mut Cx<'_>, answer: Answer) -> Outcome {
+        let Some(key_id) = self.asking.take() else {
+            return Outcome::Continue;
+        };
+        let plugin = Rc::clone(&self.plugin);
+        let seen = match &answer {
+            Answer::Grpc { status, message } => global::seen(*status, message),
+            _ => Seen::Unknown,
+        };
+        match seen {
+            Seen::First => self.forward(cx, key_id.as_deref()),
+            Seen::Again => {
+                // Seen at another Envoy (or before a restart): its outcome there is unknown, so
+                // the copy is refused, never acknowledged; the id here is released.
+                self.settle(cx, false);
+                self.reject(cx, &Reject::Replayed)
+            }
+            Seen::Unknown => {
+                log::warn!("wasmgate {FILTER}: the rate limit service gave no answer: {answer:?}");
+                match plugin.config.global.as_ref().map(|g| g.failure_mode) {
+                    Some(FailureMode::Allow) => self.forward(cx, key_id.as_deref()),
+                    _ => {
+                        self.settle(cx, false);
+                        self.unavailable(cx)
+                    }
+                }
+            }
         }
     }
 

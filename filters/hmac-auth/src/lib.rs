@@ -1,13 +1,20 @@
 //! wasmgate hmac-auth: request and webhook signature verification (GitHub, Stripe, Slack,
-//! Shopify, Standard Webhooks, RFC 9421, AWS SigV4, custom) with secret rotation and replay
-//! protection. [`filter`] holds the filter's hooks; decisions live in [`verify`] and [`replay`].
+//! Shopify, Standard Webhooks with Svix headers, Discord, Zoom, GitLab, Twilio, RFC 9421 with
+//! HMAC, Ed25519, ECDSA P-256 and RSA-PSS, AWS SigV4, custom) with key rotation, replay
+//! protection (duplicates acknowledged), provider handshakes, and outbound signing. [`filter`]
+//! holds the filter's hooks; decisions live in [`verify`], [`replay`], [`handshake`] and
+//! [`sign`].
 
 pub mod config;
 pub mod crypto;
 pub mod filter;
+pub mod global;
+pub mod handshake;
 pub mod httpsig;
+pub mod pubkey;
 pub mod replay;
 pub mod sf;
+pub mod sign;
 pub mod sigv4;
 pub mod verify;
 

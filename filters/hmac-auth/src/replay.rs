@@ -8,7 +8,7 @@
 //!
 //! An id is *claimed* (in flight) when its request is verified, and *settled* when the upstream
 //! answers: kept as done for `ttl` after a 2xx, released otherwise so that the sender's retry
-//! passes. A duplicate that arrives while the first is in flight or done is refused.
+//! passes. A duplicate of an id in flight and one of an id done are told apart ([`Claim`]).
 
 use crate::crypto;
 use wasmgate_core::shared::{update, SharedStore, UpdateError};
@@ -27,8 +27,10 @@ pub type Fingerprint = [u8; 16];
 pub enum Claim {
     /// First sighting: the request may go on.
     Claimed,
-    /// Seen within the ttl (done, or still in flight).
-    Replayed,
+    /// A copy of a message still in flight (no answer from the upstream yet).
+    InFlight,
+    /// A copy of a message the upstream accepted within the ttl.
+    Done,
 }
 
 /// The replay table for one configuration.
@@ -111,9 +113,14 @@ impl Table {
             let mut entries = decode(value);
             let before = entries.len();
             entries.retain(|e| e.expires > now);
-            if entries.iter().any(|e| e.fingerprint == *fp) {
+            if let Some(seen) = entries.iter().find(|e| e.fingerprint == *fp) {
+                let claim = if seen.state == DONE {
+                    Claim::Done
+                } else {
+                    Claim::InFlight
+                };
                 let pruned = (entries.len() != before).then(|| encode(&entries));
-                return (pruned, Claim::Replayed);
+                return (pruned, claim);
             }
             if entries.len() >= SLOTS {
                 if let Some(i) = entries
@@ -182,9 +189,9 @@ mod tests {
         let t = Table::new("t", 600, 1000);
         assert_eq!(t.claim(&host, &fp(1), 100).unwrap(), Claim::Claimed);
         // Concurrent duplicate while in flight.
-        assert_eq!(t.claim(&host, &fp(1), 101).unwrap(), Claim::Replayed);
+        assert_eq!(t.claim(&host, &fp(1), 101).unwrap(), Claim::InFlight);
         t.settle(&host, &fp(1), 102, true).unwrap();
-        assert_eq!(t.claim(&host, &fp(1), 200).unwrap(), Claim::Replayed);
+        assert_eq!(t.claim(&host, &fp(1), 200).unwrap(), Claim::Done);
         // Done entries live for ttl after the answer.
         assert_eq!(t.claim(&host, &fp(1), 702).unwrap(), Claim::Claimed);
     }
@@ -219,7 +226,7 @@ mod tests {
         }
         assert!(total <= 64);
         // The most recent ids are still remembered.
-        assert_eq!(t.claim(&host, &fp(9_999), 101).unwrap(), Claim::Replayed);
+        assert_eq!(t.claim(&host, &fp(9_999), 101).unwrap(), Claim::Done);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Signature verification as pure functions: [`prepare`] reads the headers (missing, malformed,
 //! stale are answered before any body is buffered), [`verify`] checks the HMAC over the body.
 
-use crate::config::{CustomSettings, Part, Policy, Scheme, SignatureEncoding};
+use crate::config::{CustomSettings, Part, Policy, Provider, Scheme, SignatureEncoding};
 use crate::crypto::{self, Algorithm};
 use crate::{httpsig, sigv4};
 use base64::engine::general_purpose::STANDARD;
@@ -146,13 +146,28 @@ pub enum Pending {
     Simple {
         /// Hash under the HMAC.
         algorithm: Algorithm,
-        /// Signatures offered (any may match).
+        /// HMAC signatures offered (any may match).
         candidates: Vec<Vec<u8>>,
+        /// Ed25519 signatures offered, checked with the policy's public keys (any may match).
+        ed25519: Vec<Vec<u8>>,
         /// Payload template with values already resolved except the body.
         payload: Vec<Piece>,
         /// A message id covered by the signature; `None`: the replay id is derived from the
         /// signed bytes (see [`verify`]).
         replay_id: Option<String>,
+    },
+    /// GitLab: the token matched this secret at the header phase; the replay id waits for the
+    /// body.
+    Token {
+        /// Index of the secret the token equals.
+        key_index: usize,
+    },
+    /// Twilio: the signatures, and the URL the form fields are appended to.
+    Twilio {
+        /// HMAC-SHA1 signatures offered.
+        candidates: Vec<Vec<u8>>,
+        /// The public URL with the path and query.
+        url: String,
     },
     /// RFC 9421: the chosen signature and its base, body checks pending.
     HttpSignature(httpsig::Prepared),
@@ -169,10 +184,20 @@ pub enum Piece {
     Body,
 }
 
+/// The most signatures one request may offer: each costs a verification per key.
+pub const MAX_SIGNATURES: usize = 10;
+
+fn too_many(header: &str) -> Reject {
+    malformed(format!(
+        "{header} holds more than {MAX_SIGNATURES} signatures."
+    ))
+}
+
 /// A verified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Index of the key that matched in the policy.
+    /// Index of the key that matched: a secret's index, or the number of secrets plus a public
+    /// key's index ([`Policy::key_id`]).
     pub key_index: usize,
     /// Replay id (message id, nonce, or the signature).
     pub replay_id: String,
@@ -227,9 +252,19 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
         }
         Scheme::Stripe => prepare_stripe(policy, req, now),
         Scheme::StandardWebhooks => prepare_standard(policy, req, now),
+        Scheme::Custom(CustomSettings {
+            provider: Some(Provider::Gitlab),
+            ..
+        }) => prepare_gitlab(policy, req),
+        Scheme::Custom(
+            custom @ CustomSettings {
+                provider: Some(Provider::Twilio),
+                ..
+            },
+        ) => prepare_twilio(custom, req),
         Scheme::Custom(custom) => prepare_custom(custom, policy, req, now),
         Scheme::HttpSignature(settings) => {
-            httpsig::prepare(settings, &policy.keys, req, now, policy.tolerance_secs)
+            httpsig::prepare(settings, policy, req, now, policy.tolerance_secs)
                 .map(Pending::HttpSignature)
         }
         Scheme::AwsSigv4(settings) => {
@@ -250,6 +285,7 @@ pub fn verify(
         Pending::Simple {
             algorithm,
             candidates,
+            ed25519,
             payload,
             replay_id,
         } => {
@@ -281,9 +317,53 @@ pub fn verify(
                     });
                 }
             }
+            if !ed25519.is_empty() && !policy.public_keys.is_empty() {
+                let message = parts.concat();
+                for (j, key) in policy.public_keys.iter().enumerate() {
+                    if ed25519.iter().any(|sig| key.key.verify(&message, sig)) {
+                        // Signed bytes name the message (no secret to key a hash with).
+                        let replay_id = match replay_id {
+                            Some(id) => id.clone(),
+                            None => hex::encode(crypto::sha256(&message)),
+                        };
+                        return Ok(Verified {
+                            key_index: policy.keys.len() + j,
+                            replay_id,
+                        });
+                    }
+                }
+            }
             Err(no_match())
         }
-        Pending::HttpSignature(prepared) => httpsig::verify(prepared, &policy.keys, body),
+        Pending::Token { key_index } => Ok(Verified {
+            key_index: *key_index,
+            // The token signs nothing: a keyed hash of the body names the delivery, so only
+            // byte-identical copies are recognised.
+            replay_id: hex::encode(crypto::mac(
+                Algorithm::Sha256,
+                policy.keys.first().map_or(&[][..], |k| k.bytes.as_slice()),
+                &[body],
+            )),
+        }),
+        Pending::Twilio { candidates, url } => {
+            let payload = twilio_payload(url, body)?;
+            for (i, key) in policy.keys.iter().enumerate() {
+                let mac = crypto::mac(Algorithm::Sha1, &key.bytes, &[payload.as_bytes()]);
+                if crypto::matches_any(&mac, candidates) {
+                    let first = policy.keys.first().map_or(&[][..], |k| k.bytes.as_slice());
+                    return Ok(Verified {
+                        key_index: i,
+                        replay_id: hex::encode(crypto::mac(
+                            Algorithm::Sha256,
+                            first,
+                            &[payload.as_bytes()],
+                        )),
+                    });
+                }
+            }
+            Err(no_match())
+        }
+        Pending::HttpSignature(prepared) => httpsig::verify(prepared, policy, body),
         Pending::AwsSigv4(prepared) => sigv4::verify(prepared, &policy.keys, req, body),
     }
 }
@@ -297,6 +377,7 @@ fn simple(
     Pending::Simple {
         algorithm,
         candidates,
+        ed25519: Vec::new(),
         payload,
         replay_id,
     }
@@ -361,6 +442,35 @@ pub fn parse_seconds(text: &str, header: &str) -> Result<u64, Reject> {
         .map_err(|_| malformed(format!("{header} is not a Unix timestamp in seconds.")))
 }
 
+/// Parses an RFC 3339 UTC timestamp (`2019-11-16T10:11:12.634234626Z`, fraction optional) as
+/// Unix seconds.
+pub fn parse_rfc3339(text: &str, header: &str) -> Result<u64, Reject> {
+    let bad = || malformed(format!("{header} is not an RFC 3339 UTC timestamp."));
+    let text = text.trim();
+    let (main, rest) = text.split_at_checked(19).ok_or_else(bad)?;
+    let fraction_ok = match rest.strip_suffix('Z') {
+        Some("") => true,
+        Some(f) => {
+            f.len() >= 2
+                && f.len() <= 10
+                && f.starts_with('.')
+                && f[1..].bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    };
+    let b = main.as_bytes();
+    let shape = b.get(4) == Some(&b'-')
+        && b.get(7) == Some(&b'-')
+        && b.get(10) == Some(&b'T')
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':');
+    if !fraction_ok || !shape {
+        return Err(bad());
+    }
+    let compact: String = main.chars().filter(|c| *c != '-' && *c != ':').collect();
+    sigv4::parse_amz_date(&format!("{compact}Z")).ok_or_else(bad)
+}
+
 /// `timestamp` within `tolerance` of `now`, in either direction.
 pub fn check_time(timestamp: u64, now: u64, policy: &Policy) -> Result<(), Reject> {
     within(timestamp, now, policy.tolerance_secs)
@@ -421,30 +531,131 @@ fn prepare_stripe(policy: &Policy, req: &Request, now: u64) -> Result<Pending, R
 }
 
 fn prepare_standard(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reject> {
-    let value = required(req, "webhook-signature")?;
-    let id = companion(req, "webhook-id", "webhook-id")?;
-    let ts = companion(req, "webhook-timestamp", "webhook-timestamp")?;
-    let timestamp = parse_seconds(ts, "webhook-timestamp")?;
+    // Svix (and the platforms built on it) send the same three headers under `svix-` names. One
+    // family is read as a whole, the one whose signature header is present (`webhook-` first),
+    // so an id or timestamp is always the one signed with that signature.
+    let family =
+        if req.header("webhook-signature").is_none() && req.header("svix-signature").is_some() {
+            "svix"
+        } else {
+            "webhook"
+        };
+    let value = required(req, &format!("{family}-signature"))?;
+    let id_name = format!("{family}-id");
+    let id = companion(req, &id_name, &id_name)?;
+    let ts_name = format!("{family}-timestamp");
+    let ts = companion(req, &ts_name, &ts_name)?;
+    let timestamp = parse_seconds(ts, &ts_name)?;
     check_time(timestamp, now, policy)?;
-    // Only `v1` entries are HMAC signatures; others (`v1a` Ed25519, future versions) are ignored.
-    let candidates: Vec<Vec<u8>> = value
-        .split(' ')
-        .filter_map(|entry| entry.strip_prefix("v1,"))
-        .filter_map(|b64| STANDARD.decode(b64).ok())
-        .filter(|sig| sig.len() == 32)
-        .collect();
-    if candidates.is_empty() {
+    // `v1` entries are HMAC-SHA256 signatures, `v1a` entries Ed25519; others (future versions)
+    // are ignored. Entries are separated by spaces.
+    let entries: Vec<&str> = value.split(' ').filter(|e| !e.is_empty()).collect();
+    if entries.len() > MAX_SIGNATURES {
+        return Err(too_many(&display_name(&format!("{family}-signature"))));
+    }
+    let decoded = |version: &str, len: usize| -> Vec<Vec<u8>> {
+        entries
+            .iter()
+            .filter_map(|entry| entry.strip_prefix(version))
+            .filter_map(|b64| STANDARD.decode(b64).ok())
+            .filter(|sig| sig.len() == len)
+            .collect()
+    };
+    let candidates = if policy.keys.is_empty() {
+        Vec::new()
+    } else {
+        decoded("v1,", 32)
+    };
+    let ed25519 = if policy.public_keys.is_empty() {
+        Vec::new()
+    } else {
+        decoded("v1a,", 64)
+    };
+    if candidates.is_empty() && ed25519.is_empty() {
         return Err(no_match());
     }
-    Ok(simple(
-        Algorithm::Sha256,
+    Ok(Pending::Simple {
+        algorithm: Algorithm::Sha256,
         candidates,
-        vec![
+        ed25519,
+        payload: vec![
             Piece::Bytes(format!("{id}.{ts}.").into_bytes()),
             Piece::Body,
         ],
-        Some(id.to_string()),
-    ))
+        replay_id: Some(id.to_string()),
+    })
+}
+
+/// GitLab: the token is the secret; compared in constant time with each configured secret.
+fn prepare_gitlab(policy: &Policy, req: &Request) -> Result<Pending, Reject> {
+    let token = required(req, "x-gitlab-token")?.trim().as_bytes().to_vec();
+    let candidates = [token];
+    for (key_index, key) in policy.keys.iter().enumerate() {
+        if crypto::matches_any(&key.bytes, &candidates) {
+            return Ok(Pending::Token { key_index });
+        }
+    }
+    Err(Reject::Invalid("The X-Gitlab-Token does not match.".into()))
+}
+
+/// Twilio: the URL Twilio called (the configured public URL, then the path and query as sent).
+fn prepare_twilio(custom: &CustomSettings, req: &Request) -> Result<Pending, Reject> {
+    let value = required(req, "x-twilio-signature")?;
+    let entries: Vec<&str> = value.split(' ').filter(|e| !e.is_empty()).collect();
+    if entries.len() > MAX_SIGNATURES {
+        return Err(too_many("X-Twilio-Signature"));
+    }
+    let candidates: Vec<Vec<u8>> = entries
+        .iter()
+        .filter_map(|e| decode_base64(e, 20, "X-Twilio-Signature").ok())
+        .collect();
+    if candidates.is_empty() {
+        return Err(malformed(
+            "X-Twilio-Signature does not hold a 20-byte base64 signature.",
+        ));
+    }
+    Ok(Pending::Twilio {
+        candidates,
+        url: format!("{}{}", custom.public_url, req.path),
+    })
+}
+
+/// What Twilio signs: the URL, then (for a form) each field's name and value, decoded and
+/// sorted. When the URL carries `bodySHA256` (Twilio's JSON requests) the URL alone is signed and
+/// the body must have that SHA-256; a body is never left unsigned.
+pub fn twilio_payload(url: &str, body: &[u8]) -> Result<String, Reject> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let body_hash = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("bodySHA256="));
+    if let Some(expected) = body_hash {
+        let actual = hex::encode(crypto::sha256(body));
+        if !crypto::matches_any(actual.as_bytes(), &[expected.as_bytes().to_vec()]) {
+            return Err(Reject::Invalid(
+                "The body does not match the signed bodySHA256.".into(),
+            ));
+        }
+        return Ok(url.to_string());
+    }
+    let mut payload = url.to_string();
+    let text = String::from_utf8_lossy(body);
+    let mut fields: Vec<(String, String)> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                wasmgate_core::request::decode_component(k),
+                wasmgate_core::request::decode_component(v),
+            )
+        })
+        .collect();
+    fields.sort();
+    for (k, v) in fields {
+        payload.push_str(&k);
+        payload.push_str(&v);
+    }
+    Ok(payload)
 }
 
 fn prepare_custom(
@@ -455,23 +666,56 @@ fn prepare_custom(
 ) -> Result<Pending, Reject> {
     let value = required(req, &custom.signature_header)?.trim();
     let display = display_name(&custom.signature_header);
-    let encoded = value
-        .strip_prefix(custom.signature_prefix.as_str())
-        .ok_or_else(|| {
-            malformed(format!(
-                "{display} must start with {:?}.",
-                custom.signature_prefix
-            ))
-        })?;
-    let len = crypto::mac(custom.algorithm, b"k", &[]).len();
-    let sig = match custom.encoding {
-        SignatureEncoding::Hex => decode_hex(encoded, len, &display)?,
-        SignatureEncoding::Base64 => decode_base64(encoded, len, &display)?,
+    let len = if custom.ed25519 {
+        64
+    } else {
+        crypto::mac(custom.algorithm, b"k", &[]).len()
     };
+    // Several signatures (rotation) are separated as the sender's format says; entries without
+    // the prefix (other versions) are ignored, any one valid entry passes.
+    let entries: Vec<&str> = value
+        .split(|c| custom.separators.contains(c))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.len() > MAX_SIGNATURES {
+        return Err(too_many(&display));
+    }
+    let prefixed: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.strip_prefix(custom.signature_prefix.as_str()))
+        .collect();
+    if prefixed.is_empty() {
+        return Err(malformed(format!(
+            "{display} must start with {:?}.",
+            custom.signature_prefix
+        )));
+    }
+    let sigs: Vec<Vec<u8>> = prefixed
+        .iter()
+        .filter_map(|encoded| match custom.encoding {
+            SignatureEncoding::Hex => decode_hex(encoded, len, &display).ok(),
+            SignatureEncoding::Base64 => decode_base64(encoded, len, &display).ok(),
+        })
+        .collect();
+    if sigs.is_empty() {
+        let kind = match custom.encoding {
+            SignatureEncoding::Hex => "hex",
+            SignatureEncoding::Base64 => "base64",
+        };
+        return Err(malformed(format!(
+            "{display} does not hold a {len}-byte {kind} signature."
+        )));
+    }
     let timestamp = match &custom.timestamp_header {
         Some(h) => {
             let ts = companion(req, h, &display_name(h))?;
-            check_time(parse_seconds(ts, &display_name(h))?, now, policy)?;
+            let seconds = if custom.provider == Some(Provider::Twitch) {
+                parse_rfc3339(ts, &display_name(h))?
+            } else {
+                parse_seconds(ts, &display_name(h))?
+            };
+            check_time(seconds, now, policy)?;
             Some(ts)
         }
         None => None,
@@ -508,7 +752,18 @@ fn prepare_custom(
     let replay_id = id
         .filter(|_| custom.payload.contains(&Part::Id))
         .map(str::to_string);
-    Ok(simple(custom.algorithm, vec![sig], payload, replay_id))
+    let (candidates, ed25519) = if custom.ed25519 {
+        (Vec::new(), sigs)
+    } else {
+        (sigs, Vec::new())
+    };
+    Ok(Pending::Simple {
+        algorithm: custom.algorithm,
+        candidates,
+        ed25519,
+        payload,
+        replay_id,
+    })
 }
 
 #[cfg(test)]
@@ -978,5 +1233,388 @@ pub(crate) mod tests {
         );
         assert!(Reject::Missing("X-A".into()).message().contains("X-A"));
         assert_eq!(display_name("x-hub-signature-256"), "X-Hub-Signature-256");
+    }
+
+    fn sw_request(family: &str, id: &str, ts: &str, sig: &str) -> Request {
+        request(
+            "POST",
+            "/",
+            &[
+                (&format!("{family}-id"), id),
+                (&format!("{family}-timestamp"), ts),
+                (&format!("{family}-signature"), sig),
+            ],
+        )
+    }
+
+    #[test]
+    fn standard_webhooks_v1a_ed25519_next_to_v1_and_svix_headers() {
+        use ed25519_dalek::Signer;
+        let v = vectors("standard_webhooks.json");
+        let sv = &v["signing_vector"];
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let whpk = format!(
+            "whpk_{}",
+            STANDARD.encode(signing.verifying_key().to_bytes())
+        );
+        let config = serde_json::json!({
+            "scheme": "standard_webhooks",
+            "secrets": [{"id": "hmac", "value": sv["secret"]}],
+            "public_keys": [{"id": "ed", "value": whpk}],
+        });
+        let p = policy(&config.to_string());
+        let id = sv["webhook-id"].as_str().unwrap();
+        let ts = sv["webhook-timestamp"].as_str().unwrap();
+        let now: u64 = ts.parse().unwrap();
+        let body = sv["payload"].as_str().unwrap().as_bytes();
+        let valid_v1 = sv["webhook-signature"].as_str().unwrap();
+        let signed = [format!("{id}.{ts}.").as_bytes(), body].concat();
+        let v1a = format!("v1a,{}", STANDARD.encode(signing.sign(&signed).to_bytes()));
+        let forged_v1a = format!(
+            "v1a,{}",
+            STANDARD.encode(signing.sign(b"something else").to_bytes())
+        );
+        let forged_v1 = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+        // v1a alone, under the public key.
+        let ok = check(&p, &sw_request("webhook", id, ts, &v1a), body, now).unwrap();
+        assert_eq!(p.key_id(ok.key_index), Some("ed"));
+        assert_eq!(ok.replay_id, id);
+        // A valid v1 next to a forged v1a passes (any valid entry), and the reverse.
+        for header in [
+            format!("{forged_v1a} {valid_v1}"),
+            format!("{forged_v1} {v1a}"),
+        ] {
+            assert!(check(&p, &sw_request("webhook", id, ts, &header), body, now).is_ok());
+        }
+        // Only forged entries, of both versions: refused.
+        let header = format!("{forged_v1a} {forged_v1}");
+        assert_eq!(
+            check(&p, &sw_request("webhook", id, ts, &header), body, now).unwrap_err(),
+            no_match()
+        );
+        // An Ed25519 signature under the v1 version is not an HMAC, and the body is signed.
+        let disguised = v1a.replacen("v1a,", "v1,", 1);
+        assert!(check(&p, &sw_request("webhook", id, ts, &disguised), body, now).is_err());
+        assert!(check(&p, &sw_request("webhook", id, ts, &v1a), b"{}", now).is_err());
+        // v1a when only secrets are configured: ignored, as the official libraries do.
+        let hmac_only = policy(
+            &serde_json::json!({"scheme": "standard_webhooks", "secrets": [{"id": "hmac", "value": sv["secret"]}]})
+                .to_string(),
+        );
+        assert_eq!(
+            check(&hmac_only, &sw_request("webhook", id, ts, &v1a), body, now).unwrap_err(),
+            no_match()
+        );
+        // Many entries: refused before any verification.
+        let many = [forged_v1; MAX_SIGNATURES].join(" ") + " " + valid_v1;
+        assert_eq!(
+            check(&p, &sw_request("webhook", id, ts, &many), body, now)
+                .unwrap_err()
+                .code(),
+            "malformed_signature"
+        );
+        let enough = [forged_v1; MAX_SIGNATURES - 1].join(" ") + " " + valid_v1;
+        assert!(check(&p, &sw_request("webhook", id, ts, &enough), body, now).is_ok());
+        // Svix-branded headers.
+        let ok = check(&p, &sw_request("svix", id, ts, valid_v1), body, now).unwrap();
+        assert_eq!(ok.replay_id, id);
+        assert!(check(&p, &sw_request("svix", id, ts, &v1a), body, now).is_ok());
+        // One family is read as a whole: a webhook- signature with only svix- companions lacks
+        // its id and timestamp.
+        let mixed = request(
+            "POST",
+            "/",
+            &[
+                ("svix-id", id),
+                ("svix-timestamp", ts),
+                ("webhook-signature", valid_v1),
+            ],
+        );
+        assert_eq!(
+            check(&p, &mixed, body, now).unwrap_err().code(),
+            "malformed_signature"
+        );
+        let none = request("POST", "/", &[("svix-id", id), ("svix-timestamp", ts)]);
+        assert_eq!(
+            check(&p, &none, body, now).unwrap_err(),
+            Reject::Missing("Webhook-Signature".into())
+        );
+    }
+
+    #[test]
+    fn custom_header_with_several_signatures() {
+        let v = vectors("standard_webhooks.json");
+        let sv = &v["signing_vector"];
+        // Standard Webhooks written as `custom`: the rotation header of the issue.
+        let config = serde_json::json!({
+            "scheme": "custom",
+            "secrets": [{"id": "k", "value": sv["secret"], "encoding": "base64"}],
+            "custom": {"signature_header": "webhook-signature", "signature_prefix": "v1,",
+                       "encoding": "base64", "timestamp_header": "webhook-timestamp",
+                       "id_header": "webhook-id", "signed_payload": "{id}.{timestamp}.{body}"},
+        });
+        let p = policy(&config.to_string());
+        let id = sv["webhook-id"].as_str().unwrap();
+        let ts = sv["webhook-timestamp"].as_str().unwrap();
+        let now: u64 = ts.parse().unwrap();
+        let body = sv["payload"].as_str().unwrap().as_bytes();
+        let valid = sv["webhook-signature"].as_str().unwrap();
+        let forged = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+        for header in [
+            format!("{forged} {valid}"),
+            format!("{valid} {forged}"),
+            format!("v1a,AAAA {valid}"),
+            format!("  {valid}  "),
+        ] {
+            let ok = check(&p, &sw_request("webhook", id, ts, &header), body, now);
+            assert_eq!(ok.unwrap().replay_id, id, "{header}");
+        }
+        assert_eq!(
+            check(
+                &p,
+                &sw_request("webhook", id, ts, &format!("{forged} {forged}")),
+                body,
+                now
+            )
+            .unwrap_err(),
+            no_match()
+        );
+        assert_eq!(
+            check(&p, &sw_request("webhook", id, ts, "v2,AAAA"), body, now)
+                .unwrap_err()
+                .code(),
+            "malformed_signature"
+        );
+        // Comma-separated hex signatures (`sha256=<hex>,sha256=<hex>`).
+        let config = serde_json::json!({
+            "scheme": "custom", "secrets": [{"id": "k", "value": "s"}],
+            "custom": {"signature_header": "x-sig", "signature_prefix": "sha256=",
+                       "signature_separator": ","},
+        });
+        let p = policy(&config.to_string());
+        let good = hex::encode(crypto::mac(Algorithm::Sha256, b"s", &[b"hi"]));
+        let bad = hex::encode([0u8; 32]);
+        let header = format!("sha256={bad}, sha256={good}");
+        assert!(check(&p, &request("POST", "/", &[("x-sig", &header)]), b"hi", 0).is_ok());
+        // A separator that appears in the prefix could never split the header.
+        let e = config::parse(
+            br#"{"scheme": "custom", "secrets": [{"id": "k", "value": "s"}],
+                 "custom": {"signature_header": "x-sig", "signature_prefix": "v1,", "signature_separator": ","}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "custom.signature_separator");
+    }
+
+    #[test]
+    fn discord_ed25519_over_timestamp_and_body() {
+        use ed25519_dalek::Signer;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let public_hex = hex::encode(signing.verifying_key().to_bytes());
+        let p = policy(
+            &serde_json::json!({"scheme": "discord", "public_keys": [{"id": "app", "value": public_hex}]})
+                .to_string(),
+        );
+        assert_eq!(p.scheme.name(), "discord");
+        let body = br#"{"type": 1}"#;
+        let ts = "1700000000";
+        let sig = hex::encode(signing.sign(&[ts.as_bytes(), body].concat()).to_bytes());
+        let req = |sig: &str, ts: &str| {
+            request(
+                "POST",
+                "/interactions",
+                &[("x-signature-ed25519", sig), ("x-signature-timestamp", ts)],
+            )
+        };
+        let ok = check(&p, &req(&sig, ts), body, 1_700_000_000).unwrap();
+        assert_eq!(p.key_id(ok.key_index), Some("app"));
+        assert_eq!(
+            ok.replay_id,
+            hex::encode(crypto::sha256(&[ts.as_bytes(), body].concat()))
+        );
+        assert_eq!(
+            check(&p, &req(&sig, ts), br#"{"type": 2}"#, 1_700_000_000).unwrap_err(),
+            no_match()
+        );
+        assert_eq!(
+            check(&p, &req(&sig, "1700000001"), body, 1_700_000_001).unwrap_err(),
+            no_match()
+        );
+        assert_eq!(
+            check(&p, &req(&sig, ts), body, 1_700_000_301).unwrap_err(),
+            Reject::Stale
+        );
+        assert_eq!(
+            check(&p, &req("abcd", ts), body, 1_700_000_000)
+                .unwrap_err()
+                .code(),
+            "malformed_signature"
+        );
+        // Another key's signature.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
+        let forged = hex::encode(other.sign(&[ts.as_bytes(), body].concat()).to_bytes());
+        assert_eq!(
+            check(&p, &req(&forged, ts), body, 1_700_000_000).unwrap_err(),
+            no_match()
+        );
+    }
+
+    #[test]
+    fn gitlab_token_compared_with_each_secret() {
+        let p = policy(
+            r#"{"scheme": "gitlab", "secrets": [{"id": "new", "value": "tok-new"}, {"id": "old", "value": "tok-old"}]}"#,
+        );
+        assert_eq!(p.scheme.name(), "gitlab");
+        let req = |token: &str| {
+            request(
+                "POST",
+                "/",
+                &[("X-Gitlab-Token", token), ("X-Gitlab-Event-UUID", "u1")],
+            )
+        };
+        assert_eq!(check(&p, &req("tok-old"), b"{}", 0).unwrap().key_index, 1);
+        // Refused at the header phase, before any body: wrong, prefix, longer, empty.
+        for bad in ["tok-ol", "tok-oldx", "TOK-OLD", "tok"] {
+            assert_eq!(
+                prepare(&p, &req(bad), 0).unwrap_err().code(),
+                "invalid_signature",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            prepare(&p, &request("POST", "/", &[]), 0).unwrap_err(),
+            Reject::Missing("X-Gitlab-Token".into())
+        );
+        // The replay id is a keyed hash of the body: the same whichever token, per body.
+        let a = check(&p, &req("tok-new"), b"{}", 0).unwrap().replay_id;
+        assert_eq!(a, check(&p, &req("tok-old"), b"{}", 0).unwrap().replay_id);
+        assert_ne!(a, check(&p, &req("tok-new"), b"{ }", 0).unwrap().replay_id);
+    }
+
+    #[test]
+    fn twilio_url_and_sorted_form_fields() {
+        use hmac::Mac;
+        let p = policy(
+            r#"{"scheme": "twilio", "secrets": [{"id": "tw", "value": "12345"}],
+                "twilio": {"public_url": "https://mycompany.com/"}}"#,
+        );
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        // Twilio's documented construction, written out independently.
+        let signed = format!(
+            "{url}CallSidCA1234567890ABCDECaller+12349013030Digits1234From+12349013030To+18005551212"
+        );
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"12345").unwrap();
+        mac.update(signed.as_bytes());
+        let sig = STANDARD.encode(mac.finalize().into_bytes());
+        let body = b"To=%2B18005551212&From=%2B12349013030&Digits=1234&Caller=%2B12349013030&CallSid=CA1234567890ABCDE";
+        let req = |sig: &str, path: &str| request("POST", path, &[("X-Twilio-Signature", sig)]);
+        assert!(check(&p, &req(&sig, "/myapp.php?foo=1&bar=2"), body, 0).is_ok());
+        // Another path or query, a changed field, an added field: refused.
+        assert_eq!(
+            check(&p, &req(&sig, "/myapp.php?foo=1&bar=3"), body, 0).unwrap_err(),
+            no_match()
+        );
+        assert_eq!(
+            check(&p, &req(&sig, "/other.php?foo=1&bar=2"), body, 0).unwrap_err(),
+            no_match()
+        );
+        let changed = String::from_utf8_lossy(body).replace("Digits=1234", "Digits=9999");
+        assert_eq!(
+            check(
+                &p,
+                &req(&sig, "/myapp.php?foo=1&bar=2"),
+                changed.as_bytes(),
+                0
+            )
+            .unwrap_err(),
+            no_match()
+        );
+        let added = [&body[..], b"&Extra=1"].concat();
+        assert_eq!(
+            check(&p, &req(&sig, "/myapp.php?foo=1&bar=2"), &added, 0).unwrap_err(),
+            no_match()
+        );
+        // A JSON body is signed through bodySHA256 in the URL.
+        let json = br#"{"a": 1}"#;
+        let path = format!("/json?bodySHA256={}", hex::encode(crypto::sha256(json)));
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"12345").unwrap();
+        mac.update(format!("https://mycompany.com{path}").as_bytes());
+        let sig = STANDARD.encode(mac.finalize().into_bytes());
+        assert!(check(&p, &req(&sig, &path), json, 0).is_ok());
+        assert_eq!(
+            check(&p, &req(&sig, &path), br#"{"a": 2}"#, 0)
+                .unwrap_err()
+                .code(),
+            "invalid_signature"
+        );
+        // public_url is required, and only scheme and host.
+        for (json, path) in [
+            (
+                r#"{"scheme": "twilio", "secrets": [{"id": "tw", "value": "1"}]}"#,
+                "twilio",
+            ),
+            (
+                r#"{"scheme": "twilio", "secrets": [{"id": "tw", "value": "1"}], "twilio": {"public_url": "https://x.com/hooks"}}"#,
+                "twilio.public_url",
+            ),
+            (
+                r#"{"scheme": "twilio", "secrets": [{"id": "tw", "value": "1"}], "twilio": {"public_url": "x.com"}}"#,
+                "twilio.public_url",
+            ),
+        ] {
+            assert_eq!(
+                config::parse(json.as_bytes()).unwrap_err().path,
+                path,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn twitch_eventsub_signature_and_rfc3339_timestamp() {
+        use hmac::Mac;
+        let p = policy(r#"{"scheme": "twitch", "secrets": [{"id": "tw", "value": "s3cRe7"}]}"#);
+        let (id, ts) = (
+            "e76c6bd4-55c9-4987-8304-da1588d8988b",
+            "2019-11-16T10:11:12.634234626Z",
+        );
+        let body = br#"{"subscription": {"type": "channel.follow"}}"#;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cRe7").unwrap();
+        mac.update(format!("{id}{ts}").as_bytes());
+        mac.update(body);
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let req = |id: &str, ts: &str| {
+            request(
+                "POST",
+                "/eventsub",
+                &[
+                    ("Twitch-Eventsub-Message-Id", id),
+                    ("Twitch-Eventsub-Message-Timestamp", ts),
+                    ("Twitch-Eventsub-Message-Signature", &sig),
+                ],
+            )
+        };
+        let now = 1_573_899_072; // 2019-11-16T10:11:12Z
+        assert_eq!(check(&p, &req(id, ts), body, now).unwrap().replay_id, id);
+        assert_eq!(
+            check(&p, &req("other", ts), body, now).unwrap_err(),
+            no_match()
+        );
+        assert_eq!(
+            check(&p, &req(id, ts), body, now + 301).unwrap_err(),
+            Reject::Stale
+        );
+        for bad in [
+            "1573899072",
+            "2019-11-16 10:11:12Z",
+            "2019-11-16T10:11:12+01:00",
+            "2019-11-16T10:11:12.Z",
+        ] {
+            assert_eq!(
+                check(&p, &req(id, bad), body, now).unwrap_err().code(),
+                "malformed_signature",
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_rfc3339("2019-11-16T10:11:12Z", "x").unwrap(), now);
     }
 }

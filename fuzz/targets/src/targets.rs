@@ -188,8 +188,10 @@ pub fn jwt_request(data: &[u8]) {
 /// A request (a [`Message`]) checked by every scheme's header parsing and verification in turn
 /// (GitHub, Stripe, Slack, Shopify, Standard Webhooks, RFC 9421 structured fields and
 /// Signature-Input/Signature, SigV4 Authorization and X-Amz-Date, custom), plus the structured
-/// field parser on every header value.
+/// field parser and the public-key parser on every header value, and the handshake, Twilio form
+/// and rate-limit-answer readers on the body.
 pub fn hmac_headers(data: &[u8]) {
+    use hmac_auth::handshake::Kind;
     use hmac_auth::{sf, sigv4, verify};
     let message = Message::parse(data);
     let now = message.now_ms.unwrap_or(drive::DEFAULT_NOW_MS) / 1000;
@@ -201,7 +203,16 @@ pub fn hmac_headers(data: &[u8]) {
         }
         let _ = sigv4::parse_amz_date(value);
         let _ = verify::parse_seconds(value, "x");
+        let _ = hmac_auth::pubkey::parse_text(value);
+        let _ = verify::parse_rfc3339(value, "x");
     }
+    // Handshake bodies and Twilio's signed form (both read the untrusted body).
+    for kind in [Kind::Slack, Kind::Zoom, Kind::Discord] {
+        let _ = hmac_auth::handshake::answer(kind, &message.body, Some(b"k"));
+    }
+    let _ = verify::twilio_payload("https://h", &message.body);
+    // The rate limit service's answer (replay.global).
+    let _ = hmac_auth::global::seen(0, &message.body);
     let Ok(config) = hmac_auth::config::parse(configs::HMAC_AUTH) else {
         return;
     };

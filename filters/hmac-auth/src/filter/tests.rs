@@ -4,6 +4,7 @@
 use super::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use wasmgate_core::host::Host;
 use wasmgate_host::fake::{FakeEnv, Sent};
 use wasmgate_host::frame::{Bound, StreamOps, Worker};
 use wasmgate_host::proxy_wasm::types::Action;
@@ -221,7 +222,7 @@ fn a_body_over_max_body_bytes_is_413_by_length_or_while_it_streams() {
 }
 
 #[test]
-fn a_delivered_message_replayed_with_a_new_delivery_id_is_409() {
+fn a_delivered_message_redelivered_with_a_new_delivery_id_is_acknowledged_not_forwarded() {
     let env = FakeEnv::at(NOW_MS);
     let worker = configure(&env);
     let signature = github_signature(SECRET, BODY);
@@ -230,15 +231,91 @@ fn a_delivered_message_replayed_with_a_new_delivery_id_is_409() {
     s.done(&env);
     env.advance_ms(60_000);
     let (_s, action) = deliver(&env, &worker, 2, &signature, BODY);
-    assert_eq!(action, Action::Pause);
-    assert_eq!(status_and_error(&reply(&env)), (409, "replayed".into()));
-    assert_eq!(metric(&env, "replays"), 1);
+    assert_eq!(action, Action::Pause, "answered by the filter");
+    let sent = reply(&env);
+    assert_eq!(sent.status, 200);
+    assert!(sent
+        .headers
+        .contains(&("x-wasmgate-duplicate".into(), "true".into())));
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(metric(&env, "duplicates"), 1);
+    assert_eq!(metric(&env, "replays"), 0);
     assert_eq!(
         metric(&env, "matched_current"),
         2,
-        "a replay still matched the secret"
+        "a duplicate still matched the secret"
     );
     assert_eq!(metric(&env, "verified"), 1);
+}
+
+#[test]
+fn duplicate_status_409_refuses_a_copy_of_a_delivered_message() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = Rc::new(Worker::default());
+    let config = r#"{"scheme": "github", "secrets": [{"id": "current", "value": "demo-github-secret"}],
+        "replay": {"duplicate_status": 409}}"#;
+    assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
+    let signature = github_signature(SECRET, BODY);
+    let (s, _) = deliver(&env, &worker, 1, &signature, BODY);
+    upstream_answers(&env, &s, "200");
+    let (_s, action) = deliver(&env, &worker, 2, &signature, BODY);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(status_and_error(&reply(&env)), (409, "replayed".into()));
+    assert_eq!(metric(&env, "replays"), 1);
+    assert_eq!(metric(&env, "duplicates"), 0);
+}
+
+#[test]
+fn a_forged_key_id_header_is_removed_and_the_matched_id_set_after_verification() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = Rc::new(Worker::default());
+    let config = r#"{"scheme": "github", "secrets": [{"id": "current", "value": "demo-github-secret"}],
+        "key_id_header": "X-Webhook-Key-Id", "hold_headers": true, "hide_credentials": true,
+        "rules": [{"match": {"path_prefix": "/open"}, "enabled": false}]}"#;
+    assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
+    let signature = github_signature(SECRET, BODY);
+    let length = BODY.len().to_string();
+    request(
+        &env,
+        &[
+            ("x-hub-signature-256", &signature),
+            ("x-webhook-key-id", "forged"),
+            ("content-length", &length),
+        ],
+    );
+    let s = stream(&worker, 1);
+    assert_eq!(
+        s.request_headers(&env, false),
+        Action::Pause,
+        "the headers wait for the verified body"
+    );
+    assert_eq!(env.header(HeaderMap::Request, "x-webhook-key-id"), None);
+    assert_eq!(
+        env.header(HeaderMap::Request, "x-hub-signature-256"),
+        None,
+        "hidden from the upstream"
+    );
+    env.set_body(Direction::Request, BODY);
+    assert_eq!(s.request_body(&env, BODY.len(), true), Action::Continue);
+    assert_eq!(
+        env.header(HeaderMap::Request, "x-webhook-key-id")
+            .as_deref(),
+        Some("current")
+    );
+    // A route where verification is off: the forged value is removed too.
+    env.set_map(
+        HeaderMap::Request,
+        &[
+            (":method", "POST"),
+            (":authority", "hooks.example.com"),
+            (":path", "/open"),
+            ("x-webhook-key-id", "forged"),
+        ],
+    );
+    let open = stream(&worker, 2);
+    assert_eq!(open.request_headers(&env, true), Action::Continue);
+    assert_eq!(env.header(HeaderMap::Request, "x-webhook-key-id"), None);
 }
 
 #[test]
@@ -264,4 +341,70 @@ fn a_copy_in_flight_is_409_and_a_failed_delivery_may_be_retried() {
     let (_s, action) = deliver(&env, &worker, 4, &signature, BODY);
     assert_eq!(action, Action::Continue);
     assert_eq!(metric(&env, "verified"), 3);
+}
+
+/// `replay.global`: the first copy is asked about, forwarded when the service has not seen it,
+/// refused (409, released here) when it has, and the service's silence follows `failure_mode`.
+#[test]
+fn global_replay_asks_the_rate_limit_service() {
+    use crate::global::{RateLimitRequest, RateLimitResponse};
+    use prost::Message;
+    use wasmgate_core::{Answer, Callout};
+    for failure_mode in ["deny", "allow"] {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = Rc::new(Worker::default());
+        let config = format!(
+            r#"{{"scheme": "github", "secrets": [{{"id": "current", "value": "demo-github-secret"}}],
+                "replay": {{"global": {{"cluster": "rls", "domain": "hooks", "failure_mode": "{failure_mode}"}}}}}}"#
+        );
+        assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
+        let answer = |id: u32, body: &[u8], status: u32, code: i32| {
+            let (s, action) = deliver(&env, &worker, id, &github_signature(SECRET, body), body);
+            assert_eq!(action, Action::Pause, "waiting for the service");
+            let (callout, token) = env.callouts().pop().unwrap();
+            let Callout::Grpc {
+                cluster, message, ..
+            } = callout
+            else {
+                panic!("a gRPC call");
+            };
+            assert_eq!(cluster, "rls");
+            let request = RateLimitRequest::decode(message.as_slice()).unwrap();
+            assert_eq!(request.domain, "hooks");
+            assert_eq!(request.descriptors[0].entries[0].key, "hmac_replay_id");
+            let reply = RateLimitResponse { overall_code: code }.encode_to_vec();
+            *env.answer.borrow_mut() = Some(Answer::Grpc {
+                status,
+                message: reply.clone(),
+            });
+            worker.deliver_grpc(&env, token, status, reply.len());
+            s
+        };
+        // Not seen anywhere: forwarded.
+        let s = answer(1, BODY, 0, 1);
+        assert!(env.responses().is_empty());
+        let replies = || env.responses().len();
+        assert_eq!(metric(&env, "verified"), 1);
+        upstream_answers(&env, &s, "200");
+        // Seen at another Envoy: 409, and the id is released here.
+        let other = br#"{"action": "closed"}"#;
+        answer(2, other, 0, 2);
+        assert_eq!(status_and_error(&reply(&env)), (409, "replayed".into()));
+        // The service fails: failure_mode decides.
+        let third = br#"{"action": "reopened"}"#;
+        answer(3, third, 14, 0);
+        if failure_mode == "deny" {
+            assert_eq!(
+                status_and_error(&reply(&env)),
+                (503, "replay_unavailable".into())
+            );
+        } else {
+            assert_eq!(metric(&env, "verified"), 2);
+        }
+        // The copy refused as seen elsewhere was released here: asked again, not 409 locally.
+        let before = replies();
+        let s = answer(4, other, 0, 1);
+        assert_eq!(replies(), before, "forwarded");
+        upstream_answers(&env, &s, "200");
+    }
 }
