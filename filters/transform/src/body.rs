@@ -25,6 +25,21 @@ pub struct JsonEdits {
     pub rename: Vec<(Pointer, Pointer)>,
     /// Pointers set (missing parent objects are created).
     pub set: Vec<(Pointer, SetValue)>,
+    /// `(pointer, header)`: the value at the pointer, as the body arrived, copied into a request
+    /// header ([`crate::doc::Document::scalar`]).
+    pub to_headers: Vec<(Pointer, String)>,
+    /// `(pointer, status)`: a response whose body has a value (not `null`) at the pointer gets
+    /// that status; the first one present wins.
+    pub status_when: Vec<(Pointer, u16)>,
+}
+
+/// What the edits read from a body before editing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// `(header, value)` for `to_headers`.
+    pub headers: Vec<(String, String)>,
+    /// The status of the first `status_when` pointer present.
+    pub status: Option<u16>,
 }
 
 impl JsonEdits {
@@ -38,7 +53,11 @@ impl JsonEdits {
 
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty()
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.set.is_empty()
+            && self.to_headers.is_empty()
+            && self.status_when.is_empty()
     }
 
     /// Edits a JSON body. `Ok((None, _))` means nothing changed and the original bytes pass
@@ -49,8 +68,31 @@ impl JsonEdits {
         body: &[u8],
         vars: &RequestVars,
     ) -> Result<(Option<Vec<u8>>, Outcome), Invalid> {
+        self.apply_reading(body, vars, &mut Reads::default())
+    }
+
+    /// [`Self::apply`], and what it reads before editing: the `to_headers` values as
+    /// `(header, value)` (values absent, `null`, objects and arrays are left out and counted as
+    /// skipped) and the `status_when` status.
+    pub fn apply_reading(
+        &self,
+        body: &[u8],
+        vars: &RequestVars,
+        reads: &mut Reads,
+    ) -> Result<(Option<Vec<u8>>, Outcome), Invalid> {
         let mut doc = Document::parse(body)?;
         let mut outcome = Outcome::default();
+        for (pointer, header) in &self.to_headers {
+            match doc.scalar(pointer.tokens())? {
+                Some(value) => reads.headers.push((header.clone(), value)),
+                None => outcome.skipped += 1,
+            }
+        }
+        for (pointer, status) in &self.status_when {
+            if reads.status.is_none() && doc.present(pointer.tokens())? {
+                reads.status = Some(*status);
+            }
+        }
         for target in &self.remove {
             outcome.changed |= doc.remove(target.tokens())?;
         }
@@ -104,21 +146,46 @@ pub fn is_json(content_type: &str) -> bool {
             .is_some_and(|name| !name.is_empty())
 }
 
-/// What a body is, by its headers, for JSON edits.
+/// An XML media type: `application/xml`, `text/xml` or `application/<name>+xml`
+/// (`application/soap+xml`), compared case-insensitively, parameters ignored.
+pub fn is_xml(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    if !subtype.bytes().all(is_token_byte) {
+        return false;
+    }
+    let subtype = subtype.to_ascii_lowercase();
+    if kind.eq_ignore_ascii_case("text") {
+        return subtype == "xml";
+    }
+    kind.eq_ignore_ascii_case("application")
+        && (subtype == "xml"
+            || subtype
+                .strip_suffix("+xml")
+                .is_some_and(|name| !name.is_empty()))
+}
+
+/// What a body is, by its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
     /// `content-length: 0`: there is nothing to edit.
     Empty,
-    /// JSON and not compressed: it is collected and edited.
+    /// JSON and not compressed.
     Json,
-    /// No `content-type`, or one that is not a JSON media type.
+    /// `application/x-www-form-urlencoded` and not compressed.
+    Form,
+    /// XML and not compressed.
+    Xml,
+    /// No `content-type`, several kinds, or one that is none of the above.
     NotJson,
-    /// JSON, but with a `content-encoding` other than `identity`.
+    /// One of the above, but with a `content-encoding` other than `identity`.
     Compressed,
 }
 
-/// What a body with these headers is. Every `content-type` line must be a JSON media type, and
-/// every `content-encoding` coding `identity`.
+/// What a body with these headers is. Every `content-type` line must name the same kind, and
+/// every `content-encoding` coding must be `identity`.
 pub fn classify(headers: &[(String, String)]) -> BodyKind {
     let values = |name: &'static str| {
         headers
@@ -129,8 +196,22 @@ pub fn classify(headers: &[(String, String)]) -> BodyKind {
     if declared_length(headers) == Some(0) {
         return BodyKind::Empty;
     }
-    let mut types = values("content-type").peekable();
-    if types.peek().is_none() || !types.all(is_json) {
+    let kind_of = |value: &str| {
+        if is_json(value) {
+            BodyKind::Json
+        } else if crate::form::is_form(value) {
+            BodyKind::Form
+        } else if is_xml(value) {
+            BodyKind::Xml
+        } else {
+            BodyKind::NotJson
+        }
+    };
+    let mut types = values("content-type").map(kind_of);
+    let Some(kind) = types.next() else {
+        return BodyKind::NotJson;
+    };
+    if kind == BodyKind::NotJson || types.any(|other| other != kind) {
         return BodyKind::NotJson;
     }
     let compressed = values("content-encoding")
@@ -140,7 +221,7 @@ pub fn classify(headers: &[(String, String)]) -> BodyKind {
     if compressed {
         BodyKind::Compressed
     } else {
-        BodyKind::Json
+        kind
     }
 }
 
@@ -179,6 +260,8 @@ mod tests {
                     SetValue::Template(Template::parse("{{header.nope}}").unwrap()),
                 ),
             ],
+            to_headers: vec![],
+            status_when: vec![],
         }
     }
 
@@ -316,6 +399,34 @@ mod tests {
             BodyKind::NotJson
         );
         assert_eq!(classify(&[]), BodyKind::NotJson);
+        // Forms and XML by their types; compressed ones are never edited either.
+        let typed = |content_type: &str, encoding: &str| {
+            let mut h = headers(&[("content-type", content_type)]);
+            if !encoding.is_empty() {
+                h.extend(headers(&[("content-encoding", encoding)]));
+            }
+            classify(&h)
+        };
+        assert_eq!(
+            typed("application/x-www-form-urlencoded", ""),
+            BodyKind::Form
+        );
+        assert_eq!(typed("text/xml; charset=utf-8", ""), BodyKind::Xml);
+        assert_eq!(typed("application/soap+xml", ""), BodyKind::Xml);
+        assert_eq!(
+            typed("application/x-www-form-urlencoded", "gzip"),
+            BodyKind::Compressed
+        );
+        assert_eq!(typed("application/xml", "deflate"), BodyKind::Compressed);
+        assert_eq!(typed("text/html", ""), BodyKind::NotJson);
+        assert_eq!(
+            typed("multipart/form-data; boundary=x", ""),
+            BodyKind::NotJson
+        );
+        // Two content-type lines of different kinds are no kind at all.
+        let mut mixed = headers(&[("content-type", "application/json")]);
+        mixed.extend(headers(&[("content-type", "application/xml")]));
+        assert_eq!(classify(&mixed), BodyKind::NotJson);
         assert_eq!(
             classify(&headers(&[("content-length", "0")])),
             BodyKind::Empty

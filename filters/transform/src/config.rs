@@ -1,10 +1,12 @@
 //! The configuration: raw serde types (unknown fields rejected) compiled into [`Config`] once,
 //! in `on_configure`: templates parsed, regexes built, pointers parsed, names validated.
 
-use crate::body::{JsonEdits, SetValue};
+use crate::body::{is_xml, BodyKind, JsonEdits, SetValue};
+use crate::form::FormEdits;
 use crate::ops::{parse_substitution, valid_header_value, Ops, PathRewrite, RequestHeaderOps};
 use crate::pointer::Pointer;
 use crate::template::{is_token_byte, HostFacts, Template};
+use crate::xml::{valid_name, ToJson, ToXml};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -46,6 +48,12 @@ struct RawRequest {
     query: Option<RawOps>,
     #[serde(default)]
     path: Option<RawPath>,
+    /// The method the upstream receives (an HTTP token, not `CONNECT`).
+    #[serde(default)]
+    method: Option<String>,
+    /// The `:authority` (Host) the upstream receives: a host name or IP address, and a port.
+    #[serde(default)]
+    authority: Option<String>,
     #[serde(default)]
     body: Option<RawBody>,
 }
@@ -58,6 +66,14 @@ struct RawResponse {
     headers: Option<RawOps>,
     #[serde(default)]
     body: Option<RawBody>,
+    /// `{"404": 204}`: the upstream's status (200-599) and the status the client receives.
+    #[serde(default)]
+    status: BTreeMap<String, u16>,
+    /// `{"404": {...}, "5xx": {...}}`: headers and body edits for the responses with that
+    /// upstream status (a code before a class), replacing `headers` and `body`.
+    #[serde(default)]
+    /// (An entry has `headers` and `body` only.)
+    by_status: BTreeMap<String, RawResponse>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +119,14 @@ struct RawBody {
     #[serde(default)]
     json: Option<RawJson>,
     #[serde(default)]
+    form: Option<RawForm>,
+    /// Converts the body: `"json_to_xml"` or `"xml_to_json"`.
+    #[serde(default)]
+    convert: Option<Convert>,
+    /// Options of the conversion.
+    #[serde(default)]
+    xml: Option<RawXml>,
+    #[serde(default)]
     max_body_bytes: Option<u64>,
     /// A body the edits cannot apply to (not JSON, compressed, not valid JSON): `"pass"` it
     /// unchanged or `"refuse"` it. Default: `"refuse"` for requests, `"pass"` for responses.
@@ -133,6 +157,62 @@ struct RawJson {
     remove: Vec<String>,
     #[serde(default)]
     rename: BTreeMap<String, String>,
+    /// `{"/pointer": "header"}`: a body value copied into a request header.
+    #[serde(default)]
+    to_headers: BTreeMap<String, String>,
+    /// `{"/error": 502}`: a response whose JSON body has a value at the pointer gets the status.
+    #[serde(default)]
+    status_when: BTreeMap<String, u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawForm {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    /// `{"field": "header"}`: a form field's value copied into a request header.
+    #[serde(default)]
+    to_headers: BTreeMap<String, String>,
+}
+
+/// A body conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Convert {
+    /// A JSON body becomes an XML document.
+    JsonToXml,
+    /// An XML body becomes JSON.
+    XmlToJson,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct RawXml {
+    /// json_to_xml: elements wrapped around the document, outermost first.
+    #[serde(default)]
+    wrap: Vec<String>,
+    /// json_to_xml: `{"prefix": "uri"}` declared on the root element.
+    #[serde(default)]
+    declare: BTreeMap<String, String>,
+    /// json_to_xml: the new `content-type` (an XML media type).
+    #[serde(default)]
+    content_type: Option<String>,
+    /// xml_to_json: names without their namespace prefix, `xmlns` declarations dropped.
+    #[serde(default)]
+    strip_prefixes: Option<bool>,
+    /// xml_to_json: element names that are always arrays.
+    #[serde(default)]
+    arrays: Vec<String>,
+    /// xml_to_json: element names from the root down whose last one's value is the body.
+    #[serde(default)]
+    unwrap: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,15 +229,75 @@ struct RawRule {
     response: Option<RawResponse>,
 }
 
+/// A compiled conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversion {
+    /// JSON to XML, and the `content-type` the XML body gets.
+    ToXml(ToXml, String),
+    /// XML to JSON.
+    ToJson(ToJson),
+}
+
 /// Body edits of one direction and the buffering limit.
 #[derive(Debug, Clone)]
 pub struct BodyPolicy {
-    /// The JSON edits.
+    /// The JSON edits (on JSON bodies, and on XML bodies after `xml_to_json`).
     pub edits: JsonEdits,
+    /// The form edits (on form bodies).
+    pub form: FormEdits,
+    /// The conversion.
+    pub convert: Option<Conversion>,
     /// Bodies over this size are refused (requests: 413, responses: 502).
     pub max_body_bytes: u64,
     /// A body the edits cannot apply to: passed or refused.
     pub on_unsupported: OnUnsupported,
+    /// The media types the policy edits, for the 415 message.
+    pub media: &'static str,
+}
+
+impl BodyPolicy {
+    /// Whether a body of this kind is edited (or converted).
+    pub fn accepts(&self, kind: BodyKind) -> bool {
+        match kind {
+            BodyKind::Json => {
+                !self.edits.is_empty() || matches!(self.convert, Some(Conversion::ToXml(..)))
+            }
+            BodyKind::Form => !self.form.is_empty(),
+            BodyKind::Xml => matches!(self.convert, Some(Conversion::ToJson(_))),
+            BodyKind::Empty | BodyKind::NotJson | BodyKind::Compressed => false,
+        }
+    }
+
+    /// The request headers body values are copied into.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.edits
+            .to_headers
+            .iter()
+            .map(|(_, h)| h.as_str())
+            .chain(self.form.to_headers.iter().map(|(_, h)| h.as_str()))
+    }
+
+    fn host_facts(&self) -> HostFacts {
+        self.edits.host_facts().union(self.form.host_facts())
+    }
+}
+
+/// Which upstream statuses a `by_status` entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// One code (`"404"`).
+    Code(u16),
+    /// A class (`"5xx"`: 5).
+    Class(u16),
+}
+
+/// The response edits for some upstream statuses.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseCase {
+    /// Header operations.
+    pub headers: Ops,
+    /// Body edits, when there are any.
+    pub body: Option<BodyPolicy>,
 }
 
 /// What happens to a request.
@@ -176,6 +316,58 @@ pub struct ResponsePolicy {
     pub headers: Ops,
     /// Body edits, when there are any.
     pub body: Option<BodyPolicy>,
+    /// `(upstream status, new status)`.
+    pub status: Vec<(u16, u16)>,
+    /// Edits by upstream status, codes before classes.
+    pub by_status: Vec<(StatusMatch, ResponseCase)>,
+}
+
+impl ResponsePolicy {
+    /// True when the policy changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+            && self.body.is_none()
+            && self.status.is_empty()
+            && self.by_status.is_empty()
+    }
+
+    /// The header operations and body edits for a response with this upstream status.
+    pub fn for_status(&self, status: u16) -> (&Ops, Option<&BodyPolicy>) {
+        let case = self
+            .by_status
+            .iter()
+            .find(|(m, _)| *m == StatusMatch::Code(status))
+            .or_else(|| {
+                self.by_status
+                    .iter()
+                    .find(|(m, _)| *m == StatusMatch::Class(status / 100))
+            });
+        match case {
+            Some((_, case)) => (&case.headers, case.body.as_ref()),
+            None => (&self.headers, self.body.as_ref()),
+        }
+    }
+
+    /// The status the client receives instead of `status`, if it is rewritten.
+    pub fn new_status(&self, status: u16) -> Option<u16> {
+        self.status
+            .iter()
+            .find(|(from, _)| *from == status)
+            .map(|(_, to)| *to)
+    }
+
+    fn host_facts(&self) -> HostFacts {
+        let body =
+            |b: &Option<BodyPolicy>| b.as_ref().map(BodyPolicy::host_facts).unwrap_or_default();
+        self.by_status.iter().fold(
+            self.headers.host_facts().union(body(&self.body)),
+            |facts, (_, case)| {
+                facts
+                    .union(case.headers.host_facts())
+                    .union(body(&case.body))
+            },
+        )
+    }
 }
 
 /// Both directions, as the defaults or a rule sets them.
@@ -191,23 +383,19 @@ impl Policy {
     /// The host facts the policy's templates read, in both directions.
     pub fn host_facts(&self) -> HostFacts {
         let body =
-            |b: &Option<BodyPolicy>| b.as_ref().map(|b| b.edits.host_facts()).unwrap_or_default();
+            |b: &Option<BodyPolicy>| b.as_ref().map(BodyPolicy::host_facts).unwrap_or_default();
         self.request
             .ops
             .headers
             .host_facts()
             .union(self.request.ops.query.host_facts())
             .union(body(&self.request.body))
-            .union(self.response.headers.host_facts())
-            .union(body(&self.response.body))
+            .union(self.response.host_facts())
     }
 
     /// True when the policy changes nothing in either direction.
     pub fn is_empty(&self) -> bool {
-        self.request.ops.is_empty()
-            && self.request.body.is_none()
-            && self.response.headers.is_empty()
-            && self.response.body.is_none()
+        self.request.ops.is_empty() && self.request.body.is_none() && self.response.is_empty()
     }
 }
 
@@ -230,9 +418,10 @@ pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
 
 /// Compiles the raw configuration.
 pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+    let hold = raw.hold_headers;
     let default = Policy {
-        request: Rc::new(compile_request(raw.request, "request")?),
-        response: Rc::new(compile_response(raw.response, "response")?),
+        request: Rc::new(compile_request(raw.request, "request", hold)?),
+        response: Rc::new(compile_response(raw.response, "response", hold)?),
     };
     let rules: Vec<PolicyRule<Policy>> = raw
         .rules
@@ -241,11 +430,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         .map(|(i, rule)| {
             let at = format!("rules[{i}]");
             let request = match rule.request {
-                Some(r) => Rc::new(compile_request(Some(r), &format!("{at}.request"))?),
+                Some(r) => Rc::new(compile_request(Some(r), &format!("{at}.request"), hold)?),
                 None => Rc::clone(&default.request),
             };
             let response = match rule.response {
-                Some(r) => Rc::new(compile_response(Some(r), &format!("{at}.response"))?),
+                Some(r) => Rc::new(compile_response(Some(r), &format!("{at}.response"), hold)?),
                 None => Rc::clone(&default.response),
             };
             Ok(PolicyRule {
@@ -273,9 +462,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-fn compile_request(raw: Option<RawRequest>, at: &str) -> Result<RequestPolicy, ConfigError> {
+fn compile_request(
+    raw: Option<RawRequest>,
+    at: &str,
+    hold: bool,
+) -> Result<RequestPolicy, ConfigError> {
     let raw = raw.unwrap_or_default();
-    let headers = match raw.headers {
+    let mut headers = match raw.headers {
         Some(ops) => compile_ops(ops, &format!("{at}.headers"), Kind::Header)?,
         None => Ops::default(),
     };
@@ -287,25 +480,234 @@ fn compile_request(raw: Option<RawRequest>, at: &str) -> Result<RequestPolicy, C
         .path
         .map(|p| compile_path(p, &format!("{at}.path")))
         .transpose()?;
+    let method = raw
+        .method
+        .map(|m| compile_method(m, &format!("{at}.method")))
+        .transpose()?;
+    let authority = raw
+        .authority
+        .map(|a| compile_authority(a, &format!("{at}.authority")))
+        .transpose()?;
+    let body_at = format!("{at}.body");
+    let body = compile_body(raw.body, &body_at, OnUnsupported::Refuse, true)?;
+    if let Some(body) = &body {
+        let source = if body.edits.to_headers.is_empty() {
+            "form"
+        } else {
+            "json"
+        };
+        let here = format!("{body_at}.{source}.to_headers");
+        if body.header_names().next().is_some() && !hold {
+            return Err(ConfigError::new(
+                here,
+                "needs \"hold_headers\": true (and Envoy's allow_on_headers_stop_iteration): \
+                 otherwise the headers leave before the body arrives",
+            ));
+        }
+        for name in body.header_names() {
+            let written = headers
+                .set
+                .iter()
+                .chain(&headers.add)
+                .chain(&headers.append)
+                .map(|(n, _)| n)
+                .chain(headers.rename.iter().map(|(_, new)| new));
+            if written.into_iter().any(|n| n == name) {
+                return Err(ConfigError::new(
+                    &here,
+                    format!("header {name:?} is written by request.headers too"),
+                ));
+            }
+            // A forged incoming header of that name never reaches the upstream.
+            if !headers.remove.iter().any(|n| n == name) {
+                headers.remove.push(name.to_string());
+            }
+        }
+    }
     Ok(RequestPolicy {
         ops: RequestHeaderOps {
             headers,
             query,
             path,
+            method,
+            authority,
         },
-        body: compile_body(raw.body, &format!("{at}.body"), OnUnsupported::Refuse)?,
+        body,
     })
 }
 
-fn compile_response(raw: Option<RawResponse>, at: &str) -> Result<ResponsePolicy, ConfigError> {
+/// A response body policy with `status_when` needs the response headers held until the body
+/// has been read.
+fn check_status_when(body: &Option<BodyPolicy>, at: &str, hold: bool) -> Result<(), ConfigError> {
+    if body
+        .as_ref()
+        .is_some_and(|b| !b.edits.status_when.is_empty())
+        && !hold
+    {
+        return Err(ConfigError::new(
+            format!("{at}.json.status_when"),
+            "needs \"hold_headers\": true (and Envoy's allow_on_headers_stop_iteration): \
+             otherwise the status leaves before the body arrives",
+        ));
+    }
+    Ok(())
+}
+
+fn compile_response(
+    raw: Option<RawResponse>,
+    at: &str,
+    hold: bool,
+) -> Result<ResponsePolicy, ConfigError> {
     let raw = raw.unwrap_or_default();
+    let status = raw
+        .status
+        .iter()
+        .map(|(from, &to)| {
+            let here = format!("{at}.status.{from}");
+            let from = match from.parse::<u16>() {
+                Ok(code) if from.len() == 3 && (200..=599).contains(&code) => code,
+                _ => {
+                    return Err(ConfigError::new(
+                        &here,
+                        "the upstream status must be a code from 200 to 599",
+                    ))
+                }
+            };
+            if !(200..=599).contains(&to) {
+                return Err(ConfigError::new(
+                    &here,
+                    "the new status must be from 200 to 599",
+                ));
+            }
+            if from == to {
+                return Err(ConfigError::new(&here, "rewrites a status to itself"));
+            }
+            Ok((from, to))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let by_status = raw
+        .by_status
+        .into_iter()
+        .map(|(key, case)| {
+            let here = format!("{at}.by_status.{key}");
+            for (field, given) in [
+                ("status", !case.status.is_empty()),
+                ("by_status", !case.by_status.is_empty()),
+            ] {
+                if given {
+                    return Err(ConfigError::new(
+                        format!("{here}.{field}"),
+                        "only \"headers\" and \"body\" can depend on the upstream status",
+                    ));
+                }
+            }
+            let matcher = match key.as_bytes() {
+                [class @ b'2'..=b'5', b'x', b'x'] => StatusMatch::Class(u16::from(class - b'0')),
+                _ => {
+                    match key.parse::<u16>() {
+                        Ok(code) if key.len() == 3 && (200..=599).contains(&code) => {
+                            StatusMatch::Code(code)
+                        }
+                        _ => return Err(ConfigError::new(
+                            &here,
+                            "give a status code from 200 to 599 or a class (\"2xx\" to \"5xx\")",
+                        )),
+                    }
+                }
+            };
+            let body_at = format!("{here}.body");
+            let body = compile_body(case.body, &body_at, OnUnsupported::Pass, false)?;
+            check_status_when(&body, &body_at, hold)?;
+            Ok((
+                matcher,
+                ResponseCase {
+                    headers: match case.headers {
+                        Some(ops) => compile_ops(ops, &format!("{here}.headers"), Kind::Header)?,
+                        None => Ops::default(),
+                    },
+                    body,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    // Codes before classes: the map's order ("404" < "4xx") keeps them so.
+    let body_at = format!("{at}.body");
+    let body = compile_body(raw.body, &body_at, OnUnsupported::Pass, false)?;
+    check_status_when(&body, &body_at, hold)?;
     Ok(ResponsePolicy {
         headers: match raw.headers {
             Some(ops) => compile_ops(ops, &format!("{at}.headers"), Kind::Header)?,
             None => Ops::default(),
         },
-        body: compile_body(raw.body, &format!("{at}.body"), OnUnsupported::Pass)?,
+        body,
+        status,
+        by_status,
     })
+}
+
+fn compile_method(method: String, at: &str) -> Result<String, ConfigError> {
+    if method.is_empty() || !method.bytes().all(is_token_byte) {
+        return Err(ConfigError::new(at, format!("invalid method {method:?}")));
+    }
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(ConfigError::new(
+            at,
+            "CONNECT would turn the request into a tunnel",
+        ));
+    }
+    Ok(method)
+}
+
+/// An authority the filter may send: a DNS name (letters, digits, `-` in dot-separated labels)
+/// or an IPv4 address, or an IPv6 address in brackets; optionally `:port` (1-65535). Nothing
+/// else: no user info, path, spaces or template.
+pub fn valid_authority(authority: &str) -> bool {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    });
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let host_ok = authority.starts_with('[')
+        || (!host.is_empty() && host.len() <= 253 && host.split('.').all(label));
+    port_ok && host_ok
+}
+
+fn compile_authority(authority: String, at: &str) -> Result<String, ConfigError> {
+    if !valid_authority(&authority) {
+        return Err(ConfigError::new(
+            at,
+            format!("{authority:?} is not a host name or IP address with an optional port"),
+        ));
+    }
+    Ok(authority)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -471,6 +873,7 @@ fn compile_body(
     raw: Option<RawBody>,
     at: &str,
     default_unsupported: OnUnsupported,
+    request: bool,
 ) -> Result<Option<BodyPolicy>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
@@ -482,31 +885,101 @@ fn compile_body(
             "must be at least 1",
         ));
     }
-    let json = raw.json.unwrap_or_default();
+    let edits = compile_json(raw.json.unwrap_or_default(), &format!("{at}.json"), request)?;
+    let form = compile_form(raw.form.unwrap_or_default(), &format!("{at}.form"), request)?;
+    let convert = compile_convert(raw.convert, raw.xml, at)?;
+    let policy = BodyPolicy {
+        edits,
+        form,
+        convert,
+        max_body_bytes,
+        on_unsupported: raw.on_unsupported.unwrap_or(default_unsupported),
+        media: "",
+    };
+    let accepted = [
+        (
+            BodyKind::Json,
+            "JSON (application/json or application/*+json)",
+        ),
+        (BodyKind::Form, "a form (application/x-www-form-urlencoded)"),
+        (
+            BodyKind::Xml,
+            "XML (application/xml, text/xml or application/*+xml)",
+        ),
+    ];
+    let media = match accepted.map(|(kind, _)| policy.accepts(kind)) {
+        [false, false, false] => return Ok(None),
+        [true, false, false] => accepted[0].1,
+        [false, true, false] => accepted[1].1,
+        [false, false, true] => accepted[2].1,
+        [true, true, false] => "JSON or a form",
+        [true, false, true] => "JSON or XML",
+        [false, true, true] => "a form or XML",
+        [true, true, true] => "JSON, a form or XML",
+    };
+    Ok(Some(BodyPolicy { media, ..policy }))
+}
+
+fn compile_to_headers<K>(
+    map: BTreeMap<String, String>,
+    at: &str,
+    request: bool,
+    key: impl Fn(&str, &str) -> Result<K, ConfigError>,
+) -> Result<Vec<(K, String)>, ConfigError> {
+    if !map.is_empty() && !request {
+        return Err(ConfigError::new(
+            at,
+            "only request bodies can be copied into headers",
+        ));
+    }
+    let mut out: Vec<(K, String)> = Vec::new();
+    for (source, header) in map {
+        let here = format!("{at}.{source}");
+        let name = compile_name(&header, &here, Kind::Header)?;
+        if name.starts_with("x-envoy-") {
+            // Envoy's router obeys these (timeouts, retries, redirects): a client's body must not
+            // steer it.
+            return Err(ConfigError::new(
+                &here,
+                format!("{name:?}: Envoy acts on x-envoy-* headers; a body value cannot set one"),
+            ));
+        }
+        if out.iter().any(|(_, h)| *h == name) {
+            return Err(ConfigError::new(
+                &here,
+                format!("header {name:?} is given two sources"),
+            ));
+        }
+        out.push((key(&source, &here)?, name));
+    }
+    Ok(out)
+}
+
+fn compile_json(json: RawJson, at: &str, request: bool) -> Result<JsonEdits, ConfigError> {
     let remove = json
         .remove
         .iter()
         .enumerate()
-        .map(|(i, p)| compile_pointer(p, &format!("{at}.json.remove[{i}]")))
+        .map(|(i, p)| compile_pointer(p, &format!("{at}.remove[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     let rename = json
         .rename
         .iter()
         .map(|(from, to)| {
-            let here = format!("{at}.json.rename.{from}");
+            let here = format!("{at}.rename.{from}");
             Ok((compile_pointer(from, &here)?, compile_pointer(to, &here)?))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
     for (from, to) in &rename {
         if from == to {
             return Err(ConfigError::new(
-                format!("{at}.json.rename"),
+                format!("{at}.rename"),
                 "a pointer is renamed to itself",
             ));
         }
         if rename.iter().any(|(source, _)| source == to) {
             return Err(ConfigError::new(
-                format!("{at}.json.rename"),
+                format!("{at}.rename"),
                 "chained renames (a destination that is also renamed) are ambiguous",
             ));
         }
@@ -515,7 +988,7 @@ fn compile_body(
         .set
         .into_iter()
         .map(|(pointer, value)| {
-            let here = format!("{at}.json.set.{pointer}");
+            let here = format!("{at}.set.{pointer}");
             let target = compile_pointer(&pointer, &here)?;
             let value = match value {
                 serde_json::Value::String(text) if text.contains("{{") => SetValue::Template(
@@ -526,19 +999,182 @@ fn compile_body(
             Ok((target, value))
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    let edits = JsonEdits {
+    let to_headers = compile_to_headers(
+        json.to_headers,
+        &format!("{at}.to_headers"),
+        request,
+        compile_pointer,
+    )?;
+    if request && !json.status_when.is_empty() {
+        return Err(ConfigError::new(
+            format!("{at}.status_when"),
+            "only responses have a status",
+        ));
+    }
+    let status_when = json
+        .status_when
+        .iter()
+        .map(|(pointer, &status)| {
+            let here = format!("{at}.status_when.{pointer}");
+            if !(200..=599).contains(&status) {
+                return Err(ConfigError::new(
+                    &here,
+                    "the status must be from 200 to 599",
+                ));
+            }
+            Ok((compile_pointer(pointer, &here)?, status))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(JsonEdits {
         remove,
         rename,
         set,
-    };
-    if edits.is_empty() {
-        return Ok(None);
+        to_headers,
+        status_when,
+    })
+}
+
+fn compile_form(form: RawForm, at: &str, request: bool) -> Result<FormEdits, ConfigError> {
+    let name = |name: &str, here: &str| compile_name(name, here, Kind::Query);
+    let remove = form
+        .remove
+        .iter()
+        .enumerate()
+        .map(|(i, n)| name(n, &format!("{at}.remove[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rename = form
+        .rename
+        .iter()
+        .map(|(old, new)| {
+            let here = format!("{at}.rename.{old}");
+            Ok((name(old, &here)?, name(new, &here)?))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    for (old, new) in &rename {
+        let here = format!("{at}.rename.{old}");
+        if old == new {
+            return Err(ConfigError::new(here, "renames a name to itself"));
+        }
+        if rename.iter().any(|(source, _)| source == new) {
+            return Err(ConfigError::new(
+                here,
+                format!("{new:?} is renamed too: chained renames are ambiguous"),
+            ));
+        }
     }
-    Ok(Some(BodyPolicy {
-        edits,
-        max_body_bytes,
-        on_unsupported: raw.on_unsupported.unwrap_or(default_unsupported),
-    }))
+    let set = form
+        .set
+        .iter()
+        .map(|(field, value)| {
+            let here = format!("{at}.set.{field}");
+            Ok((
+                name(field, &here)?,
+                compile_value(value, &here, Kind::Query)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let to_headers = compile_to_headers(
+        form.to_headers,
+        &format!("{at}.to_headers"),
+        request,
+        |field, here| name(field, here),
+    )?;
+    Ok(FormEdits {
+        remove,
+        rename,
+        set,
+        to_headers,
+    })
+}
+
+fn compile_convert(
+    convert: Option<Convert>,
+    xml: Option<RawXml>,
+    at: &str,
+) -> Result<Option<Conversion>, ConfigError> {
+    let Some(convert) = convert else {
+        return match xml {
+            Some(_) => Err(ConfigError::new(
+                format!("{at}.xml"),
+                "XML options without \"convert\" do nothing",
+            )),
+            None => Ok(None),
+        };
+    };
+    let xml = xml.unwrap_or_default();
+    let at = format!("{at}.xml");
+    let only = |given: bool, field: &str, direction: &str| {
+        if given {
+            Err(ConfigError::new(
+                format!("{at}.{field}"),
+                format!("applies to \"convert\": \"{direction}\" only"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match convert {
+        Convert::JsonToXml => {
+            only(
+                xml.strip_prefixes.is_some(),
+                "strip_prefixes",
+                "xml_to_json",
+            )?;
+            only(!xml.arrays.is_empty(), "arrays", "xml_to_json")?;
+            only(!xml.unwrap.is_empty(), "unwrap", "xml_to_json")?;
+            for (i, name) in xml.wrap.iter().enumerate() {
+                if !valid_name(name) {
+                    return Err(ConfigError::new(
+                        format!("{at}.wrap[{i}]"),
+                        format!("{name:?} is not an XML element name"),
+                    ));
+                }
+            }
+            for (prefix, uri) in &xml.declare {
+                let here = format!("{at}.declare.{prefix}");
+                if !prefix.is_empty() && (prefix.contains(':') || !valid_name(prefix)) {
+                    return Err(ConfigError::new(here, "not a namespace prefix"));
+                }
+                if uri.is_empty() || !valid_header_value(uri) {
+                    return Err(ConfigError::new(here, "the namespace must be a URI"));
+                }
+            }
+            let content_type = xml
+                .content_type
+                .unwrap_or_else(|| "application/xml".to_string());
+            if !is_xml(&content_type) || !valid_header_value(&content_type) {
+                return Err(ConfigError::new(
+                    format!("{at}.content_type"),
+                    "must be an XML media type (application/xml, text/xml, application/*+xml)",
+                ));
+            }
+            Ok(Some(Conversion::ToXml(
+                ToXml {
+                    wrap: xml.wrap,
+                    declare: xml.declare.into_iter().collect(),
+                },
+                content_type,
+            )))
+        }
+        Convert::XmlToJson => {
+            only(!xml.wrap.is_empty(), "wrap", "json_to_xml")?;
+            only(!xml.declare.is_empty(), "declare", "json_to_xml")?;
+            only(xml.content_type.is_some(), "content_type", "json_to_xml")?;
+            for (field, names) in [("arrays", &xml.arrays), ("unwrap", &xml.unwrap)] {
+                if let Some(i) = names.iter().position(|n| n.is_empty()) {
+                    return Err(ConfigError::new(
+                        format!("{at}.{field}[{i}]"),
+                        "empty element name",
+                    ));
+                }
+            }
+            Ok(Some(Conversion::ToJson(ToJson {
+                strip_prefixes: xml.strip_prefixes.unwrap_or_default(),
+                arrays: xml.arrays,
+                unwrap: xml.unwrap,
+            })))
+        }
+    }
 }
 
 /// JSON Schema of the configuration, generated from the types above (feature `schema`, for the
@@ -824,6 +1460,337 @@ mod tests {
         assert_eq!(e.path, "request.body.max_body_bytes");
         let e = err(r#"{"request": {"body": {"json": {"sett": {}}}}}"#);
         assert_eq!(e.path, "request.body.json.sett");
+    }
+
+    #[test]
+    fn form_and_to_headers() {
+        let config = parse(
+            br#"{"hold_headers": true, "request": {
+                "headers": {"remove": ["x-tenant"]},
+                "body": {"form": {"set": {"source": "gw"}, "remove": ["password"],
+                                  "rename": {"user_name": "username"}, "to_headers": {"team": "X-Team"}},
+                         "json": {"to_headers": {"/tenant/id": "x-tenant"}}}}}"#,
+        )
+        .unwrap();
+        let request = &config.policies.default_policy().request;
+        let body = request.body.as_ref().unwrap();
+        assert!(body.accepts(BodyKind::Json) && body.accepts(BodyKind::Form));
+        assert!(!body.accepts(BodyKind::Xml));
+        assert_eq!(body.form.to_headers, [("team".into(), "x-team".into())]);
+        // The headers a body value goes into are removed from the incoming request first.
+        assert_eq!(request.ops.headers.remove, ["x-tenant", "x-team"]);
+        let form_only =
+            parse(br#"{"request": {"body": {"form": {"remove": ["password"]}}}}"#).unwrap();
+        let body = form_only
+            .policies
+            .default_policy()
+            .request
+            .body
+            .clone()
+            .unwrap();
+        assert!(body.accepts(BodyKind::Form) && !body.accepts(BodyKind::Json));
+        assert_eq!(body.media, "a form (application/x-www-form-urlencoded)");
+    }
+
+    #[test]
+    fn to_headers_that_would_do_nothing_or_could_be_forged_are_refused() {
+        let cases = [
+            // Without held headers the headers leave before the body.
+            (
+                r#"{"request": {"body": {"json": {"to_headers": {"/t": "x-t"}}}}}"#,
+                "request.body.json.to_headers",
+                "hold_headers",
+            ),
+            (
+                r#"{"request": {"body": {"form": {"to_headers": {"t": "x-t"}}}}}"#,
+                "request.body.form.to_headers",
+                "hold_headers",
+            ),
+            (
+                r#"{"hold_headers": true, "response": {"body": {"json": {"to_headers": {"/t": "x-t"}}}}}"#,
+                "response.body.json.to_headers",
+                "only request",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"headers": {"rename": {"x-a": "x-t"}},
+                    "body": {"json": {"to_headers": {"/t": "x-t"}}}}}"#,
+                "request.body.json.to_headers",
+                "written by request.headers",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"headers": {"add": {"x-t": "a"}},
+                    "body": {"form": {"to_headers": {"t": "x-t"}}}}}"#,
+                "request.body.form.to_headers",
+                "written by request.headers",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"to_headers": {"/a": "x-t", "/b": "X-T"}}}}}"#,
+                "request.body.json.to_headers./b",
+                "two sources",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"to_headers": {"/a": "host"}}}}}"#,
+                "request.body.json.to_headers./a",
+                "cannot be transformed",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"to_headers": {"/a": "X-Envoy-Upstream-Rq-Timeout-Ms"}}}}}"#,
+                "request.body.json.to_headers./a",
+                "x-envoy-",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"to_headers": {"/a": ":path"}}}}}"#,
+                "request.body.json.to_headers./a",
+                "invalid header name",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"to_headers": {"a": "x-a"}}}}}"#,
+                "request.body.json.to_headers.a",
+                "must start with",
+            ),
+            (
+                r#"{"request": {"body": {"form": {"set": {"": "x"}}}}}"#,
+                "request.body.form.set.",
+                "empty",
+            ),
+            (
+                r#"{"request": {"body": {"form": {"rename": {"a": "b", "b": "c"}}}}}"#,
+                "request.body.form.rename.a",
+                "chained",
+            ),
+            (
+                r#"{"request": {"body": {"form": {"set": {"a": ""}}}}}"#,
+                "request.body.form.set.a",
+                "empty value",
+            ),
+        ];
+        for (json, path, reason) in cases {
+            let e = err(json);
+            assert_eq!(e.path, path, "{json}");
+            assert!(e.reason.contains(reason), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn method_and_authority() {
+        let config =
+            parse(br#"{"request": {"method": "POST", "authority": "legacy.internal:8080"}}"#)
+                .unwrap();
+        let ops = &config.policies.default_policy().request.ops;
+        assert_eq!(ops.method.as_deref(), Some("POST"));
+        assert_eq!(ops.authority.as_deref(), Some("legacy.internal:8080"));
+        for good in [
+            "a",
+            "api.example.com",
+            "10.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "x-1.y",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            "user@host",
+            "host/path",
+            "host:0",
+            "host:65536",
+            "host:",
+            "host:8a",
+            "-host",
+            "host-.com",
+            "a..b",
+            "a b",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "{{header.x}}",
+            "host\r\nx-a: b",
+            "h\u{e9}",
+            "a_b",
+        ] {
+            assert!(!valid_authority(bad), "{bad:?}");
+            let json = serde_json::json!({"request": {"authority": bad}}).to_string();
+            assert_eq!(err(&json).path, "request.authority", "{bad:?}");
+        }
+        for bad in ["CONNECT", "connect", "", "GET /", "P\u{d6}ST"] {
+            let json = serde_json::json!({"request": {"method": bad}}).to_string();
+            assert_eq!(err(&json).path, "request.method", "{bad:?}");
+        }
+        assert!(err(r#"{"request": {"method": "CONNECT"}}"#)
+            .reason
+            .contains("tunnel"));
+    }
+
+    #[test]
+    fn status_rewrites_and_by_status() {
+        let config = parse(
+            br#"{"response": {"status": {"404": 204, "200": 502},
+                 "headers": {"set": {"x-default": "1"}},
+                 "by_status": {"5xx": {"headers": {"set": {"x-class": "1"}}},
+                               "503": {"headers": {"set": {"x-code": "1"}}}}}}"#,
+        )
+        .unwrap();
+        let response = &config.policies.default_policy().response;
+        assert_eq!(response.new_status(404), Some(204));
+        assert_eq!(response.new_status(500), None);
+        assert_eq!(
+            response.for_status(503).0.set[0].0,
+            "x-code",
+            "a code before a class"
+        );
+        assert_eq!(response.for_status(500).0.set[0].0, "x-class");
+        assert_eq!(response.for_status(200).0.set[0].0, "x-default");
+        let cases = [
+            (
+                r#"{"response": {"status": {"404": 101}}}"#,
+                "response.status.404",
+            ),
+            (
+                r#"{"response": {"status": {"404": 600}}}"#,
+                "response.status.404",
+            ),
+            (
+                r#"{"response": {"status": {"404": 404}}}"#,
+                "response.status.404",
+            ),
+            (
+                r#"{"response": {"status": {"4xx": 200}}}"#,
+                "response.status.4xx",
+            ),
+            (
+                r#"{"response": {"status": {"100": 200}}}"#,
+                "response.status.100",
+            ),
+            (
+                r#"{"response": {"status": {"0404": 200}}}"#,
+                "response.status.0404",
+            ),
+            (
+                r#"{"response": {"status": {"404": -1}}}"#,
+                "response.status.404",
+            ),
+            (
+                r#"{"response": {"by_status": {"1xx": {}}}}"#,
+                "response.by_status.1xx",
+            ),
+            (
+                r#"{"response": {"by_status": {"x": {}}}}"#,
+                "response.by_status.x",
+            ),
+            (
+                r#"{"response": {"by_status": {"404": {"status": {"404": 200}}}}}"#,
+                "response.by_status.404.status",
+            ),
+        ];
+        for (json, path) in cases {
+            assert_eq!(err(json).path, path, "{json}");
+        }
+    }
+
+    #[test]
+    fn status_when() {
+        let config = parse(
+            br#"{"hold_headers": true, "response": {"body": {"json": {"status_when": {"/error": 502}}}}}"#,
+        )
+        .unwrap();
+        let body = config
+            .policies
+            .default_policy()
+            .response
+            .body
+            .clone()
+            .unwrap();
+        assert_eq!(body.edits.status_when.len(), 1);
+        assert!(body.accepts(BodyKind::Json));
+        let cases = [
+            (
+                r#"{"response": {"body": {"json": {"status_when": {"/error": 502}}}}}"#,
+                "response.body.json.status_when",
+            ),
+            (
+                r#"{"response": {"by_status": {"200": {"body": {"json": {"status_when": {"/e": 502}}}}}}}"#,
+                "response.by_status.200.body.json.status_when",
+            ),
+            (
+                r#"{"hold_headers": true, "request": {"body": {"json": {"status_when": {"/e": 502}}}}}"#,
+                "request.body.json.status_when",
+            ),
+            (
+                r#"{"hold_headers": true, "response": {"body": {"json": {"status_when": {"/e": 99}}}}}"#,
+                "response.body.json.status_when./e",
+            ),
+            (
+                r#"{"hold_headers": true, "response": {"body": {"json": {"status_when": {"e": 502}}}}}"#,
+                "response.body.json.status_when.e",
+            ),
+        ];
+        for (json, path) in cases {
+            assert_eq!(err(json).path, path, "{json}");
+        }
+    }
+
+    #[test]
+    fn conversions() {
+        let config = parse(
+            br#"{"request": {"body": {"convert": "json_to_xml",
+                   "xml": {"wrap": ["soap:Envelope", "soap:Body"],
+                           "declare": {"soap": "http://schemas.xmlsoap.org/soap/envelope/"},
+                           "content_type": "text/xml; charset=utf-8"}}},
+                 "response": {"body": {"convert": "xml_to_json",
+                   "xml": {"strip_prefixes": true, "unwrap": ["Envelope", "Body"], "arrays": ["Item"]}}}}"#,
+        )
+        .unwrap();
+        let policy = config.policies.default_policy();
+        let request = policy.request.body.as_ref().unwrap();
+        assert!(request.accepts(BodyKind::Json) && !request.accepts(BodyKind::Xml));
+        assert!(
+            matches!(&request.convert, Some(Conversion::ToXml(_, ct)) if ct == "text/xml; charset=utf-8")
+        );
+        let response = policy.response.body.as_ref().unwrap();
+        assert!(response.accepts(BodyKind::Xml) && !response.accepts(BodyKind::Json));
+        let cases = [
+            (r#"{"request": {"body": {"xml": {}}}}"#, "request.body.xml"),
+            (
+                r#"{"request": {"body": {"convert": "xml_to_xml"}}}"#,
+                "request.body.convert",
+            ),
+            (
+                r#"{"request": {"body": {"convert": "json_to_xml", "xml": {"arrays": ["a"]}}}}"#,
+                "request.body.xml.arrays",
+            ),
+            (
+                r#"{"response": {"body": {"convert": "xml_to_json", "xml": {"wrap": ["a"]}}}}"#,
+                "response.body.xml.wrap",
+            ),
+            (
+                r#"{"request": {"body": {"convert": "json_to_xml", "xml": {"wrap": ["a b"]}}}}"#,
+                "request.body.xml.wrap[0]",
+            ),
+            (
+                r#"{"request": {"body": {"convert": "json_to_xml", "xml": {"declare": {"a:b": "u"}}}}}"#,
+                "request.body.xml.declare.a:b",
+            ),
+            (
+                r#"{"request": {"body": {"convert": "json_to_xml", "xml": {"declare": {"a": ""}}}}}"#,
+                "request.body.xml.declare.a",
+            ),
+            (
+                r#"{"request": {"body": {"convert": "json_to_xml", "xml": {"content_type": "application/json"}}}}"#,
+                "request.body.xml.content_type",
+            ),
+            (
+                r#"{"response": {"body": {"convert": "xml_to_json", "xml": {"unwrap": [""]}}}}"#,
+                "response.body.xml.unwrap[0]",
+            ),
+            (
+                r#"{"response": {"body": {"convert": "xml_to_json", "xml": {"strip_prefixes": "yes"}}}}"#,
+                "response.body.xml.strip_prefixes",
+            ),
+        ];
+        for (json, path) in cases {
+            assert_eq!(err(json).path, path, "{json}");
+        }
     }
 
     #[test]

@@ -145,6 +145,37 @@ impl<'a> Document<'a> {
         Ok(Renamed::Blocked)
     }
 
+    /// The text of the document's value, without the whitespace around it.
+    pub fn value(&self) -> &'a str {
+        self.text.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Whether there is a value other than `null` at `tokens`.
+    pub fn present(&mut self, tokens: &[String]) -> Result<bool, Invalid> {
+        Ok(match walk(&mut self.root, tokens)? {
+            None => false,
+            Some(Node::Raw(text)) => *text != "null",
+            Some(_) => true,
+        })
+    }
+
+    /// The value at `tokens` as header text, read before any edit: a string unescaped, a
+    /// number or `true`/`false` as written; `None` for an absent value, `null`, an object or an
+    /// array (they have no one-line text).
+    pub fn scalar(&mut self, tokens: &[String]) -> Result<Option<String>, Invalid> {
+        let Some(node) = walk(&mut self.root, tokens)? else {
+            return Ok(None);
+        };
+        let Node::Raw(text) = *node else {
+            return Ok(None);
+        };
+        Ok(match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(text).ok(),
+            Some(b'-' | b'0'..=b'9' | b't' | b'f') => Some(text.to_string()),
+            _ => None,
+        })
+    }
+
     /// The body with the edits spliced in.
     pub fn render(&self) -> Result<Vec<u8>, Invalid> {
         let mut out = Vec::with_capacity(self.text.len() + 64);
@@ -153,6 +184,23 @@ impl<'a> Document<'a> {
         out.extend_from_slice(piece(self.text, self.end, self.text.len())?.as_bytes());
         Ok(out)
     }
+}
+
+/// The items of an object or array of a checked document ([`Document::value`] or an item's
+/// text), in order: each member's unescaped name (`None` in an array) and its value's text.
+pub fn items(text: &str) -> Result<Vec<(Option<String>, &str)>, Invalid> {
+    if !text.starts_with(['{', '[']) {
+        return Err(Invalid::Syntax);
+    }
+    let container = Container::parse(text)?;
+    container
+        .items
+        .into_iter()
+        .map(|item| match item.value {
+            Some(Node::Raw(raw)) => Ok((item.key, raw)),
+            _ => Err(Invalid::Syntax),
+        })
+        .collect()
 }
 
 /// Reads one JSON value of `bytes` (already checked) starting at `start` with serde_json's

@@ -1,10 +1,15 @@
 //! The transform filter on the wasmgate frame: edit request headers, query and path, then the
 //! JSON bodies of both directions within `max_body_bytes`, and the response headers.
 
-use crate::body::{classify, BodyKind};
-use crate::config::{self, BodyPolicy, Config, OnUnsupported, Policy, FILTER};
+use crate::body::{classify, BodyKind, Reads};
+use crate::config::{
+    self, BodyPolicy, Config, Conversion, OnUnsupported, Policy, DEFAULT_MAX_BODY_BYTES, FILTER,
+};
 use crate::doc::Invalid;
+use crate::form::InvalidForm;
+use crate::ops::{valid_header_value, Outcome as OpsOutcome};
 use crate::template::RequestVars;
+use crate::xml::{self, Unconvertible};
 use std::rc::Rc;
 use wasmgate_core::edits::Edit;
 use wasmgate_core::host::{request_info, HeaderMap};
@@ -25,6 +30,11 @@ struct Metrics {
     response_invalid_json: Counter,
     unsupported_media_type: Counter,
     response_unsupported_media_type: Counter,
+    invalid_form: Counter,
+    response_invalid_form: Counter,
+    invalid_xml: Counter,
+    response_invalid_xml: Counter,
+    status_rewritten: Counter,
 }
 
 impl Metrics {
@@ -40,6 +50,11 @@ impl Metrics {
             response_invalid_json: setup.counter("response_invalid_json"),
             unsupported_media_type: setup.counter("unsupported_media_type"),
             response_unsupported_media_type: setup.counter("response_unsupported_media_type"),
+            invalid_form: setup.counter("invalid_form"),
+            response_invalid_form: setup.counter("response_invalid_form"),
+            invalid_xml: setup.counter("invalid_xml"),
+            response_invalid_xml: setup.counter("response_invalid_xml"),
+            status_rewritten: setup.counter("status_rewritten"),
         }
     }
 }
@@ -57,6 +72,85 @@ struct Changes {
     changed: bool,
     /// The headers wait for the body and carry a Content-Length to update.
     held: bool,
+    /// What the body is (by its headers), when it is collected.
+    kind: Option<BodyKind>,
+    /// The body is dropped (a response rewritten to 204 or 304).
+    drain: bool,
+}
+
+/// Longest body value copied into a header; a longer one is skipped.
+pub const MAX_HEADER_VALUE: usize = 1024;
+
+/// Why a body could not be edited or converted.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Json(Invalid),
+    ToXml(Unconvertible),
+    Form(InvalidForm),
+    Xml(Unconvertible),
+}
+
+/// The edited body (if changed), what the edits did, and what they read.
+type Edited = (Option<Vec<u8>>, OpsOutcome, Reads);
+
+/// Edits (and converts) a body of `kind` by `policy`.
+fn edit(
+    policy: &BodyPolicy,
+    kind: BodyKind,
+    body: &[u8],
+    vars: &RequestVars,
+) -> Result<Edited, Failure> {
+    let mut reads = Reads::default();
+    match kind {
+        BodyKind::Json => {
+            let (mut edited, outcome) = policy
+                .edits
+                .apply_reading(body, vars, &mut reads)
+                .map_err(Failure::Json)?;
+            if let Some(Conversion::ToXml(options, _)) = &policy.convert {
+                let json = edited.as_deref().unwrap_or(body);
+                match xml::json_to_xml(json, options) {
+                    Ok(Ok(document)) => edited = Some(document),
+                    Ok(Err(why)) => return Err(Failure::ToXml(why)),
+                    Err(invalid) => return Err(Failure::Json(invalid)),
+                }
+            }
+            Ok((edited, outcome, reads))
+        }
+        BodyKind::Form => {
+            let (edited, outcome, headers) =
+                policy.form.apply(body, vars).map_err(Failure::Form)?;
+            reads.headers = headers;
+            Ok((edited, outcome, reads))
+        }
+        BodyKind::Xml => {
+            let Some(Conversion::ToJson(options)) = &policy.convert else {
+                return Ok((None, OpsOutcome::default(), reads));
+            };
+            let json = xml::xml_to_json(body, options).map_err(Failure::Xml)?;
+            let (edited, outcome) = if policy.edits.is_empty() {
+                (None, OpsOutcome::default())
+            } else {
+                policy
+                    .edits
+                    .apply_reading(&json, vars, &mut reads)
+                    .map_err(Failure::Json)?
+            };
+            Ok((Some(edited.unwrap_or(json)), outcome, reads))
+        }
+        BodyKind::Empty | BodyKind::NotJson | BodyKind::Compressed => {
+            Ok((None, OpsOutcome::default(), reads))
+        }
+    }
+}
+
+/// The `content-type` a converted body of `kind` gets.
+fn converted_type(policy: &BodyPolicy, kind: BodyKind) -> Option<&str> {
+    match (&policy.convert, kind) {
+        (Some(Conversion::ToXml(_, content_type)), BodyKind::Json) => Some(content_type),
+        (Some(Conversion::ToJson(_)), BodyKind::Xml) => Some("application/json"),
+        _ => None,
+    }
 }
 
 /// One stream: its policy, the request as it arrived (for templates), what changed.
@@ -67,6 +161,8 @@ pub struct Transform {
     vars: RequestVars,
     request: Changes,
     response: Changes,
+    /// The upstream's status (selects `by_status` edits).
+    status: u16,
 }
 
 /// The request headers as the host holds them: with the `:path` that arrived when the frame's
@@ -91,133 +187,205 @@ impl Transform {
     /// an announced length over the limit is collected too, and the frame answers 413 or 502),
     /// let it go on (empty, or one the edits cannot apply to that is passed), or refuse it.
     fn body_need(
-        &self,
+        &mut self,
         cx: &mut Cx<'_>,
         direction: Direction,
         body: &BodyPolicy,
         headers: &[(String, String)],
     ) -> Result<Option<BodyNeed>, LocalReply> {
         let kind = classify(headers);
-        match kind {
-            BodyKind::Empty => return Ok(None),
-            BodyKind::Json => {}
-            BodyKind::NotJson | BodyKind::Compressed => {
-                return self
-                    .unsupported(cx, direction, body.on_unsupported, kind)
-                    .map(|()| None)
-            }
+        if kind == BodyKind::Empty {
+            return Ok(None);
         }
-        let mode = if self.plugin.config.hold_headers {
+        if !body.accepts(kind) {
+            return self.unsupported(cx, direction, body, kind).map(|()| None);
+        }
+        self.changes(direction).kind = Some(kind);
+        Ok(Some(BodyNeed {
+            limit: body.max_body_bytes,
+            mode: self.mode(),
+            declared: declared_length(headers),
+        }))
+    }
+
+    fn mode(&self) -> BodyMode {
+        if self.plugin.config.hold_headers {
             // Envoy lets the plugin stop on headers: they wait for the edited body, whose
             // length then replaces Content-Length.
             BodyMode::HoldHeaders
         } else {
             BodyMode::Buffer
-        };
-        Ok(Some(BodyNeed {
-            limit: body.max_body_bytes,
-            mode,
-            declared: declared_length(headers),
-        }))
+        }
     }
 
-    /// A body that is not JSON or is compressed: counted, then passed or refused.
+    /// A body of a type the policy does not edit, or compressed: counted, then passed or
+    /// refused.
     fn unsupported(
         &self,
         cx: &mut Cx<'_>,
         direction: Direction,
-        on_unsupported: OnUnsupported,
+        body: &BodyPolicy,
         kind: BodyKind,
     ) -> Result<(), LocalReply> {
         let metrics = self.plugin.metrics;
         let what = if kind == BodyKind::Compressed {
             "compressed"
         } else {
-            "not JSON"
+            "not of a type the edits apply to"
         };
-        let (counter, status, message) = match direction {
-            Direction::Request => (
-                metrics.unsupported_media_type,
-                415,
-                "The request body must be JSON (application/json or application/*+json) and not \
-                 compressed.",
-            ),
+        let (counter, status, whose) = match direction {
+            Direction::Request => (metrics.unsupported_media_type, 415, "The request body"),
             Direction::Response => (
                 metrics.response_unsupported_media_type,
                 502,
-                "The upstream response body is not uncompressed JSON.",
+                "The upstream response body",
             ),
         };
         cx.count(counter);
         cx.count(metrics.body_errors);
-        match on_unsupported {
+        match body.on_unsupported {
             OnUnsupported::Pass => {
                 log::debug!("wasmgate {FILTER}: {direction:?} body {what}: passed unedited");
                 Ok(())
             }
             OnUnsupported::Refuse => {
                 log::debug!("wasmgate {FILTER}: {direction:?} body {what}: refused");
-                Err(LocalReply::new(status, "unsupported_media_type", message))
+                let verb = match direction {
+                    Direction::Request => "must be",
+                    Direction::Response => "is not",
+                };
+                Err(LocalReply::new(
+                    status,
+                    "unsupported_media_type",
+                    format!("{whose} {verb} {}, not compressed.", body.media),
+                ))
             }
         }
     }
 
-    /// Applies the body edits: the new body (if changed) with its length header when held. A
-    /// body that is not valid JSON is counted, then passed (`Continue`) or refused.
+    /// A body that could not be edited: counted, then passed (`Continue`) or refused.
+    fn failed(
+        &self,
+        cx: &mut Cx<'_>,
+        direction: Direction,
+        on_unsupported: OnUnsupported,
+        failure: Failure,
+    ) -> Outcome {
+        let metrics = self.plugin.metrics;
+        let request = direction == Direction::Request;
+        let pick = |ours, theirs| if request { ours } else { theirs };
+        let (counter, code, why): (_, _, std::borrow::Cow<'_, str>) = match failure {
+            Failure::Json(Invalid::Syntax) => (
+                pick(metrics.invalid_json, metrics.response_invalid_json),
+                "invalid_json",
+                "is not valid JSON".into(),
+            ),
+            Failure::Json(Invalid::DuplicateName) => (
+                pick(metrics.invalid_json, metrics.response_invalid_json),
+                "invalid_json",
+                "is not valid JSON for editing: an object has two members with the same name"
+                    .into(),
+            ),
+            Failure::ToXml(why) => (
+                pick(metrics.invalid_json, metrics.response_invalid_json),
+                "invalid_json",
+                format!("cannot be converted to XML: {}", why.0).into(),
+            ),
+            Failure::Form(InvalidForm::NotUtf8) => (
+                pick(metrics.invalid_form, metrics.response_invalid_form),
+                "invalid_form",
+                "is not a valid form: not UTF-8".into(),
+            ),
+            Failure::Form(InvalidForm::Repeated) => (
+                pick(metrics.invalid_form, metrics.response_invalid_form),
+                "invalid_form",
+                "is not a valid form for editing: a field copied into a header appears more than \
+                 once"
+                    .into(),
+            ),
+            Failure::Xml(why) => (
+                pick(metrics.invalid_xml, metrics.response_invalid_xml),
+                "invalid_xml",
+                format!("is not XML that can be converted: {}", why.0).into(),
+            ),
+        };
+        cx.count(counter);
+        cx.count(metrics.body_errors);
+        match on_unsupported {
+            OnUnsupported::Pass => {
+                log::debug!("wasmgate {FILTER}: {direction:?} body {why}; passed unedited");
+                Outcome::Continue
+            }
+            OnUnsupported::Refuse => {
+                log::debug!("wasmgate {FILTER}: {direction:?} body {why}; refused");
+                let (status, whose) = if request {
+                    (400, "The request body")
+                } else {
+                    (502, "The upstream response body")
+                };
+                Outcome::Reply(LocalReply::new(status, code, format!("{whose} {why}.")))
+            }
+        }
+    }
+
+    /// Applies the body edits: the new body (if changed) with its length header when held, the
+    /// headers copied from it, its new content-type when converted. A body that cannot be
+    /// edited is counted, then passed (`Continue`) or refused.
     fn edit_body(&mut self, cx: &mut Cx<'_>, direction: Direction, body: &[u8]) -> Outcome {
-        let policy = self.policy.clone();
-        let edits = match direction {
-            Direction::Request => policy.as_ref().and_then(|p| p.request.body.as_ref()),
-            Direction::Response => policy.as_ref().and_then(|p| p.response.body.as_ref()),
+        let changes = self.changes(direction);
+        if changes.drain {
+            if !body.is_empty() {
+                cx.replace_body(Vec::new());
+            }
+            return Outcome::Continue;
+        }
+        let kind = changes.kind;
+        let Some(policy) = self.policy.clone() else {
+            return Outcome::Continue;
+        };
+        let body_policy = match direction {
+            Direction::Request => policy.request.body.as_ref(),
+            Direction::Response => policy.response.for_status(self.status).1,
         };
         // An empty body has nothing to edit (as when it announced `content-length: 0`).
-        let Some(edits) = edits.filter(|_| !body.is_empty()) else {
+        let (Some(body_policy), Some(kind)) = (body_policy.filter(|_| !body.is_empty()), kind)
+        else {
             return Outcome::Continue;
         };
         let metrics = self.plugin.metrics;
-        let (edited, outcome) = match edits.edits.apply(body, &self.vars) {
-            Ok(applied) => applied,
-            Err(invalid) => {
-                let (counter, status, whose) = match direction {
-                    Direction::Request => (metrics.invalid_json, 400, "The request body"),
-                    Direction::Response => (
-                        metrics.response_invalid_json,
-                        502,
-                        "The upstream response body",
-                    ),
-                };
-                cx.count(counter);
-                cx.count(metrics.body_errors);
-                let why = match invalid {
-                    Invalid::Syntax => "is not valid JSON",
-                    Invalid::DuplicateName => {
-                        "is not valid JSON for editing: an object has two members with the same name"
-                    }
-                };
-                return match edits.on_unsupported {
-                    OnUnsupported::Pass => {
-                        log::debug!("wasmgate {FILTER}: {direction:?} body {why}; passed unedited");
-                        Outcome::Continue
-                    }
-                    OnUnsupported::Refuse => {
-                        log::debug!("wasmgate {FILTER}: {direction:?} body {why}; refused");
-                        Outcome::Reply(LocalReply::new(
-                            status,
-                            "invalid_json",
-                            format!("{whose} {why}."),
-                        ))
-                    }
-                };
-            }
+        let (edited, mut outcome, reads) = match edit(body_policy, kind, body, &self.vars) {
+            Ok(edited) => edited,
+            Err(failure) => return self.failed(cx, direction, body_policy.on_unsupported, failure),
         };
+        if let Some(status) = reads.status.filter(|_| direction == Direction::Response) {
+            // The response headers wait for the body (the configuration needs hold_headers).
+            cx.response.set(":status", status.to_string());
+            cx.count(metrics.status_rewritten);
+            self.response.changed = true;
+        }
+        for (name, value) in reads.headers {
+            if value.is_empty() || value.len() > MAX_HEADER_VALUE || !valid_header_value(&value) {
+                outcome.skipped += 1;
+                continue;
+            }
+            cx.request.set(name, value);
+            self.request.changed = true;
+        }
+        // Values absent, not scalars, or not usable in a header count as skipped, as templates
+        // that resolve to nothing.
         cx.add(metrics.operations_skipped, i64::from(outcome.skipped));
+        let held = self.changes(direction).held;
         if let Some(edited) = edited {
-            let changes = self.changes(direction);
-            if changes.held {
+            if held {
                 cx.edits(direction)
                     .set("content-length", edited.len().to_string());
             }
-            changes.changed = true;
+            if self.mode() == BodyMode::HoldHeaders {
+                if let Some(content_type) = converted_type(body_policy, kind) {
+                    cx.edits(direction).set("content-type", content_type);
+                }
+            }
+            self.changes(direction).changed = true;
             cx.replace_body(edited);
         }
         Outcome::Continue
@@ -250,6 +418,7 @@ impl Filter for Transform {
             vars: RequestVars::default(),
             request: Changes::default(),
             response: Changes::default(),
+            status: 0,
         }
     }
 
@@ -305,6 +474,12 @@ impl Filter for Transform {
                 .retain(|edit| !matches!(edit, Edit::Set(name, _) if name == ":path"));
             self.request.changed = true;
         }
+        let converted = self
+            .request
+            .kind
+            .zip(policy.request.body.as_ref())
+            .and_then(|(kind, body)| converted_type(body, kind))
+            .map(str::to_string);
         self.policy = Some(policy);
         match need {
             Some(need) => {
@@ -313,6 +488,9 @@ impl Filter for Transform {
                     // of the edited body cannot be announced: the body is sent chunked instead.
                     self.request.held = false;
                     cx.request.remove("content-length");
+                    if let Some(content_type) = converted {
+                        cx.request.set("content-type", content_type);
+                    }
                 }
                 Outcome::NeedBody(need)
             }
@@ -346,7 +524,7 @@ impl Filter for Transform {
             return Outcome::Continue;
         };
         let response = &policy.response;
-        if response.headers.is_empty() && response.body.is_none() {
+        if response.is_empty() {
             return Outcome::Continue;
         }
         let metrics = self.plugin.metrics;
@@ -355,17 +533,49 @@ impl Filter for Transform {
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
             .partition(|(n, _)| n.starts_with(':'));
-        let outcome = response.headers.apply_headers(&mut regular, &self.vars);
+        self.status = new_headers
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_default();
+        let (ops, body) = response.for_status(self.status);
+        let mut outcome = ops.apply_headers(&mut regular, &self.vars);
         cx.add(metrics.operations_skipped, i64::from(outcome.skipped));
+        if let Some(status) = response.new_status(self.status) {
+            if let Some((_, value)) = new_headers.iter_mut().find(|(n, _)| n == ":status") {
+                *value = status.to_string();
+                outcome.changed = true;
+                cx.count(metrics.status_rewritten);
+            }
+            if matches!(status, 204 | 304) {
+                // These answers have no body: the upstream's is dropped.
+                self.response.drain = true;
+                regular.retain(|(n, _)| n != "content-length");
+            }
+        }
         new_headers.extend(regular);
-        let need = match response.body.as_ref().filter(|_| !end_of_stream) {
-            Some(body) => match self.body_need(cx, Direction::Response, body, &new_headers) {
-                Ok(need) => need,
-                Err(refused) => return Outcome::Reply(refused),
-            },
-            None => None,
+        let need = if self.response.drain {
+            (!end_of_stream).then(|| BodyNeed {
+                limit: body.map_or(DEFAULT_MAX_BODY_BYTES, |b| b.max_body_bytes),
+                mode: self.mode(),
+                declared: None,
+            })
+        } else {
+            match body.filter(|_| !end_of_stream) {
+                Some(body) => match self.body_need(cx, Direction::Response, body, &new_headers) {
+                    Ok(need) => need,
+                    Err(refused) => return Outcome::Reply(refused),
+                },
+                None => None,
+            }
         };
         self.response.held = has_content_length(&new_headers);
+        let converted = self
+            .response
+            .kind
+            .zip(body)
+            .and_then(|(kind, body)| converted_type(body, kind))
+            .map(str::to_string);
         if outcome.changed {
             cx.response.replace_all(headers, new_headers);
             self.response.changed = true;
@@ -376,6 +586,9 @@ impl Filter for Transform {
                     // As for requests: the headers leave before the body, so without a length.
                     self.response.held = false;
                     cx.response.remove("content-length");
+                    if let Some(content_type) = converted {
+                        cx.response.set("content-type", content_type);
+                    }
                 }
                 Outcome::NeedBody(need)
             }

@@ -6,9 +6,11 @@ pub mod body;
 pub mod config;
 pub mod doc;
 pub mod filter;
+pub mod form;
 pub mod ops;
 pub mod pointer;
 pub mod query;
 pub mod template;
+pub mod xml;
 
 wasmgate_host::export!(filter::Transform);

@@ -283,12 +283,20 @@ pub struct RequestHeaderOps {
     pub query: Ops,
     /// The path rewrite.
     pub path: Option<PathRewrite>,
+    /// The new `:method`.
+    pub method: Option<String>,
+    /// The new `:authority`.
+    pub authority: Option<String>,
 }
 
 impl RequestHeaderOps {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.query.is_empty() && self.path.is_none()
+        self.headers.is_empty()
+            && self.query.is_empty()
+            && self.path.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
     }
 
     /// The request headers after every operation (pseudo-headers first, `:path` rebuilt).
@@ -321,6 +329,22 @@ impl RequestHeaderOps {
                         rebuilt.push_str(&new_query);
                     }
                     *full = rebuilt;
+                }
+            }
+        }
+        for (name, new) in [(":method", &self.method), (":authority", &self.authority)] {
+            let Some(new) = new else {
+                continue;
+            };
+            match pseudo.iter_mut().find(|(n, _)| n == name) {
+                Some((_, value)) if value == new => {}
+                Some((_, value)) => {
+                    value.clone_from(new);
+                    outcome.changed = true;
+                }
+                None => {
+                    pseudo.push((name.to_string(), new.clone()));
+                    outcome.changed = true;
                 }
             }
         }
@@ -565,6 +589,7 @@ mod tests {
                 add: vec![("x-path".into(), t("{{path}}"))],
                 ..Ops::default()
             },
+            ..RequestHeaderOps::default()
         };
         let headers = list(&[(":path", "/v1/x?q=hello&debug=1"), (":method", "GET")]);
         let (new, outcome) = ops.apply(&headers, &vars());

@@ -10,9 +10,11 @@
 pub mod credentials;
 pub mod drive;
 pub mod input;
+pub mod legacy;
 pub mod targets;
 
 pub use credentials::*;
+pub use legacy::*;
 pub use targets::*;
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/` and `fuzz/artifacts/`, and the
@@ -34,6 +36,8 @@ pub const TARGETS: &[Target] = &[
     ("template", targets::template),
     ("json_pointer", targets::json_pointer),
     ("json_edit", targets::json_edit),
+    ("form_edit", legacy::form_edit),
+    ("xml_convert", legacy::xml_convert),
     ("transform_request", targets::transform_request),
     ("rate_limit_key", targets::rate_limit_key),
     ("rate_limit_request", targets::rate_limit_request),

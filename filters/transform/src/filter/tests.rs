@@ -481,3 +481,395 @@ fn internal_fields_are_removed_from_a_json_response() {
     assert_eq!(*env.response_body.borrow(), br#"{"id": 1}"#);
     assert_eq!(metric(&env, "responses_transformed"), 1);
 }
+
+const TO_HEADERS: &str = r#"{"hold_headers": true, "request": {"body": {
+    "json": {"to_headers": {"/tenant/id": "x-tenant", "/plan": "x-plan"}, "remove": ["/secret"]},
+    "form": {"to_headers": {"tenant": "x-tenant"}, "remove": ["secret"]},
+    "max_body_bytes": 4096}}}"#;
+
+/// A held POST of `body` with `content_type` (and a forged `x-tenant`); the stream after its
+/// body hook ran.
+fn post_held(
+    env: &FakeEnv,
+    worker: &Rc<Worker<Transform>>,
+    id: u32,
+    content_type: &str,
+    body: &[u8],
+) {
+    let length = body.len().to_string();
+    request(
+        env,
+        "POST",
+        "/orders",
+        &[
+            ("content-type", content_type),
+            ("content-length", &length),
+            ("x-tenant", "forged"),
+            ("x-plan", "forged"),
+        ],
+    );
+    env.set_body(Direction::Request, body);
+    let s = stream(worker, id);
+    assert_eq!(s.request_headers(env, false), Action::Pause, "held");
+    assert_eq!(
+        header(env, HeaderMap::Request, "x-tenant"),
+        None,
+        "the forged header is gone before the body arrives"
+    );
+    assert_eq!(s.request_body(env, body.len(), true), Action::Continue);
+}
+
+#[test]
+fn body_values_go_into_headers_and_forged_ones_never_pass() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, TO_HEADERS);
+    post_held(
+        &env,
+        &worker,
+        1,
+        "application/json",
+        br#"{"tenant": {"id": "acme"}, "plan": 3, "secret": "s"}"#,
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Request, "x-tenant").as_deref(),
+        Some("acme")
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Request, "x-plan").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        *env.request_body.borrow(),
+        br#"{"tenant": {"id": "acme"}, "plan": 3}"#
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Request, "content-length"),
+        Some(env.request_body.borrow().len().to_string())
+    );
+    // Form fields too, decoded.
+    post_held(
+        &env,
+        &worker,
+        2,
+        "application/x-www-form-urlencoded",
+        b"tenant=acme%20eu&secret=s",
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Request, "x-tenant").as_deref(),
+        Some("acme eu")
+    );
+    assert_eq!(*env.request_body.borrow(), b"tenant=acme%20eu");
+    assert_eq!(
+        header(&env, HeaderMap::Request, "x-plan"),
+        None,
+        "forged one removed"
+    );
+}
+
+#[test]
+fn unsafe_body_values_never_become_headers() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, TO_HEADERS);
+    let huge = "a".repeat(MAX_HEADER_VALUE + 1);
+    let cases: [(&str, &[u8]); 6] = [
+        (
+            "application/json",
+            br#"{"tenant": {"id": "a\r\nx-admin: 1"}}"#,
+        ),
+        ("application/json", br#"{"tenant": {"id": "a\u0000"}}"#),
+        (
+            "application/json",
+            br#"{"tenant": {"id": {"nested": 1}}, "plan": null}"#,
+        ),
+        ("application/json", br#"{"tenant": {"id": ""}}"#),
+        (
+            "application/x-www-form-urlencoded",
+            b"tenant=a%0D%0Ax-admin%3A%201",
+        ),
+        (
+            "application/json",
+            format!(r#"{{"tenant": {{"id": "{huge}"}}}}"#)
+                .leak()
+                .as_bytes(),
+        ),
+    ];
+    for (id, (content_type, body)) in (1..).zip(cases) {
+        post_held(&env, &worker, id, content_type, body);
+        assert_eq!(header(&env, HeaderMap::Request, "x-tenant"), None, "{id}");
+        assert_eq!(header(&env, HeaderMap::Request, "x-admin"), None, "{id}");
+    }
+    assert!(metric(&env, "operations_skipped") >= 6);
+    assert!(env.responses().is_empty(), "the bodies themselves pass");
+}
+
+#[test]
+fn a_repeated_form_field_copied_into_a_header_is_refused() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, TO_HEADERS);
+    let body = b"tenant=acme&tenant=evil";
+    request(
+        &env,
+        "POST",
+        "/orders",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "23"),
+        ],
+    );
+    env.set_body(Direction::Request, body);
+    let s = stream(&worker, 1);
+    s.request_headers(&env, false);
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Pause);
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (400, "invalid_form".into()));
+    assert_eq!(metric(&env, "invalid_form"), 1);
+}
+
+const STATUS: &str = r#"{"response": {
+    "status": {"404": 204, "200": 202},
+    "headers": {"set": {"x-default": "1"}},
+    "by_status": {"5xx": {"headers": {"set": {"x-error": "upstream"}, "remove": ["x-debug"]}}}}}"#;
+
+#[test]
+fn status_rewrites_and_edits_by_status() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, STATUS);
+    request(&env, "GET", "/x", &[]);
+    let s = stream(&worker, 1);
+    s.request_headers(&env, true);
+    env.set_map(
+        HeaderMap::Response,
+        &[(":status", "200"), ("content-length", "0")],
+    );
+    assert_eq!(s.response_headers(&env, true), Action::Continue);
+    assert_eq!(
+        header(&env, HeaderMap::Response, ":status").as_deref(),
+        Some("202")
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Response, "x-default").as_deref(),
+        Some("1")
+    );
+    // 5xx: the class's edits replace the default ones.
+    let s = stream(&worker, 2);
+    s.request_headers(&env, true);
+    env.set_map(
+        HeaderMap::Response,
+        &[(":status", "503"), ("x-debug", "trace")],
+    );
+    s.response_headers(&env, true);
+    assert_eq!(
+        header(&env, HeaderMap::Response, ":status").as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Response, "x-error").as_deref(),
+        Some("upstream")
+    );
+    assert_eq!(header(&env, HeaderMap::Response, "x-debug"), None);
+    assert_eq!(header(&env, HeaderMap::Response, "x-default"), None);
+    // 404 -> 204: the body is dropped and its length with it.
+    let s = stream(&worker, 3);
+    s.request_headers(&env, true);
+    let page = b"<html>not found</html>";
+    env.set_map(
+        HeaderMap::Response,
+        &[
+            (":status", "404"),
+            ("content-type", "text/html"),
+            ("content-length", "22"),
+        ],
+    );
+    env.set_body(Direction::Response, page);
+    assert_eq!(s.response_headers(&env, false), Action::Continue);
+    assert_eq!(
+        header(&env, HeaderMap::Response, ":status").as_deref(),
+        Some("204")
+    );
+    assert_eq!(header(&env, HeaderMap::Response, "content-length"), None);
+    assert_eq!(s.response_body(&env, page.len(), true), Action::Continue);
+    assert!(env.response_body.borrow().is_empty());
+    assert_eq!(metric(&env, "status_rewritten"), 2);
+}
+
+#[test]
+fn method_and_authority_are_rewritten() {
+    let env = FakeEnv::default();
+    let worker = configure(
+        &env,
+        r#"{"request": {"method": "POST", "authority": "legacy.internal:8080"}}"#,
+    );
+    request(&env, "GET", "/x", &[]);
+    stream(&worker, 1).request_headers(&env, true);
+    assert_eq!(
+        header(&env, HeaderMap::Request, ":method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        header(&env, HeaderMap::Request, ":authority").as_deref(),
+        Some("legacy.internal:8080")
+    );
+    assert_eq!(metric(&env, "requests_transformed"), 1);
+}
+
+const SOAP: &str = r#"{"request": {"body": {"convert": "json_to_xml",
+      "xml": {"wrap": ["soap:Envelope", "soap:Body"],
+              "declare": {"soap": "http://schemas.xmlsoap.org/soap/envelope/"},
+              "content_type": "text/xml; charset=utf-8"}}},
+    "response": {"body": {"convert": "xml_to_json",
+      "xml": {"strip_prefixes": true, "unwrap": ["Envelope", "Body"]}}}, "hold_headers": HOLD}"#;
+
+#[test]
+fn json_in_xml_upstream_json_out() {
+    for hold in [true, false] {
+        let env = FakeEnv::default();
+        let worker = configure(&env, &SOAP.replace("HOLD", &hold.to_string()));
+        let body = br#"{"GetPrice": {"Item": "Apple"}}"#;
+        post_json(&env, body);
+        let s = stream(&worker, 1);
+        s.request_headers(&env, false);
+        assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+        let sent = String::from_utf8(env.request_body.borrow().clone()).unwrap();
+        assert!(
+            sent.ends_with(
+                "<soap:Body><GetPrice><Item>Apple</Item></GetPrice></soap:Body></soap:Envelope>"
+            ),
+            "{sent}"
+        );
+        assert_eq!(
+            header(&env, HeaderMap::Request, "content-type").as_deref(),
+            Some("text/xml; charset=utf-8"),
+            "hold {hold}"
+        );
+        let answer = b"<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'>\
+                       <s:Body><GetPriceResponse><Price>1.90</Price></GetPriceResponse></s:Body></s:Envelope>";
+        respond(
+            &env,
+            &s,
+            &[("content-type", "text/xml; charset=utf-8")],
+            answer,
+        );
+        assert_eq!(s.response_body(&env, answer.len(), true), Action::Continue);
+        assert_eq!(
+            *env.response_body.borrow(),
+            br#"{"GetPriceResponse":{"Price":"1.90"}}"#
+        );
+        assert_eq!(
+            header(&env, HeaderMap::Response, "content-type").as_deref(),
+            Some("application/json")
+        );
+    }
+}
+
+#[test]
+fn invalid_xml_passes_on_the_response_and_json_that_has_no_xml_form_is_400() {
+    let env = FakeEnv::default();
+    let worker = configure(&env, &SOAP.replace("HOLD", "true"));
+    let body = br#"{"a": 1, "b": 2}"#;
+    post_json(&env, body);
+    let s = stream(&worker, 1);
+    s.request_headers(&env, false);
+    // With a wrap, several members are fine; a name that is no XML name is not.
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+    let bad = br#"{"a><b": 1}"#;
+    post_json(&env, bad);
+    let s = stream(&worker, 2);
+    s.request_headers(&env, false);
+    assert_eq!(s.request_body(&env, bad.len(), true), Action::Pause);
+    let sent = env.last_response().expect("a reply");
+    assert_eq!(status_and_error(&sent), (400, "invalid_json".into()));
+    let lolz = b"<!DOCTYPE l [<!ENTITY l 'lol'>]><Envelope><Body>&l;</Body></Envelope>";
+    respond(&env, &s, &[("content-type", "application/xml")], lolz);
+    let s = stream(&worker, 3);
+    s.request_headers(&env, true);
+    respond(&env, &s, &[("content-type", "application/soap+xml")], lolz);
+    assert_eq!(s.response_body(&env, lolz.len(), true), Action::Continue);
+    assert_eq!(*env.response_body.borrow(), lolz, "passed unchanged");
+    assert_eq!(metric(&env, "response_invalid_xml"), 1);
+    assert_eq!(metric(&env, "invalid_json"), 1);
+}
+
+#[test]
+fn a_legacy_200_carrying_an_error_becomes_502() {
+    let env = FakeEnv::default();
+    let worker = configure(
+        &env,
+        r#"{"hold_headers": true, "response": {"body": {"json": {
+            "status_when": {"/error": 502, "/fault": 503}, "remove": ["/trace"]}}}}"#,
+    );
+    for (id, body, status) in [
+        (1, &br#"{"error": {"code": 7}, "trace": "x"}"#[..], "502"),
+        (2, br#"{"fault": "busy", "error": null}"#, "503"),
+        (3, br#"{"data": 1, "error": null}"#, "200"),
+    ] {
+        request(&env, "GET", "/x", &[]);
+        let s = stream(&worker, id);
+        s.request_headers(&env, true);
+        assert_eq!(
+            respond(&env, &s, &[("content-type", "application/json")], body),
+            Action::Pause,
+            "held"
+        );
+        assert_eq!(s.response_body(&env, body.len(), true), Action::Continue);
+        assert_eq!(
+            header(&env, HeaderMap::Response, ":status").as_deref(),
+            Some(status),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(
+        *env.response_body.borrow(),
+        br#"{"data": 1, "error": null}"#
+    );
+    assert_eq!(metric(&env, "status_rewritten"), 2);
+}
+
+#[test]
+fn invalid_xml_on_the_request_is_400() {
+    let env = FakeEnv::default();
+    let worker = configure(
+        &env,
+        r#"{"request": {"body": {"convert": "xml_to_json", "xml": {"arrays": ["item"]}}}}"#,
+    );
+    for (id, body) in (1..).zip([
+        &b"<!DOCTYPE r [<!ENTITY a 'x'>]><r>&a;</r>"[..],
+        b"<r><item>1</r>",
+        b"<r/><r/>",
+    ]) {
+        let length = body.len().to_string();
+        request(
+            &env,
+            "POST",
+            "/x",
+            &[
+                ("content-type", "application/xml"),
+                ("content-length", &length),
+            ],
+        );
+        env.set_body(Direction::Request, body);
+        let s = stream(&worker, id);
+        s.request_headers(&env, false);
+        assert_eq!(s.request_body(&env, body.len(), true), Action::Pause);
+        let sent = env.last_response().expect("a reply");
+        assert_eq!(status_and_error(&sent), (400, "invalid_xml".into()));
+    }
+    assert_eq!(metric(&env, "invalid_xml"), 3);
+    // A well-formed document is converted, and its content-type follows.
+    let body = b"<r><item>1</item></r>";
+    request(
+        &env,
+        "POST",
+        "/x",
+        &[("content-type", "text/xml"), ("content-length", "21")],
+    );
+    env.set_body(Direction::Request, body);
+    let s = stream(&worker, 9);
+    s.request_headers(&env, false);
+    assert_eq!(s.request_body(&env, body.len(), true), Action::Continue);
+    assert_eq!(*env.request_body.borrow(), br#"{"r":{"item":["1"]}}"#);
+    assert_eq!(
+        header(&env, HeaderMap::Request, "content-type").as_deref(),
+        Some("application/json")
+    );
+}
