@@ -9,17 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use wasmgate_e2e::{repo_root, Client, Envoy, EnvoyOptions, Response, Upstream};
-
-/// Serializes the one-time `npm ci` between the tests of this file.
-static INSTALL: Mutex<()> = Mutex::new(());
+use wasmgate_e2e::{Client, Envoy, EnvoyOptions, NodeServer, Response, Upstream};
 
 /// The OpenID provider, killed on drop.
 struct Oidc {
-    child: Child,
+    node: NodeServer,
     port: u16,
 }
 
@@ -30,42 +24,17 @@ impl Oidc {
 
     /// Starts the provider on `port` (any free port when `None`), signing with key `kid`.
     fn start_with(port: Option<u16>, kid: &str) -> Self {
-        let dir = repo_root().join("tests/oidc");
-        {
-            let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-            if !dir.join("node_modules/oidc-provider").exists() {
-                let status = Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir)
-                    .status()
-                    .expect("npm (Node 20 or later) is needed for the OpenID provider");
-                assert!(status.success(), "npm ci in tests/oidc failed");
-            }
-        }
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .env("OIDC_PORT", port.unwrap_or(0).to_string())
-            .env("OIDC_KID", kid)
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node (20 or later) is needed for the OpenID provider");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep reading what it prints, so that it never writes to a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the provider did not start: {line:?}"));
-        Self { child, port }
+        let env = [
+            ("OIDC_PORT", port.unwrap_or(0).to_string()),
+            ("OIDC_KID", kid.to_string()),
+        ];
+        let node = NodeServer::start("oidc", "oidc-provider", "provider.mjs", &env);
+        let port = node.port;
+        Self { node, port }
     }
 
     fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.node.base()
     }
 
     /// A client-credentials access token for `client` ("service" or "large-service").
@@ -100,13 +69,6 @@ impl Oidc {
     /// A client-credentials access token for the "service" client.
     fn token(&self, params: &[(&str, &str)]) -> String {
         self.token_for("service", params)
-    }
-}
-
-impl Drop for Oidc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
