@@ -302,6 +302,10 @@ struct BodyState {
     /// The copy (copy mode).
     copy: Vec<u8>,
     overflow: bool,
+    /// The headers of this direction went on before its body (buffer and copy modes): header
+    /// edits of a body hook can no longer be written (Envoy refuses them and the SDK aborts the
+    /// VM), so the frame drops them with a warning.
+    headers_gone: bool,
 }
 
 /// One HTTP stream: the filter's state and what the frame is doing for it.
@@ -595,11 +599,21 @@ impl<F: Filter> Stream<F> {
         phase: Phase,
     ) -> Action {
         let Cx {
-            request,
-            response,
+            mut request,
+            mut response,
             body,
             ..
         } = cx;
+        // Once this direction's headers went on (a body buffered or copied after them), no
+        // header map can be written from its hooks any more.
+        if self.body_state(direction).headers_gone && !(request.is_empty() && response.is_empty()) {
+            log::warn!(
+                "wasmgate {}: header edits asked for after the headers went on were dropped",
+                F::NAME
+            );
+            request = HeaderEdits::default();
+            response = HeaderEdits::default();
+        }
         apply(env, HeaderMap::Request, request);
         apply(env, HeaderMap::Response, response);
         match (body, phase) {
@@ -680,7 +694,9 @@ impl<F: Filter> Stream<F> {
                 if held && need.declared.is_some_and(|len| len > need.limit) {
                     return self.too_large(env, direction, need.limit);
                 }
-                self.body_state(direction).need = Some(need);
+                let state = self.body_state(direction);
+                state.need = Some(need);
+                state.headers_gone = need.mode != BodyMode::HoldHeaders;
                 if need.mode == BodyMode::HoldHeaders {
                     Action::Pause
                 } else {
