@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
-use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, RootCx, Setup, Uses};
+use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, Gauge, RootCx, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "jwt-auth";
@@ -33,11 +33,14 @@ struct Metrics {
     foreign_verified: Counter,
     introspection_ok: Counter,
     introspection_failed: Counter,
+    /// Seconds since the oldest remote key set in use was fetched.
+    jwks_age: Gauge,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>) -> Self {
         Self {
+            jwks_age: setup.gauge("jwks_age_seconds"),
             allowed: setup.counter("allowed"),
             denied: setup.counter("denied"),
             denied_by: CounterSet::define(
@@ -512,6 +515,9 @@ impl Filter for JwtAuth {
         }
         plugin.remote.synced(now);
         plugin.remote.sync_all(cx.host(), config);
+        if let Some(age) = plugin.remote.oldest_age_seconds(now) {
+            cx.record(plugin.metrics.jwks_age, age);
+        }
         for index in plugin.remote.claim_fetches(cx.host(), config, now) {
             if let Some(KeySource::Remote(remote)) = config.providers.get(index).map(|p| &p.keys) {
                 // With discovery the configured URI is the document, fetched first.

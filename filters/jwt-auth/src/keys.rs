@@ -204,6 +204,17 @@ impl RemoteKeys {
         }
     }
 
+    /// Seconds since the oldest remote key set in use was fetched (`None`: no remote key set
+    /// yet), for the key-age gauge.
+    pub fn oldest_age_seconds(&self, now_ms: u64) -> Option<u64> {
+        self.views
+            .borrow()
+            .iter()
+            .filter(|v| v.jwks.is_some() && v.fetched_at > 0)
+            .map(|v| now_ms.saturating_sub(v.fetched_at) / 1000)
+            .max()
+    }
+
     /// What a waiting request saw: each provider's generation and completed fetches.
     pub fn snapshot(&self, config: &Config) -> Vec<(u64, u64)> {
         let views = self.views.borrow();

@@ -336,6 +336,22 @@ fn a_request_waits_for_the_first_jwks_fetch_then_is_allowed() {
 }
 
 #[test]
+fn the_key_age_gauge_counts_from_the_last_fetch() {
+    let env = FakeEnv::at(NOW_S * 1000);
+    let worker = configure(&env, &remote_config(4096));
+    let (_s, token) = waiting_for_the_first_fetch(&env, &worker);
+    let body = jwks().into_bytes();
+    *env.answer.borrow_mut() = Some(Answer::Http {
+        headers: vec![(":status".into(), "200".into())],
+        body: body.clone(),
+    });
+    worker.deliver_http(&env, token, 1, body.len());
+    env.advance_ms(42_000);
+    worker.tick(&env);
+    assert_eq!(env.gauge("wasmgate_jwt_auth_jwks_age_seconds"), Some(42));
+}
+
+#[test]
 fn a_jwks_answer_over_max_jwks_bytes_is_refused_unread() {
     let env = FakeEnv::at(NOW_S * 1000);
     let worker = configure(&env, &remote_config(64));
