@@ -120,6 +120,17 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         .or_else(|| policy.keys.first())
         .ok_or("the configuration has no secret")?;
     let id = args.id.clone().unwrap_or_else(|| format!("msg_{ts}"));
+    if let Scheme::Custom(custom) = &policy.scheme {
+        if let Some(provider) = custom.provider {
+            return Err(format!(
+                "signing for the {provider:?} preset is not supported (it signs with keys or over \
+                 data this command does not take); use the sender's own library"
+            ));
+        }
+        if custom.ed25519 {
+            return Err("Ed25519 custom schemes are not signed by this command".into());
+        }
+    }
     let signed = match &policy.scheme {
         Scheme::HttpSignature(settings) => {
             let components = match &args.components {
