@@ -218,6 +218,15 @@ fn opaque_tokens_are_introspected_and_cached() {
     let (_upstream, envoy) = start(&oidc, &config);
     let opaque = oidc.token(&[("resource", "urn:example:opaque")]);
     assert_eq!(opaque.matches('.').count(), 0, "an opaque token: {opaque}");
+    // Eight requests with one new token at once: one introspection, every request answered
+    // (the others wait for the first one's answer, coalesced in shared data).
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| get(&envoy, "main", "/api", &opaque).status))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, vec![200; 8]);
     for _ in 0..3 {
         let r = get(&envoy, "main", "/api", &opaque);
         assert_eq!(r.status, 200, "{}", r.text());
