@@ -14,6 +14,7 @@ pub mod path;
 pub mod policies;
 pub mod reply;
 pub mod request;
+pub mod rls;
 pub mod rules;
 pub mod shared;
 

@@ -5,53 +5,13 @@
 //! The first sighting anywhere is `OK`; a copy at any replica is `OVER_LIMIT`. No proxy-wasm
 //! import: unit-tested natively.
 
-/// The gRPC service.
-pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
-/// The gRPC method.
-pub const METHOD: &str = "ShouldRateLimit";
+use wasmgate_core::rls::{
+    Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, CODE_OK, CODE_OVER_LIMIT,
+};
+pub use wasmgate_core::rls::{METHOD, SERVICE};
+
 /// The descriptor key the service's limit must count by.
 pub const DESCRIPTOR_KEY: &str = "hmac_replay_id";
-
-/// `envoy.service.ratelimit.v3.RateLimitRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitRequest {
-    /// `replay.global.domain`.
-    #[prost(string, tag = "1")]
-    pub domain: String,
-    /// One descriptor: the replay id.
-    #[prost(message, repeated, tag = "2")]
-    pub descriptors: Vec<RateLimitDescriptor>,
-    /// Always 1.
-    #[prost(uint32, tag = "3")]
-    pub hits_addend: u32,
-}
-
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitDescriptor {
-    /// The entries.
-    #[prost(message, repeated, tag = "1")]
-    pub entries: Vec<Entry>,
-}
-
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Entry {
-    /// Descriptor key.
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `envoy.service.ratelimit.v3.RateLimitResponse` (only `overall_code` is read).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitResponse {
-    /// `Code`: 0 unknown, 1 OK, 2 OVER_LIMIT.
-    #[prost(int32, tag = "1")]
-    pub overall_code: i32,
-}
 
 /// The serialized request for a replay fingerprint.
 pub fn request(domain: &str, fingerprint: &[u8]) -> Vec<u8> {
@@ -84,8 +44,8 @@ pub fn seen(status: u32, message: &[u8]) -> Seen {
         return Seen::Unknown;
     }
     match <RateLimitResponse as prost::Message>::decode(message) {
-        Ok(r) if r.overall_code == 1 => Seen::First,
-        Ok(r) if r.overall_code == 2 => Seen::Again,
+        Ok(r) if r.overall_code == CODE_OK => Seen::First,
+        Ok(r) if r.overall_code == CODE_OVER_LIMIT => Seen::Again,
         _ => Seen::Unknown,
     }
 }
@@ -102,8 +62,12 @@ mod tests {
         assert_eq!(decoded.hits_addend, 1);
         assert_eq!(decoded.descriptors[0].entries[0].key, "hmac_replay_id");
         assert_eq!(decoded.descriptors[0].entries[0].value, "abcd");
-        let answer =
-            |code| prost::Message::encode_to_vec(&RateLimitResponse { overall_code: code });
+        let answer = |code| {
+            prost::Message::encode_to_vec(&RateLimitResponse {
+                overall_code: code,
+                ..Default::default()
+            })
+        };
         assert_eq!(seen(0, &answer(1)), Seen::First);
         assert_eq!(seen(0, &answer(2)), Seen::Again);
         assert_eq!(seen(0, &answer(0)), Seen::Unknown);

@@ -1,82 +1,17 @@
 //! Global mode: the `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` messages and
 //! the verdict read from the service's answer. No proxy-wasm import: unit-tested natively.
 //!
-//! The messages are declared here with `prost` (only the fields the filter sends or reads; a
-//! decoder skips the others), with the field numbers of Envoy's `rls.proto`. Envoy adds and
-//! removes the gRPC frame around them.
+//! The messages are `wasmgate_core::rls`'s (shared with hmac-auth's global replay memory).
 
 use crate::algorithm::{Limit, Report, NANOS_PER_SECOND};
 use crate::config::{FailureMode, Global, Rule};
 use crate::headers;
 use crate::request::{refusal, Count, Verdict};
+pub use wasmgate_core::rls::{
+    DescriptorStatus, Entry, HeaderValue, ProtoDuration, RateLimit, RateLimitDescriptor,
+    RateLimitRequest, RateLimitResponse, CODE_OK, CODE_OVER_LIMIT, METHOD, SERVICE,
+};
 use wasmgate_core::LocalReply;
-
-/// The gRPC service.
-pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
-/// The gRPC method.
-pub const METHOD: &str = "ShouldRateLimit";
-
-/// `envoy.service.ratelimit.v3.RateLimitRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitRequest {
-    /// The rule's `global.domain`.
-    #[prost(string, tag = "1")]
-    pub domain: String,
-    /// One descriptor: the rule's key parts.
-    #[prost(message, repeated, tag = "2")]
-    pub descriptors: Vec<RateLimitDescriptor>,
-    /// The request's cost (the rule's `cost` / `cost_header`).
-    #[prost(uint32, tag = "3")]
-    pub hits_addend: u32,
-}
-
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitDescriptor {
-    /// The entries, in key-part order.
-    #[prost(message, repeated, tag = "1")]
-    pub entries: Vec<Entry>,
-}
-
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Entry {
-    /// Descriptor key (see [`crate::key::descriptor_key`]).
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// The request's value of the key part.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `envoy.service.ratelimit.v3.RateLimitResponse` (the fields the filter reads).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitResponse {
-    /// `Code`: 0 unknown, 1 OK, 2 OVER_LIMIT.
-    #[prost(int32, tag = "1")]
-    pub overall_code: i32,
-    /// One status per descriptor sent (envoyproxy/ratelimit fills them; Limitador may not).
-    #[prost(message, repeated, tag = "2")]
-    pub statuses: Vec<DescriptorStatus>,
-    /// Headers for the response to the client (on the 429, or the upstream's response).
-    #[prost(message, repeated, tag = "3")]
-    pub response_headers_to_add: Vec<HeaderValue>,
-    /// Headers for the request going upstream (when it is allowed).
-    #[prost(message, repeated, tag = "4")]
-    pub request_headers_to_add: Vec<HeaderValue>,
-}
-
-/// `envoy.config.core.v3.HeaderValue` (`raw_value`, field 3, is not read: a service setting
-/// only it adds nothing).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderValue {
-    /// The header name.
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// The value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
 
 /// Most headers taken from one answer, per direction (the rest are dropped, with a debug line).
 pub const MAX_SERVICE_HEADERS: usize = 16;
@@ -123,53 +58,6 @@ fn service_headers(headers: &[HeaderValue]) -> Vec<(String, String)> {
     }
     kept
 }
-
-/// `RateLimitResponse.DescriptorStatus`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DescriptorStatus {
-    /// `Code` of this descriptor.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// The limit that applied.
-    #[prost(message, optional, tag = "2")]
-    pub current_limit: Option<RateLimit>,
-    /// Units left.
-    #[prost(uint32, tag = "3")]
-    pub limit_remaining: u32,
-    /// Time until the limit resets.
-    #[prost(message, optional, tag = "4")]
-    pub duration_until_reset: Option<ProtoDuration>,
-}
-
-/// `RateLimitResponse.RateLimit`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimit {
-    /// Requests per unit.
-    #[prost(uint32, tag = "1")]
-    pub requests_per_unit: u32,
-    /// `Unit`: 1 second, 2 minute, 3 hour, 4 day, 5 month, 6 year, 7 week.
-    #[prost(int32, tag = "2")]
-    pub unit: i32,
-    /// The limit's name, if the service gives one.
-    #[prost(string, tag = "3")]
-    pub name: String,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct ProtoDuration {
-    /// Seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `Code.OK`.
-pub const CODE_OK: i32 = 1;
-/// `Code.OVER_LIMIT`.
-pub const CODE_OVER_LIMIT: i32 = 2;
 
 /// The serialized `RateLimitRequest` for one request: one descriptor with `entries`, and the
 /// request's cost as `hits_addend`.

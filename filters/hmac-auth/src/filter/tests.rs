@@ -347,8 +347,8 @@ fn a_copy_in_flight_is_409_and_a_failed_delivery_may_be_retried() {
 /// refused (409, released here) when it has, and the service's silence follows `failure_mode`.
 #[test]
 fn global_replay_asks_the_rate_limit_service() {
-    use crate::global::{RateLimitRequest, RateLimitResponse};
     use prost::Message;
+    use wasmgate_core::rls::{RateLimitRequest, RateLimitResponse};
     use wasmgate_core::{Answer, Callout};
     for failure_mode in ["deny", "allow"] {
         let env = FakeEnv::at(NOW_MS);
@@ -372,7 +372,11 @@ fn global_replay_asks_the_rate_limit_service() {
             let request = RateLimitRequest::decode(message.as_slice()).unwrap();
             assert_eq!(request.domain, "hooks");
             assert_eq!(request.descriptors[0].entries[0].key, "hmac_replay_id");
-            let reply = RateLimitResponse { overall_code: code }.encode_to_vec();
+            let reply = RateLimitResponse {
+                overall_code: code,
+                ..Default::default()
+            }
+            .encode_to_vec();
             *env.answer.borrow_mut() = Some(Answer::Grpc {
                 status,
                 message: reply.clone(),
