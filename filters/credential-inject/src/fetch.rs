@@ -96,12 +96,15 @@ pub fn token(answer: Answer) -> Result<Token, String> {
         Answer::NotSent(reason) => return Err(format!("not sent ({reason})")),
         Answer::Grpc { .. } => return Err("not an HTTP answer".into()),
     };
+    // The reason is logged: it names the status as a number, never the text it came as.
     let status = headers
         .iter()
         .find(|(n, _)| n == ":status")
-        .map_or("none", |(_, v)| v.as_str());
-    if status != "200" {
-        return Err(format!("status {status}"));
+        .and_then(|(_, v)| v.parse::<u16>().ok());
+    match status {
+        Some(200) => {}
+        Some(code) => return Err(format!("status {code}")),
+        None => return Err("no valid status".into()),
     }
     let parsed: Body =
         serde_json::from_slice(&body).map_err(|_| "the answer is not a JSON object".to_string())?;
@@ -251,6 +254,11 @@ mod tests {
                 "{reason}"
             );
         }
+        let garbled = Answer::Http {
+            headers: vec![(":status".into(), "\u{FFFD}".repeat(60))],
+            body: Vec::new(),
+        };
+        assert_eq!(token(garbled), Err("no valid status".into()));
         let too_long = format!(
             r#"{{"access_token": "{}"}}"#,
             "a".repeat(MAX_TOKEN_BYTES + 1)
