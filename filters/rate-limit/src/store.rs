@@ -264,12 +264,22 @@ pub fn decide_cost<S: SharedStore + ?Sized>(
     cost: u64,
 ) -> Result<Decision, UpdateError> {
     let mode = Mode::Count(cost);
-    if let Some(decision) = count(store, &table.place(key), limits, now, false, mode)? {
+    own_then_overflow(table, key, |place, replace_any| {
+        count(store, place, limits, now, replace_any, mode)
+    })
+}
+
+/// Decides in the key's own entry, or, when its bucket has no room, in the rule's overflow
+/// entry (which may replace any entry, so it always has room).
+fn own_then_overflow(
+    table: &Table<'_>,
+    key: &Key<'_>,
+    mut decide_in: impl FnMut(&Place, bool) -> Result<Option<Decision>, UpdateError>,
+) -> Result<Decision, UpdateError> {
+    if let Some(decision) = decide_in(&table.place(key), false)? {
         return Ok(decision);
     }
-    let decision = count(store, &table.overflow(key), limits, now, true, mode)?
-        // Never `None`: an entry that may replace any entry always has room.
-        .ok_or(UpdateError::HostError)?;
+    let decision = decide_in(&table.overflow(key), true)?.ok_or(UpdateError::HostError)?;
     Ok(Decision {
         overflow: true,
         evicted: false,
@@ -288,21 +298,12 @@ pub fn peek<S: SharedStore + ?Sized>(
     now: u64,
     cost: u64,
 ) -> Result<Decision, UpdateError> {
-    let read = |place: &Place, replace_any: bool| {
+    own_then_overflow(table, key, |place, replace_any| {
         let (stored, _) = store
             .get_shared(&place.bucket)
             .map_err(|_| UpdateError::HostError)?;
         let stored = stored.unwrap_or_default();
-        Ok::<_, UpdateError>(step(&stored, place, limits, now, replace_any, Mode::Peek(cost)).1)
-    };
-    if let Some(decision) = read(&table.place(key), false)? {
-        return Ok(decision);
-    }
-    let decision = read(&table.overflow(key), true)?.ok_or(UpdateError::HostError)?;
-    Ok(Decision {
-        overflow: true,
-        evicted: false,
-        ..decision
+        Ok(step(&stored, place, limits, now, replace_any, Mode::Peek(cost)).1)
     })
 }
 
