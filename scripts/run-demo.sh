@@ -22,7 +22,7 @@ curl -fsS http://127.0.0.1:9901/ready >/dev/null || { cat .run/envoy.log; exit 1
 cat <<TXT
 
 wasmgate demo: Envoy on $LISTENER (admin http://127.0.0.1:9901), echo upstream on 127.0.0.1:18080
-Logs: .run/envoy.log, .run/upstream.log. Metrics: curl -s http://127.0.0.1:9901/stats | grep wasmgate
+Logs: .run/envoy.log, .run/upstream.log. Metrics: curl -s http://127.0.0.1:9901/stats/prometheus | grep wasmgate_
 
   # no filter: the upstream echoes the request
   curl -s $LISTENER/echo/hello

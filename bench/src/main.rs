@@ -3,13 +3,16 @@
 //! itself. Rounds are interleaved and medians reported. `--smoke` runs one short round;
 //! `--only word,word` runs the matching variants (and the rows they are compared with) without
 //! writing `bench/results.json`. `--instructions` counts instructions per request under
-//! valgrind instead (`bench/instructions.rs`), into `bench/instructions.json`.
+//! valgrind instead (`bench/instructions.rs`), into `bench/instructions.json`. After the rounds,
+//! `bench/memory.rs` measures Envoy's resident memory with the demo chain on two workers, the
+//! bundle wasmgate.wasm against the single-filter modules (`--only memory`: only that).
 
 // A benchmark tool: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 mod instructions;
 mod load;
+mod memory;
 mod report;
 mod tokens;
 mod variants;
@@ -119,6 +122,14 @@ fn main() {
     eprintln!("prepared in {:.0?}", preparing.elapsed());
 
     let upstream_port = free_port();
+    // `--only memory`: the memory runs alone (no variant is named so).
+    if variants.is_empty() && !counting {
+        let runs = memory::measure(&modules, if smoke { 1 } else { 3 }, 4000, |listeners| {
+            config(listeners, upstream_port).to_string()
+        });
+        println!("{}", memory::table(&runs));
+        return;
+    }
     if counting {
         let counts = instructions::count(&variants, &requests, |batch| {
             config(batch, upstream_port).to_string()
@@ -159,6 +170,18 @@ fn main() {
     let rss_none = rss_kib(bare.pid());
     drop(bare);
 
+    // Resident memory of the demo chain on two workers, bundle against separate modules: whole
+    // runs, and `--only` selections holding a chain row (`--only memory`: these runs alone).
+    let memory_wanted = !partial || variants.iter().any(|v| v.name.starts_with("chain_"));
+    let memory_runs = if memory_wanted && memory::available(&modules) {
+        let (rounds, warm_up) = if smoke { (1, 200) } else { (3, 4000) };
+        memory::measure(&modules, rounds, warm_up, |listeners| {
+            config(listeners, upstream_port).to_string()
+        })
+    } else {
+        Vec::new()
+    };
+
     let report = report::Report::new(
         &variants,
         &samples,
@@ -169,6 +192,7 @@ fn main() {
             "pinned": pinned,
             "ready_ms_all_filters": ready_all.as_secs_f64() * 1e3, "ready_ms_no_filter": ready_none.as_secs_f64() * 1e3,
             "rss_kib_all_filters": rss_all, "rss_kib_no_filter": rss_none,
+            "memory_two_workers": memory_runs,
             "native_sha256_mb_per_s": report::native_sha256_mb_per_s(),
             "envoy": wasmgate_e2e::envoy_bin().display().to_string(),
             "machine": report::machine(),
@@ -427,7 +451,8 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// Envoy's resident memory, `VmRSS` of `/proc/<pid>/status`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -162,6 +162,12 @@ impl Report {
             "\nready after start: {:.0} ms with all variants, {:.0} ms with none; RSS {} KiB vs {} KiB\n",
             m["ready_ms_all_filters"].as_f64().unwrap_or(0.0), m["ready_ms_no_filter"].as_f64().unwrap_or(0.0),
             m["rss_kib_all_filters"], m["rss_kib_no_filter"]));
+        if let Some(runs) = m["memory_two_workers"]
+            .as_array()
+            .filter(|runs| !runs.is_empty())
+        {
+            out.push_str(&crate::memory::table(runs));
+        }
         out.push_str(&format!(
             "machine: {}\n",
             m["machine"].as_str().unwrap_or("?")
@@ -211,7 +217,12 @@ fn module_sizes() -> Vec<(String, u64, Option<u64>)> {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let before = size(&rustc_out.join(&name));
+            // The bundle builds in a target dir of its own (Makefile), as wasmgate_bundle.wasm.
+            let before = if name == "wasmgate.wasm" {
+                size(&rustc_out.join("../../bundle/wasm32-wasip1/wasm/wasmgate_bundle.wasm"))
+            } else {
+                size(&rustc_out.join(&name))
+            };
             (name, size(&p).unwrap_or(0), before)
         })
         .collect();
@@ -219,9 +230,13 @@ fn module_sizes() -> Vec<(String, u64, Option<u64>)> {
     sizes
 }
 
-/// The issue's size target for a module, in KiB: crypto-heavy jwt-auth gets more room.
+/// The issue's size target for a module, in KiB: crypto-heavy jwt-auth gets more room; the
+/// bundle of every filter (issue #26): at most the largest single module when it was set
+/// (jwt_auth.wasm, 805,773 bytes).
 fn size_target_kib(module: &str) -> u64 {
-    if module.starts_with("jwt") {
+    if module == "wasmgate.wasm" {
+        787
+    } else if module.starts_with("jwt") {
         400
     } else {
         150

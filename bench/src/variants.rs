@@ -89,7 +89,8 @@ pub struct Modules {
 }
 
 impl Modules {
-    fn get(&self, module: &str) -> Option<PathBuf> {
+    /// The path of `module` (`key_auth`, `wasmgate`), when it was built.
+    pub fn get(&self, module: &str) -> Option<PathBuf> {
         let path = if module == "passthrough" {
             self.build.join("passthrough.wasm")
         } else {
@@ -583,7 +584,119 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         "retry",
     );
 
+    // The demo chain key-auth -> rate-limit -> transform: the three single-filter modules (a VM
+    // each) against the bundle wasmgate.wasm (the same three plugins in one VM, one vm_id).
+    for (name, peer, bundle) in [
+        ("chain_separate", None, false),
+        ("chain_bundle", Some("chain_separate"), true),
+    ] {
+        let mut chain = variant(name, peer, "floor", demo_chain(modules, bundle));
+        chain.requests = chain_requests();
+        wasm_variant(chain, if bundle { "wasmgate" } else { "key_auth" });
+    }
+
     (variants, skipped)
+}
+
+/// The key the chain variants' client presents.
+const CHAIN_KEY: &str = "bench-chain-key-0123456789abcdef";
+
+/// A Wasm plugin of the chain: from its own module (a VM of its own, vm_id the filter's name),
+/// or from the bundle wasmgate.wasm in the VM `wasmgate`, chosen by root id.
+fn chain_filter(modules: &Modules, bundle: bool, filter: &str, config: Value) -> Value {
+    if bundle {
+        let module = modules.get("wasmgate").unwrap_or_default();
+        wasm_in_vm(filter, "wasmgate", module, config)
+    } else {
+        let module = modules.get(&filter.replace('-', "_")).unwrap_or_default();
+        wasm(filter, module, config)
+    }
+}
+
+/// The demo chain: key-auth (one client), rate-limit on the client key-auth forwards (a limit
+/// never reached), transform's header edits of `transform_headers`.
+pub fn demo_chain(modules: &Modules, bundle: bool) -> Vec<Value> {
+    let added: serde_json::Map<String, Value> = ADDED
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let limits = json!([{"name": "bench", "requests": 1_000_000_000u64, "window": "1s", "algorithm": "token_bucket"}]);
+    vec![
+        chain_filter(
+            modules,
+            bundle,
+            "key-auth",
+            json!({"clients": [{"id": "bench-client", "keys": [{"sha256": sha256_hex(CHAIN_KEY)}]}],
+                   "key_sources": [{"header": "x-api-key"}],
+                   "forward": {"client_header": "x-client-id", "hide_credentials": true}}),
+        ),
+        chain_filter(
+            modules,
+            bundle,
+            "rate-limit",
+            json!({"rules": [{"match": {}, "key": [{"header": "x-client-id"}], "limits": limits}],
+                   "response_headers": "none"}),
+        ),
+        chain_filter(
+            modules,
+            bundle,
+            "transform",
+            json!({"request": {"headers": {"remove": REMOVED, "add": added}}}),
+        ),
+    ]
+}
+
+/// The rest of the full demo chain (envoy/demo.yaml): jwt-auth, hmac-auth, credential-inject and
+/// retry, loaded but switched off in the chain (`disabled: true`, as the demo does outside their
+/// routes): their VMs and configurations take memory, the requests do not run them.
+pub fn rest_of_demo_chain(modules: &Modules, bundle: bool) -> Vec<Value> {
+    let key = JwtKey::es256();
+    [
+        (
+            "jwt-auth",
+            json!({"providers": {"bench": {"issuer": ISSUER, "audiences": ["bench"],
+                "local_jwks": {"inline_string": key.jwks}}}, "requires": {"provider_name": "bench"}}),
+        ),
+        (
+            "hmac-auth",
+            json!({"scheme": "github", "secrets": [{"id": "bench", "value": WEBHOOK_SECRET}],
+                "max_body_bytes": 1_048_576}),
+        ),
+        (
+            "credential-inject",
+            json!({"credentials": {"api": {"header": {"name": "authorization",
+                "value": {"value": BENCH_CREDENTIAL}}}}, "use": "api", "overwrite": true}),
+        ),
+        (
+            "retry",
+            json!({"mode": "router", "max_retries": 2, "retry_on": ["5xx"]}),
+        ),
+    ]
+    .into_iter()
+    .map(|(filter, config)| {
+        let mut plugin = chain_filter(modules, bundle, filter, config);
+        plugin["disabled"] = json!(true);
+        plugin
+    })
+    .collect()
+}
+
+/// Requests through the demo chain: the client's key and the headers transform removes.
+pub fn chain_requests() -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    let mut headers: Vec<(String, String)> = vec![("x-api-key".into(), CHAIN_KEY.into())];
+    headers.extend(
+        REMOVED
+            .iter()
+            .map(|h| (h.to_string(), "drop-me".to_string())),
+    );
+    simple("GET", headers, vec![])
+}
+
+/// A variant for `main`'s memory runs (not a row of the tables).
+pub fn plain(name: &str, filters: Vec<Value>) -> Variant {
+    let mut v = variant(name, None, "baseline", filters);
+    v.requests = chain_requests();
+    v
 }
 
 /// The header value both credential variants inject.

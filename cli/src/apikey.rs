@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "digest_of")]
     quiet: bool,
     /// Prints the digest of this existing key instead of making one.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
     digest_of: Option<String>,
 }
 

@@ -559,6 +559,14 @@ fn signed_requests_pass_hmac_auth_in_envoy() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One key in 64 that `wasmgate apikey` makes starts with `-` (URL-safe base64): `--digest-of`
+/// takes it as the key, not as an option.
+#[test]
+fn digest_of_a_key_starting_with_a_hyphen() {
+    let digest = ok(&["apikey", "--digest-of", "-Im41-key-starting-with-a-hyphen"]);
+    assert_eq!(digest.trim().len(), 64, "{digest}");
+}
+
 /// A key made by `wasmgate apikey`, configured by the digest it printed, passes key-auth in
 /// Envoy; another fresh key does not.
 #[test]

@@ -15,5 +15,5 @@ cat <<TXT
   # after 3 failed requests the circuit is open for 10 s: 503 circuit_open with Retry-After
   curl -si $LISTENER/retry/down/orders
   # retries and circuit state in the metrics
-  curl -s http://127.0.0.1:9901/stats | grep wasmgate_retry
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep wasmgate_retry
 TXT

@@ -84,6 +84,8 @@ pub struct EnvoyOptions {
     pub env: Vec<(String, String)>,
     /// Log level (`-l`).
     pub log_level: String,
+    /// Per-component log levels (`--component-log-level`, e.g. `wasm:debug`); empty: none.
+    pub component_log_level: String,
     /// A command Envoy runs under, such as valgrind (`make bench-instructions`); empty: none.
     pub wrapper: Vec<String>,
     /// How long Envoy may take to be ready.
@@ -96,6 +98,7 @@ impl Default for EnvoyOptions {
             concurrency: 1,
             env: Vec::new(),
             log_level: "info".into(),
+            component_log_level: String::new(),
             wrapper: Vec::new(),
             ready_within: Duration::from_secs(60),
         }
@@ -131,6 +134,9 @@ impl Envoy {
     pub fn start_config(config: &str, options: EnvoyOptions) -> Self {
         let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("wasmgate-e2e-{}-{id}", std::process::id()));
+        // A failed test keeps its directory (the log), and process ids are reused: a stale
+        // admin.txt read before this Envoy writes its own would point at a dead admin port.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -150,6 +156,13 @@ impl Envoy {
             .arg(dir.join("admin.txt"))
             .args(["--concurrency", &options.concurrency.to_string()])
             .args(["-l", &options.log_level])
+            .args(
+                Some(&options.component_log_level)
+                    .filter(|levels| !levels.is_empty())
+                    .map(|levels| ["--component-log-level", levels.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(repo_root())
             .stdin(Stdio::null())
@@ -270,6 +283,23 @@ impl Envoy {
             .or_else(|| stats.get(&format!("wasmcustom.{name}")))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The sum of wasmgate metric `name` (`wasmgate_key_auth_denied_total`) over its series
+    /// carrying all of `labels`, read from `/stats` (raw stat names: it works without
+    /// `stats_tags`; `tests/tests/observability.rs` proves the labels Prometheus sees).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.stats()
+            .iter()
+            .filter(|(stat, _)| {
+                let (metric, have) = wasmgate_core::metrics::parse_metric_name(stat);
+                metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+            })
+            .map(|(_, value)| value)
+            .sum()
     }
 
     /// Envoy's log so far.

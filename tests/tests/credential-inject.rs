@@ -134,6 +134,14 @@ fn assert_no_secrets(envoy: &Envoy, secrets: &[&str]) {
     }
 }
 
+/// The label of the `payments` credential's metrics.
+const PAYMENTS: (&str, &str) = ("credential", "payments");
+
+/// The sum of metric `wasmgate_credential_inject_<what>` over its series carrying `labels`.
+fn metric(envoy: &Envoy, what: &str, labels: &[(&str, &str)]) -> u64 {
+    envoy.metric(&format!("wasmgate_credential_inject_{what}"), labels)
+}
+
 #[test]
 fn one_token_per_process_shared_by_every_worker() {
     let server = Server::start(600, 0);
@@ -157,14 +165,9 @@ fn one_token_per_process_shared_by_every_worker() {
     );
     let token = tokens.into_iter().next().unwrap();
     assert!(server.active(&token), "a genuine token of the server");
-    assert_eq!(
-        envoy.stat("wasmgate_credential_inject_token_fetched_payments"),
-        1
-    );
-    assert_eq!(
-        envoy.stat("wasmgate_credential_inject_injected_payments"),
-        12
-    );
+    let fetched = [("outcome", "success"), PAYMENTS];
+    assert_eq!(metric(&envoy, "token_fetches_total", &fetched), 1);
+    assert_eq!(metric(&envoy, "injected_total", &[PAYMENTS]), 12);
     assert_no_secrets(&envoy, &["orders-secret-for-tests-only", &token]);
 }
 
@@ -198,6 +201,9 @@ fn client_secret_post_and_static_headers() {
         upstream.received().last().unwrap()["headers"]["x-api-key"],
         "own"
     );
+    assert_eq!(metric(&envoy, "kept_client_credential_total", &[]), 1);
+    let crm = [("credential", "crm")];
+    assert_eq!(metric(&envoy, "injected_total", &crm), 1);
     assert_no_secrets(
         &envoy,
         &[
@@ -222,7 +228,10 @@ fn a_wrong_client_secret_gets_503_and_no_credential_goes_upstream() {
     assert_eq!(response.status, 503, "{}", response.text());
     assert_eq!(response.json()["error"], "credential_unavailable");
     assert_eq!(upstream.attempts(), 0);
-    assert!(envoy.stat("wasmgate_credential_inject_token_fetch_failed_payments") >= 1);
+    let failed = [("outcome", "failure"), PAYMENTS];
+    assert!(metric(&envoy, "token_fetches_total", &failed) >= 1);
+    let refused = [("outcome", "refused"), PAYMENTS];
+    assert_eq!(metric(&envoy, "unavailable_total", &refused), 1);
     assert_no_secrets(&envoy, &["not-the-secret"]);
 }
 
@@ -300,10 +309,7 @@ fn an_upstream_401_drops_the_token_and_a_new_one_is_fetched() {
         call(&envoy, "api.payments.example", &[]).status == 200 && seen_token(&upstream) != first
     });
     assert!(replaced, "a new token after the 401");
-    assert_eq!(
-        envoy.stat("wasmgate_credential_inject_token_purged_payments"),
-        1
-    );
+    assert_eq!(metric(&envoy, "token_purged_total", &[PAYMENTS]), 1);
 }
 
 #[test]

@@ -231,6 +231,7 @@ fn token_per_subject_limit_and_transformed_request() {
         "rate_limited",
     );
 
-    assert!(envoy.stat("wasmgate_jwt_auth_denied") >= 4);
-    assert!(envoy.stat("wasmgate_rate_limit_limited") >= 2);
+    let outcome = |o| [("outcome", o)];
+    assert!(envoy.metric("wasmgate_jwt_auth_requests_total", &outcome("denied")) >= 4);
+    assert!(envoy.metric("wasmgate_rate_limit_requests_total", &outcome("limited")) >= 2);
 }

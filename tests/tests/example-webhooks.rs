@@ -207,10 +207,16 @@ fn github_deliveries_verified_duplicates_acknowledged_failures_retried() {
     assert_eq!(redelivered.status, 200, "{}", redelivered.text());
     assert_eq!(receiver.attempts(), 7);
 
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_verified"), 4);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_duplicates"), 3);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_replays"), 0);
-    assert_eq!(envoy.stat("wasmgate_retry_retries"), 3);
+    assert_eq!(
+        envoy.metric(
+            "wasmgate_hmac_auth_requests_total",
+            &[("outcome", "verified")]
+        ),
+        4
+    );
+    assert_eq!(envoy.metric("wasmgate_hmac_auth_duplicates_total", &[]), 3);
+    assert_eq!(envoy.metric("wasmgate_hmac_auth_replays_total", &[]), 0);
+    assert_eq!(envoy.metric("wasmgate_retry_retries_total", &[]), 3);
 }
 
 #[test]
@@ -257,9 +263,18 @@ fn stripe_events_verified_duplicates_acknowledged_failures_retried() {
     assert_duplicate(&stripe(&envoy, body, body, t));
     assert_eq!(receiver.attempts(), 3);
 
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_verified"), 2);
     assert_eq!(
-        envoy.stat("wasmgate_hmac_auth_matched_stripe"),
+        envoy.metric(
+            "wasmgate_hmac_auth_requests_total",
+            &[("outcome", "verified")]
+        ),
+        2
+    );
+    assert_eq!(
+        envoy.metric(
+            "wasmgate_hmac_auth_key_matched_total",
+            &[("key_id", "stripe")]
+        ),
         4,
         "replays included"
     );

@@ -79,7 +79,7 @@ fn two_envoys_share_one_replay_memory() {
     // Another delivery passes at either.
     assert_eq!(deliver(&b, r#"{"action": "opened", "n": 2}"#).status, 200);
     assert_eq!(upstream.attempts(), 2);
-    assert_eq!(b.stat("wasmgate_hmac_auth_replays"), 1);
+    assert_eq!(b.metric("wasmgate_hmac_auth_replays_total", &[]), 1);
     // The service counts without taking back: a delivery whose upstream attempt failed is
     // refused when the sender retries it within the ttl (README: "Replay memory across Envoys").
     upstream.script([Scripted::status(503)]);
@@ -87,7 +87,7 @@ fn two_envoys_share_one_replay_memory() {
     assert_eq!(deliver(&a, failed).status, 503);
     assert_error(&deliver(&a, failed), 409, "replayed");
     assert_eq!(upstream.attempts(), 3);
-    assert_eq!(b.stat("wasmgate_hmac_auth_replays"), 1);
+    assert_eq!(b.metric("wasmgate_hmac_auth_replays_total", &[]), 1);
     assert!(service.calls() >= 3);
 }
 
@@ -101,7 +101,10 @@ fn service_down_follows_failure_mode() {
     let upstream = Upstream::start();
     let deny = start(&config("deny"), &upstream, port);
     assert_error(&deliver(&deny, r#"{"n": 1}"#), 503, "replay_unavailable");
-    assert_eq!(deny.stat("wasmgate_hmac_auth_replay_unavailable"), 1);
+    assert_eq!(
+        deny.metric("wasmgate_hmac_auth_replay_unavailable_total", &[]),
+        1
+    );
     let allow = start(&config("allow"), &upstream, port);
     assert_eq!(deliver(&allow, r#"{"n": 2}"#).status, 200);
     // The local memory still works without the service.

@@ -320,8 +320,17 @@ fn standard_webhooks_v1_v1a_svix_and_duplicates() {
     assert_eq!(echo["headers"]["webhook-id"], "msg_6");
 
     assert_eq!(s.upstream.attempts(), 5);
-    assert_eq!(s.envoy.stat("wasmgate_hmac_auth_matched_sw_ed"), 1);
-    assert_eq!(s.envoy.stat("wasmgate_hmac_auth_duplicates"), 1);
+    assert_eq!(
+        s.envoy.metric(
+            "wasmgate_hmac_auth_key_matched_total",
+            &[("key_id", "sw-ed")]
+        ),
+        1
+    );
+    assert_eq!(
+        s.envoy.metric("wasmgate_hmac_auth_duplicates_total", &[]),
+        1
+    );
 }
 
 #[test]
@@ -433,7 +442,10 @@ fn discord_ping_is_answered_only_when_signed() {
         1,
         "only the command reached the upstream"
     );
-    assert_eq!(s.envoy.stat("wasmgate_hmac_auth_handshakes"), 1);
+    assert_eq!(
+        s.envoy.metric("wasmgate_hmac_auth_handshakes_total", &[]),
+        1
+    );
 }
 
 #[test]
@@ -512,7 +524,10 @@ fn slack_and_zoom_handshakes_are_answered_only_when_signed() {
         "zoom event",
     );
     assert_eq!(s.upstream.attempts(), 1);
-    assert_eq!(s.envoy.stat("wasmgate_hmac_auth_handshakes"), 2);
+    assert_eq!(
+        s.envoy.metric("wasmgate_hmac_auth_handshakes_total", &[]),
+        2
+    );
 }
 
 #[test]
@@ -738,7 +753,7 @@ fn outbound_signing_verified_by_the_senders_libraries() {
         );
         assert_eq!(check["ok"], true, "{path}: {got}");
     }
-    assert_eq!(s.envoy.stat("wasmgate_hmac_auth_signed"), 6);
+    assert_eq!(s.envoy.metric("wasmgate_hmac_auth_signed_total", &[]), 6);
 }
 
 /// RFC 3339 UTC for Unix seconds (civil from days, Howard Hinnant).

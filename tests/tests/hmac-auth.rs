@@ -20,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmgate_e2e::{Envoy, EnvoyOptions, Response, Scripted, Upstream};
 
 const MAX_BODY: usize = 1024;
+const REQUESTS: &str = "wasmgate_hmac_auth_requests_total";
+const KEY_MATCHED: &str = "wasmgate_hmac_auth_key_matched_total";
 
 fn hmac256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
@@ -509,32 +511,46 @@ fn exercise(scheme: &str) {
 
     // Only verified requests reached the upstream: 1, 4, 9 (503), 9 (retry), /health.
     assert_eq!(upstream.attempts(), 5, "{scheme}");
-    let stat = |what: &str| envoy.stat(&format!("wasmgate_hmac_auth_{what}"));
-    let current_metric = format!("matched_{}", current.id);
-    let previous_metric = format!("matched_{}", previous.id);
+    let matched = |id: &str| envoy.metric(KEY_MATCHED, &[("key_id", id)]);
+    let requests = |outcome: &str| envoy.metric(REQUESTS, &[("outcome", outcome)]);
+    let rejected =
+        |reason: &str| envoy.metric(REQUESTS, &[("outcome", "rejected"), ("reason", reason)]);
     assert_eq!(
-        stat(&previous_metric),
+        matched(&previous.id),
         1,
         "{scheme}: previous secret matched once"
     );
     // m-1, m-9 twice, and the replays of m-1 and m-9 (they verify before the replay check).
     assert_eq!(
-        stat(&current_metric),
+        matched(&current.id),
         5 + disguised_replays,
         "{scheme}: current secret matches"
     );
-    assert_eq!(stat("verified"), 4, "{scheme}");
-    assert_eq!(stat("duplicates"), 2 + disguised_replays, "{scheme}");
-    assert_eq!(stat("replays"), 0, "{scheme}");
-    assert_eq!(stat("rejected_invalid_signature"), 2, "{scheme}");
-    assert_eq!(stat("rejected_missing_signature"), 1, "{scheme}");
-    assert_eq!(stat("rejected_body_too_large"), 1, "{scheme}");
+    assert_eq!(requests("verified"), 4, "{scheme}");
     assert_eq!(
-        stat("rejected_stale_timestamp"),
+        envoy.metric("wasmgate_hmac_auth_duplicates_total", &[]),
+        2 + disguised_replays,
+        "{scheme}"
+    );
+    assert_eq!(
+        envoy.metric("wasmgate_hmac_auth_replays_total", &[]),
+        0,
+        "{scheme}"
+    );
+    assert_eq!(rejected("invalid_signature"), 2, "{scheme}");
+    assert_eq!(rejected("missing_signature"), 1, "{scheme}");
+    assert_eq!(rejected("body_too_large"), 1, "{scheme}");
+    assert_eq!(
+        rejected("stale_timestamp"),
         if has_timestamp(scheme) { 2 } else { 0 },
         "{scheme}"
     );
-    assert_eq!(stat("skipped"), 1, "{scheme}");
+    assert_eq!(
+        requests("rejected"),
+        4 + if has_timestamp(scheme) { 2 } else { 0 },
+        "{scheme}: every refusal has its reason"
+    );
+    assert_eq!(requests("skipped"), 1, "{scheme}");
 }
 
 #[test]
@@ -630,8 +646,8 @@ fn secrets_from_vm_environment() {
     );
     assert_reply(&response, 401, "invalid_signature", "unknown secret");
     assert_eq!(upstream.attempts(), 2);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_matched_current"), 1);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_matched_previous"), 1);
+    assert_eq!(envoy.metric(KEY_MATCHED, &[("key_id", "current")]), 1);
+    assert_eq!(envoy.metric(KEY_MATCHED, &[("key_id", "previous")]), 1);
 }
 
 /// A duplicate that arrives while the first copy is still at the upstream is refused, across
@@ -685,8 +701,15 @@ fn concurrent_duplicate_is_refused_across_workers() {
     assert_eq!(first.status, 200, "{}", first.text());
     assert_duplicate(&post(&envoy, "/hooks", &headers, &body), "after success");
     assert_eq!(upstream.attempts(), 1);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_replays"), refused);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_duplicates"), 1);
+    assert_eq!(
+        envoy.metric("wasmgate_hmac_auth_replays_total", &[]),
+        refused
+    );
+    assert_eq!(
+        envoy.metric(REQUESTS, &[("outcome", "rejected"), ("reason", "replayed")]),
+        refused
+    );
+    assert_eq!(envoy.metric("wasmgate_hmac_auth_duplicates_total", &[]), 1);
 }
 
 /// A chunked body (no Content-Length) is refused with 413 as soon as it grows past the limit.
@@ -728,7 +751,13 @@ fn chunked_body_over_the_limit() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"error\":\"body_too_large\""), "{answer}");
     assert_eq!(upstream.attempts(), 0);
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_rejected_body_too_large"), 1);
+    assert_eq!(
+        envoy.metric(
+            REQUESTS,
+            &[("outcome", "rejected"), ("reason", "body_too_large")]
+        ),
+        1
+    );
 }
 
 /// Unreadable signature headers are 400 `malformed_signature`.
@@ -767,7 +796,10 @@ fn malformed_signatures() {
     }
     assert_eq!(upstream.attempts(), 0);
     assert_eq!(
-        envoy.stat("wasmgate_hmac_auth_rejected_malformed_signature"),
+        envoy.metric(
+            REQUESTS,
+            &[("outcome", "rejected"), ("reason", "malformed_signature")]
+        ),
         3
     );
 }
@@ -849,20 +881,24 @@ fn rules_select_the_scheme_per_route() {
     assert_eq!(envoy.client().get("/health/live").status, 200);
     assert_eq!(upstream.attempts(), 3);
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
-    for metric in [
-        "wasmgate_hmac_auth_verified",
-        "wasmgate_hmac_auth_matched_gh",
-        "wasmgate_hmac_auth_matched_sl",
-        "wasmgate_hmac_auth_rejected_missing_signature",
-        "wasmgate_hmac_auth_skipped",
-        "wasmgate_hmac_auth_replays",
+    // Envoy's stats_tags (tests/configs/hmac-auth.yaml) turn the labels in the stat names into
+    // Prometheus labels.
+    for line in [
+        r#"wasmgate_hmac_auth_requests_total{plugin="hmac-auth",outcome="verified"} 2"#,
+        r#"wasmgate_hmac_auth_requests_total{plugin="hmac-auth",outcome="skipped"} 1"#,
+        r#"wasmgate_hmac_auth_requests_total{plugin="hmac-auth",outcome="rejected",reason="missing_signature"} 1"#,
+        r#"wasmgate_hmac_auth_requests_total{plugin="hmac-auth",outcome="rejected",reason="invalid_signature"} 0"#,
+        r#"wasmgate_hmac_auth_key_matched_total{plugin="hmac-auth",key_id="gh"} 1"#,
+        r#"wasmgate_hmac_auth_key_matched_total{plugin="hmac-auth",key_id="sl"} 1"#,
+        r#"wasmgate_hmac_auth_replays_total{plugin="hmac-auth"} 0"#,
+        "# TYPE wasmgate_hmac_auth_requests_total counter",
     ] {
         assert!(
-            prometheus.contains(metric),
-            "{metric} missing from /stats/prometheus"
+            prometheus.lines().any(|l| l == line),
+            "{line} missing from /stats/prometheus"
         );
     }
-    assert_eq!(envoy.stat("wasmgate_hmac_auth_verified"), 2);
+    assert_eq!(envoy.metric(REQUESTS, &[("outcome", "verified")]), 2);
 }
 
 /// An invalid configuration is refused at load time with the JSON path of the problem.
@@ -1105,11 +1141,20 @@ fn coverage_and_credential_scope() {
 
     assert_eq!(upstream.attempts(), 4);
     assert_eq!(
-        envoy.stat("wasmgate_hmac_auth_rejected_wrong_credential_scope"),
+        envoy.metric(
+            REQUESTS,
+            &[
+                ("outcome", "rejected"),
+                ("reason", "wrong_credential_scope")
+            ]
+        ),
         2
     );
     assert_eq!(
-        envoy.stat("wasmgate_hmac_auth_rejected_invalid_signature"),
+        envoy.metric(
+            REQUESTS,
+            &[("outcome", "rejected"), ("reason", "invalid_signature")]
+        ),
         3
     );
 }

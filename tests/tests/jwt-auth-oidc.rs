@@ -128,6 +128,18 @@ fn seen(r: &Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Key-set fetches of the `idp` provider (discovery included) with this outcome.
+fn fetches(envoy: &Envoy, outcome: &str) -> u64 {
+    let labels = [("outcome", outcome), ("provider", "idp")];
+    envoy.metric("wasmgate_jwt_auth_jwks_fetches_total", &labels)
+}
+
+/// Introspections of the `opaque` provider with this outcome.
+fn introspections(envoy: &Envoy, outcome: &str) -> u64 {
+    let labels = [("outcome", outcome), ("provider", "opaque")];
+    envoy.metric("wasmgate_jwt_auth_introspections_total", &labels)
+}
+
 #[test]
 fn discovery_finds_the_providers_keys_and_tokens_match_jwt_authn() {
     let oidc = Oidc::start();
@@ -160,10 +172,7 @@ fn discovery_finds_the_providers_keys_and_tokens_match_jwt_authn() {
     assert_eq!(get(&envoy, "main", "/api", &spliced).status, 401);
     assert_eq!(get(&envoy, "native", "/api", &spliced).status, 401);
     // One discovery and one key fetch for all of that.
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_jwks_fetch_success"),
-        1
-    );
+    assert_eq!(fetches(&envoy, "success"), 1);
 }
 
 #[test]
@@ -174,14 +183,11 @@ fn a_discovery_document_of_another_issuer_is_never_used() {
     let (_upstream, envoy) = start(&oidc, &config);
     // The filter fetches at start; the document is refused, with the reason in the log.
     let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while envoy.stat("wasmcustom.wasmgate_jwt_auth_jwks_fetch_failure") == 0 {
+    while fetches(&envoy, "failure") == 0 {
         assert!(std::time::Instant::now() < limit, "no failed discovery");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_jwks_fetch_success"),
-        0
-    );
+    assert_eq!(fetches(&envoy, "success"), 0);
     assert!(
         envoy.log().contains("issuer is not the provider's issuer"),
         "the log says why"
@@ -241,10 +247,7 @@ fn opaque_tokens_are_introspected_and_cached() {
         );
     }
     // One introspection for three requests: the answer is cached in shared data.
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_introspection_success"),
-        1
-    );
+    assert_eq!(introspections(&envoy, "success"), 1);
     // An unknown opaque token: inactive (401), and the JWT provider still serves JWTs without
     // asking the introspection endpoint.
     let r = get(&envoy, "main", "/api", "not-a-token-the-provider-issued");
@@ -252,16 +255,14 @@ fn opaque_tokens_are_introspected_and_cached() {
     assert_eq!(r.json()["error"], "token_inactive");
     let jwt = oidc.token(&[]);
     assert_eq!(get(&envoy, "main", "/api", &jwt).status, 200);
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_introspection_success"),
-        2
-    );
+    assert_eq!(introspections(&envoy, "success"), 2);
     // Wrong client credentials: the endpoint refuses, the request is denied (fail closed).
     config["providers"]["opaque"]["introspection"]["client_secret"] = json!({"value": "wrong"});
     let (_upstream2, envoy2) = start(&oidc, &config);
     let r = get(&envoy2, "main", "/api", &opaque);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["error"], "introspection_failed");
+    assert_eq!(introspections(&envoy2, "failure"), 1);
     assert!(!envoy2.log().contains("gateway-secret-for-tests-only"));
     assert!(!envoy2.log().contains(&opaque), "no token in the log");
 }
@@ -280,16 +281,10 @@ fn a_rotated_provider_key_is_found_through_discovery_on_its_unknown_kid() {
     // An unknown kid: discovery and the key set are fetched again, the request waits for them.
     let r = get(&envoy, "main", "/api", &new);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_jwks_fetch_success"),
-        2
-    );
+    assert_eq!(fetches(&envoy, "success"), 2);
     // The old key is gone with the old set (and no new refetch within 30 s).
     let r = get(&envoy, "main", "/api", &old);
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["error"], "unknown_key");
-    assert_eq!(
-        envoy.stat("wasmcustom.wasmgate_jwt_auth_jwks_fetch_success"),
-        2
-    );
+    assert_eq!(fetches(&envoy, "success"), 2);
 }

@@ -11,6 +11,10 @@ use wasmgate_e2e::{repo_root, Envoy, EnvoyOptions, Response, Scripted, Upstream}
 
 const ISSUER: &str = "https://issuer.example.com";
 const AUDIENCE: &str = "api.example.com";
+/// The metrics the tests read, and the label of the remote provider of [`remote_config`].
+const REQUESTS: &str = "wasmgate_jwt_auth_requests_total";
+const JWKS_FETCHES: &str = "wasmgate_jwt_auth_jwks_fetches_total";
+const REMOTE: (&str, &str) = ("provider", "remote");
 
 fn keys() -> Value {
     let path = repo_root().join("tests/fixtures/jwt/keys.json");
@@ -302,13 +306,27 @@ fn local_jwks_allows_denies_and_rewrites_headers() {
 
     // The verified-token cache answers a repeated token; metrics by reason.
     get(&envoy, "/api", &[("authorization", &bearer(&valid))]);
-    assert!(envoy.stat("wasmgate_jwt_auth_cache_hits") >= 1);
-    assert!(envoy.stat("wasmgate_jwt_auth_allowed") >= 8);
-    assert!(envoy.stat("wasmgate_jwt_auth_denied") >= 12);
-    assert!(envoy.stat("wasmgate_jwt_auth_denied_token_expired") >= 2);
-    assert!(envoy.stat("wasmgate_jwt_auth_denied_audience_not_allowed") >= 1);
+    assert!(envoy.metric("wasmgate_jwt_auth_token_cache_hits_total", &[]) >= 1);
+    assert!(envoy.metric(REQUESTS, &[("outcome", "allowed")]) >= 8);
+    assert!(envoy.metric(REQUESTS, &[("outcome", "denied")]) >= 12);
+    let denied = |reason| envoy.metric(REQUESTS, &[("outcome", "denied"), ("reason", reason)]);
+    assert!(denied("token_expired") >= 2);
+    assert!(denied("audience_not_allowed") >= 1);
+    // The shipped stats_tags make the labels Prometheus labels, in the order of the tags.
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
-    assert!(prometheus.contains("wasmgate_jwt_auth_denied_missing_token"));
+    let missing = format!(
+        "{REQUESTS}{{plugin=\"jwt-auth\",outcome=\"denied\",reason=\"missing_token\"}} {}",
+        denied("missing_token")
+    );
+    assert!(
+        prometheus.lines().any(|line| line == missing),
+        "{missing} not in:\n{}",
+        prometheus
+            .lines()
+            .filter(|l| l.contains(REQUESTS))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(envoy.log().contains("jwt-auth 0.1.0 (commit "));
     assert!(!envoy.log().contains(&valid), "tokens never logged");
     assert!(upstream.attempts() >= 8);
@@ -346,7 +364,7 @@ fn host_and_vm_signature_checks_agree() {
             }
         }
         if use_host {
-            host_checks = envoy.stat("wasmgate_jwt_auth_host_verified");
+            host_checks = envoy.metric("wasmgate_jwt_auth_host_verified_total", &[]);
         }
         verdicts.push(statuses);
     }
@@ -452,7 +470,7 @@ fn remote_jwks_shared_fetch_and_rotation() {
         2,
         "refetch at most every 30 s"
     );
-    assert!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_success") >= 2);
+    assert!(envoy.metric(JWKS_FETCHES, &[("outcome", "success")]) >= 2);
     assert!(!envoy.log().contains("panicked"));
 }
 
@@ -477,7 +495,7 @@ fn remote_jwks_unavailable_then_recovers_keeping_last_good_keys() {
         401,
         "jwks_unavailable",
     );
-    assert!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_failure") >= 1);
+    assert!(envoy.metric(JWKS_FETCHES, &[("outcome", "failure"), REMOTE]) >= 1);
     upstream.set_document(
         "/jwks.json",
         &json!({"keys": [public(&keys["rsa"])]}).to_string(),
@@ -561,7 +579,7 @@ fn oversized_jwks_responses_are_refused() {
         401,
         "jwks_unavailable",
     );
-    assert!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_failure") >= 1);
+    assert!(envoy.metric(JWKS_FETCHES, &[("outcome", "failure"), REMOTE]) >= 1);
     assert!(envoy.log().contains("body over"), "size cap logged");
     assert!(!envoy.log().contains("panicked"));
 }
@@ -585,7 +603,15 @@ fn first_requests_wait_for_the_first_fetch() {
     let t = token(&keys["rsa"], "RS256", claims(json!({})));
     let r = get(&envoy, "/api", &[("authorization", &bearer(&t))]);
     assert_eq!(r.status, 200, "waited for the first fetch: {}", r.text());
-    assert_eq!(envoy.stat("wasmgate_jwt_auth_jwks_fetch_success"), 1);
+    assert_eq!(
+        envoy.metric(JWKS_FETCHES, &[("outcome", "success"), REMOTE]),
+        1
+    );
+    let age = "provider=.=remote;.;wasmgate_jwt_auth_jwks_age_seconds";
+    assert!(
+        envoy.stats().keys().any(|name| name.ends_with(age)),
+        "a key-age gauge per remote provider"
+    );
 }
 
 #[test]

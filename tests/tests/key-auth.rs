@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmgate_e2e::{Envoy, EnvoyOptions, Response, Upstream};
 
+/// The metrics the tests read: `requests_total{outcome, reason}`, and
+/// `client_requests_total{outcome, client}`.
+const REQUESTS: &str = "wasmgate_key_auth_requests_total";
+const CLIENT_REQUESTS: &str = "wasmgate_key_auth_client_requests_total";
+
 const TEAM_A: &str = "team-a-current-key-0123456789";
 const TEAM_A_NEXT: &str = "team-a-next-key-from-env-0123";
 const PARTNER: &str = "partner-x-key-0123456789abcdef";
@@ -120,8 +125,9 @@ fn every_source_identifies_the_client_and_the_key_stays_here() {
     }
     let cookies = &upstream_saw(&upstream)["headers"]["cookie"];
     assert_eq!(cookies, "theme=dark", "other cookies are kept");
-    assert_eq!(envoy.stat("wasmgate_key_auth_allowed"), 4);
-    assert_eq!(envoy.stat("wasmgate_key_auth_client_team_a_allowed"), 4);
+    assert_eq!(envoy.metric(REQUESTS, &[("outcome", "allowed")]), 4);
+    let team_a = [("client", "team-a"), ("outcome", "allowed")];
+    assert_eq!(envoy.metric(CLIENT_REQUESTS, &team_a), 4);
 }
 
 #[test]
@@ -180,13 +186,11 @@ fn missing_invalid_ambiguous_and_their_challenges() {
         0,
         "nothing refused reached the upstream"
     );
-    assert_eq!(envoy.stat("wasmgate_key_auth_denied_missing_api_key"), 1);
-    assert_eq!(envoy.stat("wasmgate_key_auth_denied_invalid_api_key"), 2);
-    assert_eq!(
-        envoy.stat("wasmgate_key_auth_denied_ambiguous_credentials"),
-        3
-    );
-    assert_eq!(envoy.stat("wasmgate_key_auth_denied"), 6);
+    let denied = |reason| envoy.metric(REQUESTS, &[("outcome", "denied"), ("reason", reason)]);
+    assert_eq!(denied("missing_api_key"), 1);
+    assert_eq!(denied("invalid_api_key"), 2);
+    assert_eq!(denied("ambiguous_credentials"), 3);
+    assert_eq!(envoy.metric(REQUESTS, &[("outcome", "denied")]), 6);
 }
 
 #[test]
@@ -229,8 +233,10 @@ fn scopes_allowed_clients_and_optional_routes() {
     // with Envoy's normalization off and on).
     let dodge = client.send("GET", "/health/../admin/users", &partner, b"");
     assert_refused(&dodge, 400, "invalid_path");
-    assert_eq!(envoy.stat("wasmgate_key_auth_client_partner_x_denied"), 2);
-    assert_eq!(envoy.stat("wasmgate_key_auth_allowed_anonymous"), 1);
+    let partner_denied = [("client", "partner-x"), ("outcome", "denied")];
+    assert_eq!(envoy.metric(CLIENT_REQUESTS, &partner_denied), 2);
+    let anonymous = [("outcome", "allowed_anonymous")];
+    assert_eq!(envoy.metric(REQUESTS, &anonymous), 1);
 }
 
 #[test]

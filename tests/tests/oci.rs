@@ -130,8 +130,19 @@ fn plugin_wasm(layout: &Path, out: &Path) -> Vec<u8> {
 }
 
 /// The filter's shipped config with the pulled module and free ports.
+/// The shipped config of an image (the bundle `wasmgate` runs in `envoy/bundle.yaml`) and the
+/// crate whose start line names the module.
+fn shipped(filter: &str) -> (&str, &str) {
+    match filter {
+        "wasmgate" => ("bundle", "wasmgate-bundle"),
+        _ => (filter, filter),
+    }
+}
+
 fn config_for(filter: &str, module: &Path, upstream_port: u16) -> String {
-    let shipped = repo_root().join("envoy").join(format!("{filter}.yaml"));
+    let shipped = repo_root()
+        .join("envoy")
+        .join(format!("{}.yaml", shipped(filter).0));
     let text =
         std::fs::read_to_string(&shipped).unwrap_or_else(|e| panic!("{}: {e}", shipped.display()));
     text.replace(
@@ -214,7 +225,9 @@ fn images_round_trip_through_a_registry_and_load_in_envoy() {
         let response = envoy.client_for(&listener_name(&envoy)).get("/");
         assert!(response.status > 0, "{filter}: served a response");
         assert!(
-            envoy.log().contains(&format!("{filter} {version} (commit")),
+            envoy
+                .log()
+                .contains(&format!("{} {version} (commit", shipped(&filter).1)),
             "{filter}: module started from the pulled image"
         );
     }

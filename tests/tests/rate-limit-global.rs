@@ -113,15 +113,22 @@ fn two_envoys_share_one_global_limit_exactly() {
     assert_eq!(service.calls(), 1000, "one ShouldRateLimit per request");
     for envoy in [&a, &b] {
         assert!(
-            envoy.stat("wasmgate_rate_limit_allowed") > 0,
+            envoy.metric(
+                "wasmgate_rate_limit_requests_total",
+                &[("outcome", "allowed")]
+            ) > 0,
             "both Envoys admitted some"
         );
     }
-    let stat = |name: &str| a.stat(name) + b.stat(name);
-    assert_eq!(stat("wasmgate_rate_limit_global_calls"), 1000);
-    assert_eq!(stat("wasmgate_rate_limit_allowed"), 100);
-    assert_eq!(stat("wasmgate_rate_limit_limited"), 900);
-    assert_eq!(stat("wasmgate_rate_limit_global_failures"), 0);
+    let metric = |what: &str, outcome: &str| {
+        let name = format!("wasmgate_rate_limit_{what}");
+        let labels = [("outcome", outcome)];
+        a.metric(&name, &labels) + b.metric(&name, &labels)
+    };
+    assert_eq!(metric("global_calls_total", "success"), 1000);
+    assert_eq!(metric("global_calls_total", "failure"), 0);
+    assert_eq!(metric("requests_total", "allowed"), 100);
+    assert_eq!(metric("requests_total", "limited"), 900);
 
     // Headers come from the service's answer: its limit, remaining and reset.
     let allowed = responses.iter().find(|r| r.status == 200).unwrap();
@@ -186,7 +193,10 @@ fn headers_modes_and_local_first_pre_check() {
         4 + 5,
         "only what passed the local pre-check asked"
     );
-    assert_eq!(envoy.stat("wasmgate_rate_limit_global_calls"), 9);
+    assert_eq!(
+        envoy.metric("wasmgate_rate_limit_global_calls_total", &[]),
+        9
+    );
     let passed = client.get("/xr/a");
     assert_eq!(passed.status, 429, "the xr limit still holds");
 }
@@ -244,13 +254,14 @@ fn service_down_follows_failure_mode_within_the_timeout() {
             denied.status, 503,
             "an unknown cluster fails like a down service"
         );
-        assert_eq!(
-            envoy.stat("wasmgate_rate_limit_global_failures"),
-            7,
-            "{what}"
-        );
-        assert_eq!(envoy.stat("wasmgate_rate_limit_unavailable"), 4, "{what}");
-        assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), 0, "{what}");
+        let metric = |what: &str, labels: &[(&str, &str)]| {
+            envoy.metric(&format!("wasmgate_rate_limit_{what}"), labels)
+        };
+        let failed = [("outcome", "failure")];
+        assert_eq!(metric("global_calls_total", &failed), 7, "{what}");
+        assert_eq!(metric("global_calls_total", &[]), 7, "{what}: no success");
+        assert_eq!(metric("unavailable_total", &[]), 4, "{what}");
+        assert_eq!(metric("requests_total", &[]), 0, "{what}");
     }
 }
 

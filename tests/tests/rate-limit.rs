@@ -48,6 +48,16 @@ fn start_two_workers(config: &Value) -> Envoy {
     )
 }
 
+/// Metric `wasmgate_rate_limit_<what>` summed over its series carrying `labels`.
+fn metric(envoy: &Envoy, what: &str, labels: &[(&str, &str)]) -> u64 {
+    envoy.metric(&format!("wasmgate_rate_limit_{what}"), labels)
+}
+
+/// `wasmgate_rate_limit_requests_total` of one outcome.
+fn requests(envoy: &Envoy, outcome: &str) -> u64 {
+    metric(envoy, "requests_total", &[("outcome", outcome)])
+}
+
 fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
 }
@@ -178,10 +188,10 @@ fn fixed_and_sliding_windows_are_exact_across_two_workers() {
         assert_eq!(param(r, "ratelimit", "per_minute", "r"), 0);
     }
     assert_both_workers_served(&envoy);
-    assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), 100);
-    assert_eq!(envoy.stat("wasmgate_rate_limit_limited"), 900);
+    assert_eq!(requests(&envoy, "allowed"), 100);
+    assert_eq!(requests(&envoy, "limited"), 900);
     assert_eq!(
-        envoy.stat("wasmgate_rate_limit_errors"),
+        metric(&envoy, "errors_total", &[]),
         0,
         "no CAS retry ran out"
     );
@@ -193,8 +203,9 @@ fn fixed_and_sliding_windows_are_exact_across_two_workers() {
     assert_eq!(count(&responses, 429), 450);
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
     assert!(
-        prometheus.contains("wasmgate_rate_limit_limited"),
-        "metric exported to Prometheus"
+        prometheus.lines().any(|l| l
+            == r#"wasmgate_rate_limit_requests_total{plugin="rate-limit",outcome="limited"} 1350"#),
+        "metric exported to Prometheus, labelled by the stats_tags:\n{prometheus}"
     );
 }
 
@@ -243,7 +254,7 @@ fn token_bucket_admits_burst_plus_refill_across_two_workers() {
         done - started
     );
     assert_both_workers_served(&envoy);
-    assert_eq!(envoy.stat("wasmgate_rate_limit_allowed"), total);
+    assert_eq!(requests(&envoy, "allowed"), total);
 }
 
 fn functional_config() -> Value {
@@ -353,7 +364,7 @@ fn draft_headers_retry_after_and_independent_keys() {
         1,
         "a refusal is not counted"
     );
-    assert_eq!(envoy.stat("wasmgate_rate_limit_limited"), 2);
+    assert_eq!(requests(&envoy, "limited"), 2);
     assert!(
         envoy.log().contains("rate-limit 0.1.0 (commit "),
         "build identity logged at VM start"
@@ -409,7 +420,7 @@ fn shadow_missing_keys_and_key_parts() {
     }
     let last = get(&client, "/shadow/", &[]);
     assert_eq!(param(&last, "ratelimit", "hourly", "r"), 0);
-    assert_eq!(envoy.stat("wasmgate_rate_limit_shadow_limited"), 5);
+    assert_eq!(requests(&envoy, "shadow_limited"), 5);
 
     // on_missing_key: the default (the client address stands in), deny, allow, shared.
     let keyless = [("x-forwarded-for", "7.7.7.7")];
@@ -438,7 +449,7 @@ fn shadow_missing_keys_and_key_parts() {
     let denied = get(&client, "/deny/", &[]);
     assert_eq!(denied.status, 400);
     assert_eq!(denied.json()["error"], "missing_rate_limit_key");
-    assert_eq!(envoy.stat("wasmgate_rate_limit_missing_key"), 1);
+    assert_eq!(metric(&envoy, "missing_key_total", &[]), 1);
     for _ in 0..3 {
         let r = get(&client, "/allow/", &[]);
         assert_eq!(r.status, 200, "passed unlimited");
@@ -493,7 +504,8 @@ fn shadow_missing_keys_and_key_parts() {
 /// The issue's "Hostile requests": a client refused under its key sends a few hundred other key
 /// values through a table of 16 entries on two workers. Its entry is active, so no other key
 /// replaces it: it stays refused. The other keys take the free entries and then share the rule's
-/// one overflow quota (`wasmgate_rate_limit_overflow`); a key already in the table keeps its count.
+/// one overflow quota (`wasmgate_rate_limit_table_overflow_total`); a key already in the table
+/// keeps its count.
 #[test]
 fn a_refused_key_stays_refused_while_other_keys_flood_a_small_table() {
     let config = json!({"max_keys": 16, "rules": [{"key": [{"header": "x-k"}],
@@ -524,11 +536,11 @@ fn a_refused_key_stays_refused_while_other_keys_flood_a_small_table() {
     assert_eq!(count(&responses, 200), free + 3);
     assert_eq!(count(&responses, 429), others - free - 3);
     assert_eq!(
-        envoy.stat("wasmgate_rate_limit_overflow"),
+        metric(&envoy, "table_overflow_total", &[]),
         (others - free) as u64
     );
     assert_eq!(
-        envoy.stat("wasmgate_rate_limit_keys_evicted"),
+        metric(&envoy, "keys_evicted_total", &[]),
         0,
         "no active entry replaced"
     );
@@ -544,7 +556,7 @@ fn a_refused_key_stays_refused_while_other_keys_flood_a_small_table() {
         "honest kept its count"
     );
     assert_both_workers_served(&envoy);
-    assert_eq!(envoy.stat("wasmgate_rate_limit_errors"), 0);
+    assert_eq!(metric(&envoy, "errors_total", &[]), 0);
 }
 
 /// An invalid configuration makes Envoy refuse to start, with the one contract log line.
@@ -631,11 +643,11 @@ fn memory_growth(max_keys: u64, warm: usize, more: usize) -> (u64, u64) {
         started.elapsed()
     );
     assert_eq!(
-        envoy.stat("wasmgate_rate_limit_errors"),
+        metric(&envoy, "errors_total", &[]),
         0,
         "no CAS retry ran out"
     );
-    (growth, envoy.stat("wasmgate_rate_limit_keys_evicted"))
+    (growth, metric(&envoy, "keys_evicted_total", &[]))
 }
 
 /// Many distinct keys leave Envoy's memory bounded by `max_keys`. The issue asks for 1,000,000
@@ -712,7 +724,15 @@ fn several_keys_per_request_are_exact_and_a_refusal_counts_nowhere() {
     }
     assert_eq!(used, 100, "only the admitted requests were counted per IP");
     assert_eq!(
-        envoy.stat("wasmgate_rate_limit_limit.tenants.per_tenant.refused"),
+        metric(
+            &envoy,
+            "limit_requests_total",
+            &[
+                ("rule", "tenants"),
+                ("limit", "per_tenant"),
+                ("outcome", "limited")
+            ]
+        ),
         900
     );
 }
@@ -818,13 +838,22 @@ fn cost_prefixes_replies_shadow_and_labelled_metrics() {
     assert_eq!(last["headers"]["x-ratelimit-shadow"], "hourly");
 
     // Per-rule and per-limit counters, labelled by the template's stats_tags.
-    assert_eq!(envoy.stat("wasmgate_rate_limit_rule.v6.limited"), 7);
+    assert_eq!(
+        metric(
+            &envoy,
+            "rule_requests_total",
+            &[("rule", "v6"), ("outcome", "limited")]
+        ),
+        7
+    );
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
     for series in [
-        "wasmgate_rate_limit_rule_limited{rule=\"v6\"} 7",
-        "wasmgate_rate_limit_rule_shadow_limited{rule=\"shadow\"} 2",
-        "wasmgate_rate_limit_limit_refused{rule=\"shadow\",limit=\"hourly\"} 4",
-        "wasmgate_rate_limit_rule_allowed{rule=\"cost\"} 5",
+        r#"wasmgate_rate_limit_rule_requests_total{plugin="rate-limit",outcome="limited",rule="v6"} 7"#,
+        r#"wasmgate_rate_limit_rule_requests_total{plugin="rate-limit",outcome="shadow_limited",rule="shadow"} 2"#,
+        r#"wasmgate_rate_limit_limit_requests_total{plugin="rate-limit",outcome="limited",rule="shadow",limit="hourly"} 2"#,
+        r#"wasmgate_rate_limit_limit_requests_total{plugin="rate-limit",outcome="shadow_limited",rule="shadow",limit="hourly"} 2"#,
+        r#"wasmgate_rate_limit_rule_requests_total{plugin="rate-limit",outcome="allowed",rule="cost"} 5"#,
+        r#"wasmgate_rate_limit_requests_total{plugin="rate-limit",outcome="shadow_limited"} 2"#,
     ] {
         assert!(
             prometheus.lines().any(|l| l == series),

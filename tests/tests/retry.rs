@@ -59,6 +59,11 @@ fn filter(extra: Value) -> Value {
     config
 }
 
+/// Metric `wasmgate_retry_<what>` summed over its series carrying `labels`.
+fn metric(envoy: &Envoy, what: &str, labels: &[(&str, &str)]) -> u64 {
+    envoy.metric(&format!("wasmgate_retry_{what}"), labels)
+}
+
 fn merge(config: &mut Value, extra: Value) {
     if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
         config.extend(extra);
@@ -83,10 +88,12 @@ fn router_mode_503_503_200_for_an_external_client() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(upstream.attempts(), 3);
     assert_eq!(response.header(ATTEMPTS), Some("3"));
-    assert_eq!(envoy.stat("wasmgate_retry_retries"), 2);
+    assert_eq!(metric(&envoy, "retries_total", &[]), 2);
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
     assert!(
-        prometheus.contains("wasmgate_retry_retries"),
+        prometheus
+            .lines()
+            .any(|l| l == r#"wasmgate_retry_retries_total{plugin="retry"} 2"#),
         "{prometheus}"
     );
     // The headers reached the router (and were consumed there, not sent upstream).
@@ -147,7 +154,10 @@ fn router_mode_post_needs_an_idempotency_key() {
     let response = client.send("POST", "/orders", &[], b"{}");
     assert_eq!(response.status, 503);
     assert_eq!(upstream.attempts(), 1, "POST without a key: one attempt");
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_idempotency"), 1);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "idempotency")]),
+        1
+    );
     upstream.script(statuses(2, 503));
     let response = client.send("POST", "/orders", &[("idempotency-key", "k-1")], b"{}");
     assert_eq!(response.status, 200);
@@ -181,7 +191,7 @@ fn filter_mode_503_503_200() {
         assert_eq!(echo["query"], "x=1");
         assert_eq!(echo["body"], "payload", "every attempt carries the body");
     }
-    assert_eq!(envoy.stat("wasmgate_retry_retries"), 2);
+    assert_eq!(metric(&envoy, "retries_total", &[]), 2);
 }
 
 #[test]
@@ -272,7 +282,10 @@ fn filter_mode_budget_exhaustion_stops_retries() {
     let response = client.get("/f");
     assert_eq!(response.status, 503);
     assert_eq!(upstream.attempts(), 3 + 2 + 1);
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 2);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "budget")]),
+        2
+    );
 }
 
 #[test]
@@ -295,7 +308,10 @@ fn router_mode_budget_exhaustion_stops_retries() {
     assert_eq!(upstream.attempts(), 3 + 2 + 1);
     // Every request granted fewer retries than its policy allows counts: the three warm-up
     // requests (the budget had no room for them yet), then the two above.
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 5);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "budget")]),
+        5
+    );
 }
 
 fn breaker_opens_half_opens_and_closes(config: &Value, attempts_per_request: usize) {
@@ -307,7 +323,10 @@ fn breaker_opens_half_opens_and_closes(config: &Value, attempts_per_request: usi
     }
     let attempts = upstream.attempts();
     assert_eq!(attempts, 3 * attempts_per_request);
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    let backend = [("outcome", "opened"), ("upstream", "backend")];
+    assert_eq!(metric(&envoy, "circuit_transitions_total", &backend), 1);
+    let open = || metric(&envoy, "circuit_open", &[("upstream", "backend")]);
+    assert_eq!(open(), 1);
     // Open: answered locally, the upstream sees nothing more.
     for _ in 0..3 {
         let response = client.get("/cb");
@@ -321,14 +340,34 @@ fn breaker_opens_half_opens_and_closes(config: &Value, attempts_per_request: usi
         assert_eq!(retry_after, 1, "open_for is 1s");
     }
     assert_eq!(upstream.attempts(), attempts, "attempts stop growing");
-    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 3);
+    let backend = [("upstream", "backend")];
+    assert_eq!(metric(&envoy, "short_circuited_total", &backend), 3);
     // After open_for, one probe goes through; its success closes the circuit.
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(client.get("/cb").status, 200);
     assert_eq!(upstream.attempts(), attempts + 1);
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_closed"), 1);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "closed")]
+        ),
+        1
+    );
+    assert_eq!(open(), 0);
     assert_eq!(client.get("/cb").status, 200);
     assert_eq!(upstream.attempts(), attempts + 2);
+    let prometheus = envoy.admin_client().get("/stats/prometheus").text();
+    for series in [
+        r#"wasmgate_retry_circuit_open{plugin="retry",upstream="backend"} 0"#,
+        r#"wasmgate_retry_circuit_transitions_total{plugin="retry",outcome="opened",upstream="backend"} 1"#,
+        r#"wasmgate_retry_short_circuited_total{plugin="retry",upstream="backend"} 3"#,
+    ] {
+        assert!(
+            prometheus.lines().any(|l| l == series),
+            "{series} in\n{prometheus}"
+        );
+    }
 }
 
 #[test]
@@ -365,7 +404,14 @@ fn failed_probe_reopens_the_circuit() {
     assert_eq!(client.get("/cb").status, 502, "the probe fails");
     assert_eq!(client.get("/cb").json()["error"], "circuit_open");
     assert_eq!(upstream.attempts(), 2);
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 2);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "opened")]
+        ),
+        2
+    );
 }
 
 #[test]
@@ -449,8 +495,15 @@ fn circuit_is_shared_by_workers() {
         assert_eq!(response.json()["error"], "circuit_open");
     }
     assert_eq!(upstream.attempts(), 8, "open on every worker");
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
-    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 6);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "opened")]
+        ),
+        1
+    );
+    assert_eq!(metric(&envoy, "short_circuited_total", &[]), 6);
 }
 
 #[test]
@@ -474,8 +527,11 @@ fn budget_is_shared_by_workers() {
     let response = fresh().get("/f");
     assert_eq!(response.status, 503);
     assert_eq!(upstream.attempts(), 3 + 2);
-    assert_eq!(envoy.stat("wasmgate_retry_retries"), 1);
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_budget"), 1);
+    assert_eq!(metric(&envoy, "retries_total", &[]), 1);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "budget")]),
+        1
+    );
 }
 
 #[test]
@@ -534,7 +590,7 @@ fn filter_mode_every_retry_goes_through_the_route_table() {
         assert_eq!(echo["body"], "data");
     }
     assert_eq!(backend.attempts(), 3, "nothing more reached backend");
-    assert_eq!(envoy.stat("wasmgate_retry_retries"), 4);
+    assert_eq!(metric(&envoy, "retries_total", &[]), 4);
 }
 
 #[test]
@@ -548,7 +604,14 @@ fn circuit_is_per_upstream() {
     for _ in 0..2 {
         assert_eq!(client.get("/second/x").status, 503);
     }
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "opened")]
+        ),
+        1
+    );
     let open = client.get("/second/x");
     assert_eq!(open.json()["error"], "circuit_open");
     assert_eq!(second.attempts(), 2);
@@ -556,7 +619,7 @@ fn circuit_is_per_upstream() {
     assert_eq!(client.get("/x").status, 200);
     assert_eq!(client.get("/rewrite/x").status, 200);
     assert_eq!(backend.attempts(), 2);
-    assert_eq!(envoy.stat("wasmgate_retry_short_circuited"), 1);
+    assert_eq!(metric(&envoy, "short_circuited_total", &[]), 1);
 }
 
 #[test]
@@ -595,7 +658,10 @@ fn filter_mode_returns_at_once_when_the_wait_asked_is_too_long() {
     upstream.script([Scripted::status(429).header("ratelimit", "\"default\";r=0;t=60")]);
     assert_eq!(client.get("/f").status, 429);
     assert_eq!(upstream.attempts(), 2, "one attempt each");
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_retry_after"), 2);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "retry_after")]),
+        2
+    );
     // Longer than filter_mode.timeout allows: not retried either.
     let (upstream, envoy) = start(&filter(json!({
         "max_retries": 1,
@@ -631,11 +697,11 @@ fn router_mode_counts_the_retries_of_a_stream_the_client_reset() {
     assert_eq!(upstream.attempts(), 2);
     drop(socket);
     let waited = Instant::now();
-    while envoy.stat("wasmgate_retry_retries") == 0 && waited.elapsed() < Duration::from_secs(10) {
+    while metric(&envoy, "retries_total", &[]) == 0 && waited.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
-        envoy.stat("wasmgate_retry_retries"),
+        metric(&envoy, "retries_total", &[]),
         1,
         "the retry made before the reset is counted"
     );
@@ -659,7 +725,14 @@ fn a_forged_retry_marker_gains_nothing() {
         Value::Null
     );
     // Recorded like any request: the circuit opened and answers the next forged one too.
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "opened")]
+        ),
+        1
+    );
     let response = client.send("GET", "/f", &[("x-wasmgate-retry-attempt", "1")], b"");
     assert_eq!(response.json()["error"], "circuit_open");
     assert_eq!(upstream.attempts(), 1);
@@ -677,7 +750,10 @@ fn a_request_that_already_is_a_retry_is_not_retried_again() {
     let response = client.send("GET", "/r", &[("x-envoy-attempt-count", "2")], b"");
     assert_eq!(response.status, 503);
     assert_eq!(upstream.attempts(), 1);
-    assert_eq!(envoy.stat("wasmgate_retry_retries_denied_retried"), 1);
+    assert_eq!(
+        metric(&envoy, "retries_denied_total", &[("reason", "retried")]),
+        1
+    );
     upstream.script(statuses(2, 503));
     assert_eq!(client.get("/r").status, 200, "a first attempt is retried");
     assert_eq!(upstream.attempts(), 4);
@@ -780,7 +856,14 @@ fn a_failure_rate_opens_the_circuit_where_consecutive_counting_would_not() {
     for expected in [503, 200, 503, 200, 503, 200] {
         assert_eq!(client.get("/flaky").status, expected);
     }
-    assert_eq!(envoy.stat("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(
+        metric(
+            &envoy,
+            "circuit_transitions_total",
+            &[("outcome", "opened")]
+        ),
+        1
+    );
     assert_eq!(client.get("/flaky").json()["error"], "circuit_open");
     assert_eq!(upstream.attempts(), 6);
 }

@@ -59,8 +59,18 @@ fn start() -> Setup {
     }
 }
 
-fn stat(envoy: &Envoy, what: &str) -> u64 {
-    envoy.stat(&format!("wasmgate_transform_{what}"))
+/// Metric `wasmgate_transform_<what>` summed over its series carrying `labels`.
+fn metric(envoy: &Envoy, what: &str, labels: &[(&str, &str)]) -> u64 {
+    envoy.metric(&format!("wasmgate_transform_{what}"), labels)
+}
+
+/// `body_errors_total` of one reason (`""`: every reason) in one direction.
+fn body_errors(envoy: &Envoy, direction: &str, reason: &str) -> u64 {
+    let mut labels = vec![("direction", direction)];
+    if !reason.is_empty() {
+        labels.push(("reason", reason));
+    }
+    metric(envoy, "body_errors_total", &labels)
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -181,7 +191,7 @@ fn body_values_route_the_request_and_forged_headers_never_pass() {
         6,
         "never forwarded"
     );
-    assert!(stat(&envoy, "operations_skipped") >= 4);
+    assert!(metric(&envoy, "operations_skipped_total", &[]) >= 4);
 }
 
 #[test]
@@ -238,7 +248,7 @@ fn response_status_rewrites_and_edits_by_upstream_status() {
     let response = client.get("/status/fine");
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-ok"), Some("1"));
-    assert_eq!(stat(&envoy, "status_rewritten"), 2);
+    assert_eq!(metric(&envoy, "status_rewritten_total", &[]), 2);
 }
 
 #[test]
@@ -265,7 +275,7 @@ fn a_legacy_200_carrying_an_error_becomes_502() {
     let response = client.get("/legacy-api/balance");
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["balance"], 10);
-    assert_eq!(stat(&envoy, "status_rewritten"), 1);
+    assert_eq!(metric(&envoy, "status_rewritten_total", &[]), 1);
 }
 
 #[test]
@@ -331,7 +341,7 @@ fn json_to_xml_and_back() {
         "{}",
         response.text()
     );
-    assert_eq!(stat(&envoy, "response_invalid_xml"), 2);
+    assert_eq!(body_errors(&envoy, "response", "invalid_xml"), 2);
     // JSON that has no XML form is refused before the upstream.
     for body in [r#"{"a": 1, "b": 2}"#, r#"{"a><b": 1}"#, "[1]"] {
         let response = client.send(

@@ -81,8 +81,18 @@ fn start() -> Setup {
     start_with(CONFIG, false)
 }
 
-fn stat(envoy: &Envoy, what: &str) -> u64 {
-    envoy.stat(&format!("wasmgate_transform_{what}"))
+/// Metric `wasmgate_transform_<what>` summed over its series carrying `labels`.
+fn metric(envoy: &Envoy, what: &str, labels: &[(&str, &str)]) -> u64 {
+    envoy.metric(&format!("wasmgate_transform_{what}"), labels)
+}
+
+/// `body_errors_total` of one reason (`""`: every reason) in one direction.
+fn body_errors(envoy: &Envoy, direction: &str, reason: &str) -> u64 {
+    let mut labels = vec![("direction", direction)];
+    if !reason.is_empty() {
+        labels.push(("reason", reason));
+    }
+    metric(envoy, "body_errors_total", &labels)
 }
 
 /// Sends a chunked HTTP/1.1 request over a raw socket (no Content-Length) and returns the raw
@@ -160,9 +170,15 @@ fn header_and_query_operations_are_visible_upstream() {
     );
     assert_eq!(response.json()["query"], "v=2&lang=en");
     assert_eq!(upstream.attempts(), 2);
-    assert!(stat(&envoy, "operations_skipped") >= 2);
-    assert_eq!(stat(&envoy, "requests_transformed"), 2);
-    assert_eq!(stat(&envoy, "responses_transformed"), 2);
+    assert!(metric(&envoy, "operations_skipped_total", &[]) >= 2);
+    assert_eq!(
+        metric(&envoy, "transformed_total", &[("direction", "request")]),
+        2
+    );
+    assert_eq!(
+        metric(&envoy, "transformed_total", &[("direction", "response")]),
+        2
+    );
 }
 
 #[test]
@@ -215,11 +231,16 @@ fn disabled_rule_passes_untouched() {
     assert!(echo.get("served_by").is_none(), "response untouched");
     assert!(response.header("x-served-by").is_none());
     assert_eq!(upstream.attempts(), 1);
-    assert_eq!(stat(&envoy, "skipped"), 1);
-    assert_eq!(stat(&envoy, "requests_transformed"), 0);
+    assert_eq!(metric(&envoy, "skipped_total", &[]), 1);
+    assert_eq!(
+        metric(&envoy, "transformed_total", &[("direction", "request")]),
+        0
+    );
     let prometheus = envoy.admin_client().get("/stats/prometheus").text();
     assert!(
-        prometheus.contains("wasmgate_transform_skipped{} 1"),
+        prometheus
+            .lines()
+            .any(|l| l == r#"wasmgate_transform_skipped_total{plugin="transform"} 1"#),
         "{prometheus}"
     );
 }
@@ -337,7 +358,7 @@ fn json_edits_change_only_the_members_they_name() {
     for received in upstream.received().iter().skip(1) {
         assert_eq!(received["body_len"], 0, "never a body: {received}");
     }
-    assert_eq!(stat(&envoy, "invalid_json"), 2);
+    assert_eq!(body_errors(&envoy, "request", "invalid_json"), 2);
 }
 
 #[test]
@@ -360,7 +381,7 @@ fn request_bodies_the_edits_cannot_apply_to_are_refused() {
         assert_eq!(response.json()["error"], "unsupported_media_type");
     }
     assert_eq!(upstream.attempts(), 0, "refused before the upstream");
-    assert_eq!(stat(&envoy, "unsupported_media_type"), 3);
+    assert_eq!(body_errors(&envoy, "request", "unsupported_media_type"), 3);
     // JSON media types are recognised with parameters, in any case, with a +json suffix.
     for content_type in [
         "Application/JSON ; charset=UTF-8",
@@ -422,10 +443,13 @@ fn with_pass_non_json_bodies_go_byte_for_byte() {
     let response = client.get("/api/plain");
     assert_eq!(response.body, plain);
     assert_eq!(response.header("x-served-by"), Some("wasmgate"));
-    assert_eq!(stat(&envoy, "unsupported_media_type"), 1);
-    assert_eq!(stat(&envoy, "invalid_json"), 1);
-    assert_eq!(stat(&envoy, "response_unsupported_media_type"), 1);
-    assert_eq!(stat(&envoy, "body_errors"), 3);
+    assert_eq!(body_errors(&envoy, "request", "unsupported_media_type"), 1);
+    assert_eq!(body_errors(&envoy, "request", "invalid_json"), 1);
+    assert_eq!(body_errors(&envoy, "response", "unsupported_media_type"), 1);
+    assert_eq!(metric(&envoy, "body_errors_total", &[]), 3);
+    let prometheus = envoy.admin_client().get("/stats/prometheus").text();
+    let series = r#"wasmgate_transform_body_errors_total{plugin="transform",reason="unsupported_media_type",direction="response"} 1"#;
+    assert!(prometheus.lines().any(|l| l == series), "{prometheus}");
 }
 
 #[test]
@@ -458,8 +482,8 @@ fn responses_the_edits_cannot_apply_to_can_be_refused() {
         assert_eq!(response.json()["error"], error, "{path}");
         assert!(!response.text().contains("internal"), "{path}");
     }
-    assert_eq!(stat(&envoy, "response_unsupported_media_type"), 2);
-    assert_eq!(stat(&envoy, "response_invalid_json"), 1);
+    assert_eq!(body_errors(&envoy, "response", "unsupported_media_type"), 2);
+    assert_eq!(body_errors(&envoy, "response", "invalid_json"), 1);
 }
 
 #[test]
@@ -504,9 +528,9 @@ fn oversized_and_invalid_request_bodies() {
     for received in upstream.received() {
         assert_eq!(received["body_len"], 0, "{received}");
     }
-    assert_eq!(stat(&envoy, "body_too_large"), 2);
-    assert_eq!(stat(&envoy, "invalid_json"), 1);
-    assert_eq!(stat(&envoy, "body_errors"), 3);
+    assert_eq!(body_errors(&envoy, "request", "too_large"), 2);
+    assert_eq!(body_errors(&envoy, "request", "invalid_json"), 1);
+    assert_eq!(metric(&envoy, "body_errors_total", &[]), 3);
 }
 
 #[test]
@@ -549,14 +573,17 @@ fn response_headers_and_body_are_edited() {
     let response = client.get("/api/broken");
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "{not json");
-    assert_eq!(stat(&envoy, "response_invalid_json"), 1);
+    assert_eq!(body_errors(&envoy, "response", "invalid_json"), 1);
     // A response over the limit is refused rather than forwarded unedited.
     let response = client.get("/api/huge");
     assert_eq!(response.status, 502);
     assert_eq!(response.json()["error"], "body_too_large");
     // The first two had their headers edited; the third was replaced by the filter's reply.
-    assert_eq!(stat(&envoy, "responses_transformed"), 2);
-    assert_eq!(stat(&envoy, "body_errors"), 2);
+    assert_eq!(
+        metric(&envoy, "transformed_total", &[("direction", "response")]),
+        2
+    );
+    assert_eq!(metric(&envoy, "body_errors_total", &[]), 2);
 }
 
 #[test]

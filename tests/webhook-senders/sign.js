@@ -1,7 +1,7 @@
 // Signs (and checks) webhook requests with the senders' own libraries, for
 // tests/tests/hmac-auth-senders.rs. One JSON job on argv[2], one JSON answer on stdout.
 //
-//   {"kind": "keys"}                                  fresh key pairs (Ed25519, P-256, RSA 2048)
+//   {"kind": "keys"}                                  fresh key pairs (Ed25519, P-256, RSA 2048; public JWKs too)
 //   {"kind": "standardwebhooks", "secret", "id", "ts", "body"}   -> webhook-* headers (v1)
 //   {"kind": "svix", "secret", "id", "ts", "body"}               -> svix-* headers (v1)
 //   {"kind": "v1a", "seed", "id", "ts", "body"}                  -> "v1a,<base64>" (tweetnacl)
@@ -54,7 +54,11 @@ async function main() {
           }), 'pkcs8'),
         },
         p256: { jwk: ec.publicKey.export({ format: 'jwk' }), private_pem: pem(ec.privateKey, 'pkcs8') },
-        rsa: { pem: pem(rsa.publicKey, 'spki'), private_pem: pem(rsa.privateKey, 'pkcs8') },
+        rsa: {
+          pem: pem(rsa.publicKey, 'spki'),
+          jwk: rsa.publicKey.export({ format: 'jwk' }),
+          private_pem: pem(rsa.privateKey, 'pkcs8'),
+        },
       });
     }
     case 'standardwebhooks': {

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod edits;
+pub mod fetched;
 pub mod host;
 pub mod metrics;
 pub mod outcome;

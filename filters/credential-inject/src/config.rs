@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use wasmgate_core::config::ConfigError;
+use wasmgate_core::metrics::label_value;
 use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{Duration, Match, Policies, Secret};
@@ -157,7 +158,7 @@ pub enum Kind {
 /// A named credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
-    /// The name the configuration gives it (metric names, logs).
+    /// The name the configuration gives it (the `credential` label of its metrics, logs).
     pub name: String,
     /// What it injects.
     pub kind: Kind,
@@ -222,11 +223,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         check_name(&name).map_err(|e| ConfigError::new(at.clone(), e))?;
         if credentials
             .iter()
-            .any(|c: &Credential| metric_name(&c.name) == metric_name(&name))
+            .any(|c: &Credential| label_value(&c.name) == label_value(&name))
         {
             return Err(ConfigError::new(
                 at,
-                "has the same metric name as another credential (- and _ read alike)",
+                "has the same metric label as another credential",
             ));
         }
         let kind = compile_credential(&at, credential)?;
@@ -275,12 +276,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-/// A credential's name as it appears in metric names.
-pub fn metric_name(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// Credential names appear in metric names and shared-data keys.
+/// Credential names are a metric label and part of shared-data keys.
 fn check_name(name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {

@@ -2,7 +2,7 @@
 //! header (a static value, or `Bearer` with the shared OAuth2 token), wait briefly for a first
 //! token, and drop a token the upstream refuses. The plugin fetches tokens on its timer.
 
-use crate::config::{self, Config, Kind, Oauth2, OnUnavailable};
+use crate::config::{self, Config, Credential, Kind, Oauth2, OnUnavailable};
 use crate::fetch;
 use crate::token::{Availability, SharedToken};
 use std::cell::{Cell, RefCell};
@@ -19,46 +19,60 @@ const TICK: Duration = Duration::from_millis(100);
 /// When nothing waits and every token is there, shared data is read this often.
 const IDLE_SYNC_MS: u64 = 1_000;
 
-/// One credential's counters and its token-age gauge.
+/// One credential's metrics, labelled with its name; those of a token are no-ops for a static
+/// header.
+#[derive(Clone, Copy, Default)]
 struct CredentialMetrics {
     injected: Counter,
     fetched: Counter,
     fetch_failed: Counter,
     purged: Counter,
+    /// `unavailable_total` with the outcome `on_unavailable` gives: `refused` or `passed`.
     unavailable: Counter,
     token_age: Gauge,
 }
 
-/// The filter's counters.
+/// The filter's metrics: per credential, and the requests whose own credential was kept.
 struct Metrics {
-    injected: Counter,
-    unavailable: Counter,
-    passed_without_credential: Counter,
     kept_client_credential: Counter,
     by_credential: Vec<CredentialMetrics>,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>, config: &Config) -> Self {
-        let per = |name: &str| CredentialMetrics {
-            injected: setup.counter(&format!("injected_{name}")),
-            fetched: setup.counter(&format!("token_fetched_{name}")),
-            fetch_failed: setup.counter(&format!("token_fetch_failed_{name}")),
-            purged: setup.counter(&format!("token_purged_{name}")),
-            unavailable: setup.counter(&format!("unavailable_{name}")),
-            token_age: setup.gauge(&format!("token_age_seconds_{name}")),
+        let unavailable = match config.on_unavailable {
+            OnUnavailable::Deny => "refused",
+            OnUnavailable::Pass => "passed",
+        };
+        let per = |c: &Credential| {
+            let name = ("credential", c.name.as_str());
+            let injected = setup.counter_with("injected_total", &[name]);
+            if !matches!(c.kind, Kind::Oauth2(_)) {
+                return CredentialMetrics {
+                    injected,
+                    ..CredentialMetrics::default()
+                };
+            }
+            let with_outcome =
+                |what, outcome| setup.counter_with(what, &[("outcome", outcome), name]);
+            CredentialMetrics {
+                injected,
+                fetched: with_outcome("token_fetches_total", "success"),
+                fetch_failed: with_outcome("token_fetches_total", "failure"),
+                purged: setup.counter_with("token_purged_total", &[name]),
+                unavailable: with_outcome("unavailable_total", unavailable),
+                token_age: setup.gauge_with("token_age_seconds", &[name]),
+            }
         };
         Self {
-            injected: setup.counter("injected"),
-            unavailable: setup.counter("unavailable"),
-            passed_without_credential: setup.counter("passed_without_credential"),
-            kept_client_credential: setup.counter("kept_client_credential"),
-            by_credential: config
-                .credentials
-                .iter()
-                .map(|c| per(&config::metric_name(&c.name)))
-                .collect(),
+            kept_client_credential: setup.counter("kept_client_credential_total"),
+            by_credential: config.credentials.iter().map(per).collect(),
         }
+    }
+
+    /// The metrics of credential `index`.
+    fn of(&self, index: usize) -> CredentialMetrics {
+        self.by_credential.get(index).copied().unwrap_or_default()
     }
 }
 
@@ -235,11 +249,7 @@ impl CredentialInject {
     }
 
     fn count_injected(&self, cx: &Cx<'_>, index: usize) {
-        let metrics = &self.plugin.metrics;
-        cx.count(metrics.injected);
-        if let Some(m) = metrics.by_credential.get(index) {
-            cx.count(m.injected);
-        }
+        cx.count(self.plugin.metrics.of(index).injected);
     }
 
     /// No credential to inject: 503, or on with nothing injected (`on_unavailable`).
@@ -251,12 +261,9 @@ impl CredentialInject {
             .credentials
             .get(index)
             .map_or("", |c| c.name.as_str());
-        if let Some(m) = plugin.metrics.by_credential.get(index) {
-            cx.count(m.unavailable);
-        }
+        cx.count(plugin.metrics.of(index).unavailable);
         match plugin.config.on_unavailable {
             OnUnavailable::Deny => {
-                cx.count(plugin.metrics.unavailable);
                 log::debug!("wasmgate {FILTER}: credential {name} unavailable");
                 Outcome::Reply(LocalReply::new(
                     503,
@@ -265,7 +272,6 @@ impl CredentialInject {
                 ))
             }
             OnUnavailable::Pass => {
-                cx.count(plugin.metrics.passed_without_credential);
                 log::debug!("wasmgate {FILTER}: credential {name} unavailable; passed without it");
                 Outcome::Continue
             }
@@ -384,9 +390,7 @@ impl Filter for CredentialInject {
         };
         if let Kind::Oauth2(grant) = &credential.kind {
             if plugin.purge(cx.host(), index, grant, generation) {
-                if let Some(m) = plugin.metrics.by_credential.get(index) {
-                    cx.count(m.purged);
-                }
+                cx.count(plugin.metrics.of(index).purged);
                 log::info!(
                     "wasmgate {FILTER}: the upstream answered {status}; token of {} dropped, a new one will be fetched",
                     credential.name
@@ -417,10 +421,9 @@ impl Filter for CredentialInject {
                 .borrow()
                 .get(index)
                 .map_or(0, |t| t.fetched_at);
-            if let Some(m) = plugin.metrics.by_credential.get(index) {
-                if fetched_at > 0 {
-                    cx.record(m.token_age, now.saturating_sub(fetched_at) / 1000);
-                }
+            if fetched_at > 0 {
+                let age = now.saturating_sub(fetched_at) / 1000;
+                cx.record(plugin.metrics.of(index).token_age, age);
             }
         }
         cx.wake_waiting();
@@ -437,13 +440,11 @@ impl Filter for CredentialInject {
             return;
         };
         let result = fetch::token(answer);
-        let metrics = plugin.metrics.by_credential.get(index);
+        let metrics = plugin.metrics.of(index);
         match &result {
             Ok(token) => {
-                if let Some(m) = metrics {
-                    cx.add(m.fetched, 1);
-                    cx.record(m.token_age, 0);
-                }
+                cx.add(metrics.fetched, 1);
+                cx.record(metrics.token_age, 0);
                 log::info!(
                     "wasmgate {FILTER}: fetched a token for {} (valid {} s)",
                     credential.name,
@@ -451,9 +452,7 @@ impl Filter for CredentialInject {
                 );
             }
             Err(reason) => {
-                if let Some(m) = metrics {
-                    cx.add(m.fetch_failed, 1);
-                }
+                cx.add(metrics.fetch_failed, 1);
                 log::warn!(
                     "wasmgate {FILTER}: token fetch for {} failed: {reason}; the current token (if any) stays in use until it expires",
                     credential.name

@@ -1,6 +1,7 @@
 //! Raw configuration (serde, unknown fields rejected) and its compiled form.
 
 use crate::crypto::Algorithm;
+use crate::jwks::{self, JwksSource, RawJwks};
 use crate::pubkey::{self, KeyMaterial, PublicKey};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -262,6 +263,8 @@ pub struct RawConfig {
     secrets: Vec<RawSecret>,
     #[serde(default)]
     public_keys: Vec<RawPublicKey>,
+    /// Public keys fetched from a JWKS URL (`http_signature` only), by `keyid` = `kid`.
+    jwks: Option<RawJwks>,
     #[serde(default)]
     signing_keys: Vec<RawSigningKey>,
     handshake: Option<bool>,
@@ -290,6 +293,7 @@ pub struct RawRule {
     scheme: Option<SchemeName>,
     secrets: Option<Vec<RawSecret>>,
     public_keys: Option<Vec<RawPublicKey>>,
+    jwks: Option<RawJwks>,
     signing_keys: Option<Vec<RawSigningKey>>,
     handshake: Option<bool>,
     hide_credentials: Option<bool>,
@@ -480,6 +484,9 @@ pub struct Policy {
     pub keys: Vec<Key>,
     /// Public keys (asymmetric signatures), tried after the secrets.
     pub public_keys: Vec<PublicKey>,
+    /// Index in [`Config::jwks`] of the key set fetched for this policy (`http_signature`):
+    /// its keys are looked up after the secrets and public keys.
+    pub jwks: Option<usize>,
     /// Answer the provider's handshake (Slack `url_verification`, Zoom
     /// `endpoint.url_validation`, Discord PING) once it is verified.
     pub handshake: bool,
@@ -539,6 +546,8 @@ pub struct Config {
     pub hold_headers: bool,
     /// Verify incoming or sign outgoing requests.
     pub mode: Mode,
+    /// The key sets fetched from JWKS URLs, each once however many policies use it.
+    pub jwks: Vec<JwksSource>,
 }
 
 impl Policy {
@@ -585,6 +594,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         custom: raw.custom.as_ref().map(|b| (String::new(), b)),
         twilio: raw.twilio.as_ref().map(|b| (String::new(), b)),
     };
+    let mut sources: Vec<JwksSource> = Vec::new();
+    let top_jwks = match &raw.jwks {
+        Some(block) => Some(add_source(&mut sources, jwks::compile("jwks", block)?)),
+        None => None,
+    };
     let default = compile_policy(
         0,
         "",
@@ -593,6 +607,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             scheme: raw.scheme,
             secrets: &raw.secrets,
             public_keys: &raw.public_keys,
+            jwks: top_jwks,
             signing_keys: &raw.signing_keys,
             tolerance: raw.timestamp_tolerance,
             max_body_bytes: raw.max_body_bytes,
@@ -626,6 +641,20 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 String::new()
             };
             let scheme = rule.scheme.unwrap_or(raw.scheme);
+            let rule_jwks = match &rule.jwks {
+                Some(block) => {
+                    if scheme != SchemeName::HttpSignature || raw.mode == Mode::Sign {
+                        return Err(ConfigError::new(
+                            format!("{at}jwks"),
+                            "keys from a JWKS verify scheme http_signature only (they are \
+                             selected by the signature's keyid)",
+                        ));
+                    }
+                    let at = format!("{at}jwks");
+                    Some(add_source(&mut sources, jwks::compile(&at, block)?))
+                }
+                None => top_jwks,
+            };
             let blocks = Blocks {
                 http_signature: rule
                     .http_signature
@@ -656,6 +685,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                     scheme,
                     secrets,
                     public_keys,
+                    jwks: rule_jwks,
                     signing_keys,
                     tolerance: rule.timestamp_tolerance.or(raw.timestamp_tolerance),
                     max_body_bytes: rule.max_body_bytes.or(raw.max_body_bytes),
@@ -723,7 +753,20 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         );
         check_replay_ttl(replay, policies)?;
     }
+    if let Some(top) = top_jwks {
+        let used = std::iter::once(&default)
+            .chain(rules.iter().filter_map(|r| r.policy.as_ref()))
+            .any(|p| p.jwks == Some(top));
+        if !used {
+            return Err(ConfigError::new(
+                "jwks",
+                "no policy uses it: keys from a JWKS verify scheme http_signature only, in mode \
+                 \"verify\"",
+            ));
+        }
+    }
     Ok(Config {
+        jwks: sources,
         policies: Policies::new(default, rules).with_paths(raw.paths),
         replay,
         global,
@@ -733,12 +776,25 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
+/// Adds a key source, or finds the same one already added; its index.
+fn add_source(sources: &mut Vec<JwksSource>, source: JwksSource) -> usize {
+    match sources.iter().position(|s| *s == source) {
+        Some(i) => i,
+        None => {
+            sources.push(source);
+            sources.len() - 1
+        }
+    }
+}
+
 /// What one policy is compiled from (a rule's fields merged over the top level's).
 struct Parts<'a> {
     mode: Mode,
     scheme: SchemeName,
     secrets: &'a [RawSecret],
     public_keys: &'a [RawPublicKey],
+    /// The key source this policy may use (index in [`Config::jwks`]).
+    jwks: Option<usize>,
     signing_keys: &'a [RawSigningKey],
     tolerance: Option<Duration>,
     max_body_bytes: Option<u64>,
@@ -987,6 +1043,10 @@ fn compile_policy(
     }
     let secrets = if uses_secrets { parts.secrets } else { &[] };
     let raw_public = if uses_public { parts.public_keys } else { &[] };
+    let jwks = match compiled_scheme {
+        Scheme::HttpSignature(_) if parts.mode == Mode::Verify => parts.jwks,
+        _ => None,
+    };
     if parts.mode == Mode::Sign && secrets.is_empty() && signing_keys.is_empty() {
         let what = if matches!(compiled_scheme, Scheme::Github) {
             "at least one secret is required to sign"
@@ -995,7 +1055,7 @@ fn compile_policy(
         };
         return Err(ConfigError::new(format!("{at}secrets"), what));
     }
-    if secrets.is_empty() && raw_public.is_empty() && parts.mode == Mode::Verify {
+    if secrets.is_empty() && raw_public.is_empty() && jwks.is_none() && parts.mode == Mode::Verify {
         let (field, what) = match (uses_secrets, uses_public) {
             (true, true) => ("secrets", "at least one secret or public key is required"),
             (false, _) => ("public_keys", "at least one public key is required"),
@@ -1032,6 +1092,7 @@ fn compile_policy(
         }
         public_keys.push(key);
     }
+    label_values_unique(at, &keys, &public_keys)?;
     if parts.handshake && crate::handshake::Kind::of(&compiled_scheme).is_none() {
         return Err(ConfigError::new(
             format!("{at}handshake"),
@@ -1045,6 +1106,7 @@ fn compile_policy(
         scheme: compiled_scheme,
         keys,
         public_keys,
+        jwks,
         signing_keys,
         handshake: parts.handshake,
         hide_credentials: parts.hide_credentials,
@@ -1524,6 +1586,36 @@ pub fn schema() -> schemars::Schema {
     schemars::schema_for!(RawConfig)
 }
 
+/// Refuses two key ids that would count on one `key_matched_total{key_id}` series (metric label
+/// values keep 64 characters of `[A-Za-z0-9_.:/-]`).
+fn label_values_unique(
+    at: &str,
+    keys: &[Key],
+    public_keys: &[PublicKey],
+) -> Result<(), ConfigError> {
+    let ids: Vec<&str> = keys
+        .iter()
+        .map(|k| k.id.as_str())
+        .chain(public_keys.iter().map(|k| k.id.as_str()))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let label = wasmgate_core::metrics::label_value(id);
+        if let Some(other) = ids[..i]
+            .iter()
+            .find(|other| wasmgate_core::metrics::label_value(other) == label)
+        {
+            return Err(ConfigError::new(
+                format!("{at}secrets"),
+                format!(
+                    "key ids {other:?} and {id:?} would share the metric label key_id={label:?}: \
+                     rename one"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1551,6 +1643,16 @@ mod tests {
             format!("{:?}", c.policies.default_policy().keys[0]),
             "Key(a, <redacted>)"
         );
+    }
+
+    #[test]
+    fn key_ids_sharing_a_metric_label_are_refused() {
+        let long = "k".repeat(64);
+        let e = err(&format!(
+            r#"{{"scheme": "github", "secrets": [{{"id": "{long}1", "value": "s"}}, {{"id": "{long}2", "value": "t"}}]}}"#
+        ));
+        assert_eq!(e.path, "secrets");
+        assert!(e.reason.contains("metric label key_id"), "{}", e.reason);
     }
 
     #[test]

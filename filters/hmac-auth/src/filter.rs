@@ -1,11 +1,15 @@
 //! The hmac-auth filter on the wasmgate frame: check the signature headers, buffer the body
 //! within `max_body_bytes`, verify, claim the replay id, settle it when the upstream answers.
+//! With `jwks`, the plugin's timer fetches key sets, and a request whose signature names a key
+//! not fetched yet waits (bounded) for the first fetch or for one rate-limited refetch.
 
-use crate::config::{self, Config, FailureMode, Mode, FILTER};
+use crate::config::{self, Config, FailureMode, Mode, Policy, FILTER};
 use crate::global::{self, Seen};
+use crate::jwks::{Keys, RemoteKeys, IDLE_SYNC_MS};
+use crate::pubkey::PublicKey;
 use crate::replay::{Claim, Fingerprint, Table};
 use crate::verify::{self, Pending, Reject, Request};
-use crate::{handshake, sign};
+use crate::{handshake, httpsig, sign};
 use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, HeaderMap};
@@ -14,70 +18,123 @@ use wasmgate_core::request::declared_length;
 use wasmgate_core::{
     Answer, Body, BodyMode, BodyNeed, Callout, ConfigError, LocalReply, Outcome, Response, Selected,
 };
-use wasmgate_host::{select, Counter, CounterSet, Cx, Direction, Filter, Setup, Uses};
+use wasmgate_host::{
+    select, Counter, CounterSet, Cx, Direction, Filter, Gauge, RootCx, Setup, Uses,
+};
 
-/// The reject codes that have a `rejected_<code>` counter.
-const REJECT_CODES: [&str; 6] = [
+/// The reasons of `requests_total{outcome="rejected"}`: every error code the filter answers.
+pub const REJECT_CODES: [&str; 8] = [
     "missing_signature",
     "invalid_signature",
     "wrong_credential_scope",
     "stale_timestamp",
     "malformed_signature",
     "body_too_large",
+    "replayed",
+    "replay_unavailable",
 ];
 
-/// The metric name suffix for a secret id (`.` and `-` become `_`).
-pub fn secret_metric(id: &str) -> String {
-    let clean: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("matched_{clean}")
+/// Tick of plugins with `jwks`: starts fetches and wakes requests waiting for keys.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The `key_id` label of requests verified with a key of a JWKS (key ids of fetched key sets
+/// are not configured, so they never become label values).
+pub fn jwks_key_label(authority: &str) -> String {
+    format!("jwks:{authority}")
 }
 
-/// The filter's counters.
+/// The filter's metrics.
 struct Metrics {
     verified: Counter,
     skipped: Counter,
+    /// `requests_total{outcome="rejected", reason}`, in the order of [`REJECT_CODES`].
+    rejected: Vec<(&'static str, Counter)>,
     replays: Counter,
     duplicates: Counter,
     handshakes: Counter,
     signed: Counter,
     replay_unavailable: Counter,
-    rejected: CounterSet,
+    /// `key_matched_total{key_id}` by configured secret or public key id.
     matched: CounterSet,
+    /// `key_matched_total{key_id="jwks:<authority>"}` by key source.
+    jwks_matched: Vec<Counter>,
+    fetch_ok: Counter,
+    fetch_failed: Counter,
+    /// Seconds since the oldest key set in use was fetched.
+    jwks_age: Gauge,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>, config: &Config) -> Self {
+        let requests =
+            |outcome: &str| setup.counter_with("requests_total", &[("outcome", outcome)]);
+        let with_jwks = !config.jwks.is_empty();
+        let fetches = |outcome: &str| {
+            if with_jwks {
+                setup.counter_with("jwks_fetches_total", &[("outcome", outcome)])
+            } else {
+                Counter::default()
+            }
+        };
         Self {
-            verified: setup.counter("verified"),
-            skipped: setup.counter("skipped"),
-            replays: setup.counter("replays"),
-            duplicates: setup.counter("duplicates"),
-            handshakes: setup.counter("handshakes"),
-            signed: setup.counter("signed"),
-            replay_unavailable: setup.counter("replay_unavailable"),
-            rejected: CounterSet::define(
-                setup,
-                REJECT_CODES.map(|code| (code, format!("rejected_{code}"))),
-            ),
-            matched: CounterSet::define(
-                setup,
-                config.secret_ids().into_iter().map(|id| {
-                    let what = secret_metric(&id);
-                    (id, what)
-                }),
-            ),
+            verified: requests("verified"),
+            skipped: requests("skipped"),
+            rejected: REJECT_CODES
+                .iter()
+                .map(|code| {
+                    let labels = [("outcome", "rejected"), ("reason", *code)];
+                    (*code, setup.counter_with("requests_total", &labels))
+                })
+                .collect(),
+            replays: setup.counter("replays_total"),
+            duplicates: setup.counter("duplicates_total"),
+            handshakes: setup.counter("handshakes_total"),
+            signed: setup.counter("signed_total"),
+            replay_unavailable: setup.counter("replay_unavailable_total"),
+            matched: CounterSet::define(setup, "key_matched_total", "key_id", config.secret_ids()),
+            jwks_matched: config
+                .jwks
+                .iter()
+                .map(|s| {
+                    let label = jwks_key_label(&s.authority);
+                    setup.counter_with("key_matched_total", &[("key_id", &label)])
+                })
+                .collect(),
+            fetch_ok: fetches("success"),
+            fetch_failed: fetches("failure"),
+            jwks_age: if with_jwks {
+                setup.gauge("jwks_age_seconds")
+            } else {
+                Gauge::default()
+            },
         }
+    }
+
+    fn rejected(&self, code: &str) -> Counter {
+        self.rejected
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(Counter::default(), |(_, counter)| *counter)
     }
 }
 
-/// One configuration: policies, counters and the replay table.
+/// One configuration: policies, counters, the replay table and the fetched key sets.
 pub struct Plugin {
     config: Config,
     metrics: Metrics,
     table: Option<Table>,
+    remote: RemoteKeys,
+}
+
+/// A request whose signature names a key not fetched yet, waiting for a fetch.
+struct Deferred {
+    request: Request,
+    /// Waits until then at most (Unix ms).
+    deadline_ms: u64,
+    /// Its key set's generation and completed fetches when it started waiting.
+    seen: (u64, u64),
+    /// The complete body, once it arrived.
+    body: Option<Vec<u8>>,
 }
 
 /// One stream: the selected policy, the request waiting for its body, the claimed replay id.
@@ -92,6 +149,10 @@ pub struct HmacAuth {
     claimed: Option<Fingerprint>,
     /// Waiting for the rate limit service (`replay.global`): the key id that verified.
     asking: Option<Option<String>>,
+    /// The fetched keys `request` was prepared with.
+    fetched: Rc<[PublicKey]>,
+    /// Waiting for keys to be fetched.
+    deferred: Option<Deferred>,
 }
 
 impl HmacAuth {
@@ -100,9 +161,8 @@ impl HmacAuth {
         let metrics = &self.plugin.metrics;
         if let Reject::Replayed = reject {
             cx.count(metrics.replays);
-        } else {
-            cx.count(metrics.rejected.get(reject.code()));
         }
+        cx.count(metrics.rejected(reject.code()));
         log::debug!("wasmgate {FILTER}: rejected: {}", reject.code());
         Outcome::Reply(LocalReply::new(
             reject.status(),
@@ -120,14 +180,29 @@ impl HmacAuth {
         let Some(policy) = plugin.config.policies.get(self.rule) else {
             return Outcome::Continue;
         };
-        let verified = match verify::verify(policy, &pending, &request, body) {
+        let fetched = Rc::clone(&self.fetched);
+        let verified = match verify::verify_with(policy, &fetched, &pending, &request, body) {
             Ok(verified) => verified,
             Err(reject) => return self.reject(cx, &reject),
         };
-        let key_id = policy.key_id(verified.key_index);
-        if let Some(id) = key_id {
-            cx.count(plugin.metrics.matched.get(id));
-        }
+        let key_id = match policy.key_id(verified.key_index) {
+            Some(id) => {
+                cx.count(plugin.metrics.matched.get(id));
+                Some(id)
+            }
+            None => {
+                let own = policy.keys.len() + policy.public_keys.len();
+                let key = verified
+                    .key_index
+                    .checked_sub(own)
+                    .and_then(|j| fetched.get(j));
+                if let Some(source) = policy.jwks {
+                    let counter = plugin.metrics.jwks_matched.get(source).copied();
+                    cx.count(counter.unwrap_or_default());
+                }
+                key.map(|k| k.id.as_str())
+            }
+        };
         if policy.handshake {
             let secret = policy
                 .keys
@@ -186,6 +261,7 @@ impl HmacAuth {
     /// 503 `replay_unavailable`: the replay check could not be made (fails closed).
     fn unavailable(&mut self, cx: &Cx<'_>) -> Outcome {
         cx.count(self.plugin.metrics.replay_unavailable);
+        cx.count(self.plugin.metrics.rejected("replay_unavailable"));
         Outcome::Reply(LocalReply::new(
             503,
             "replay_unavailable",
@@ -205,6 +281,71 @@ impl HmacAuth {
             key_id.unwrap_or("?")
         );
         Outcome::Continue
+    }
+
+    /// The keys fetched for `policy` (none without `jwks`, or while none were fetched).
+    fn fetched_keys(&self, cx: &Cx<'_>, policy: &Policy) -> (Rc<[PublicKey]>, Keys) {
+        let Some(source) = policy.jwks else {
+            return (Rc::from(Vec::new()), Keys::Unavailable);
+        };
+        let keys = self
+            .plugin
+            .remote
+            .keys(cx.host(), &self.plugin.config.jwks, source);
+        match &keys {
+            Keys::Ready(set) => (Rc::clone(set), keys),
+            _ => (Rc::from(Vec::new()), keys),
+        }
+    }
+
+    /// Until when a request refused with `reject` should rather wait for keys: none of its
+    /// signatures names a known key, the policy fetches keys, and either no fetch has completed
+    /// yet or a refetch runs or was just granted (at most one every
+    /// [`crate::jwks::REFETCH_INTERVAL_MS`]); `None`: refuse now.
+    fn wait_for_keys(
+        &self,
+        cx: &Cx<'_>,
+        policy: &Policy,
+        keys: &Keys,
+        reject: &Reject,
+    ) -> Option<u64> {
+        let source = policy.jwks?;
+        let config = &self.plugin.config;
+        let settings = config.jwks.get(source)?;
+        if !httpsig::is_unknown_key(reject) {
+            return None;
+        }
+        let now = cx.host().now_ms();
+        let wait = match keys {
+            Keys::Pending => true,
+            _ => self
+                .plugin
+                .remote
+                .refetch_for_unknown_kid(cx.host(), settings, now),
+        };
+        wait.then(|| {
+            now.saturating_add(settings.timeout_ms)
+                .saturating_add(IDLE_SYNC_MS)
+        })
+    }
+
+    /// Prepares a request that waited for keys again, now with the keys there are, and
+    /// verifies it with its body.
+    fn resume_deferred(&mut self, cx: &mut Cx<'_>, deferred: Deferred) -> Outcome {
+        let plugin = Rc::clone(&self.plugin);
+        let Some(policy) = plugin.config.policies.get(self.rule) else {
+            return Outcome::Continue;
+        };
+        let (fetched, _) = self.fetched_keys(cx, policy);
+        let now = cx.host().unix_seconds();
+        match verify::prepare_with(policy, &fetched, &deferred.request, now) {
+            Ok(pending) => {
+                self.fetched = fetched;
+                self.request = Some((deferred.request, pending));
+                self.finish(cx, deferred.body.as_deref().unwrap_or_default())
+            }
+            Err(reject) => self.reject(cx, &reject),
+        }
     }
 
     /// Records the upstream's answer for the claimed replay id.
@@ -240,11 +381,17 @@ impl Filter for HmacAuth {
     const USES: Uses = Uses {
         bodies: true,
         callouts: true,
-        waits: false,
+        waits: true,
     };
 
     fn configure(setup: &Setup<'_>, json: &[u8]) -> Result<Plugin, ConfigError> {
-        let config = config::parse(json)?;
+        let mut config = config::parse(json)?;
+        // Fetched keys outlive configuration changes: an unchanged source is not refetched.
+        let keys_namespace = setup.plugin_namespace();
+        for source in &mut config.jwks {
+            source.shared_key = keys_namespace.key(&source.shared_key);
+            crate::jwks::ensure_shared(setup.host(), &source.shared_key);
+        }
         // Replay ids of different configurations never meet; one configuration on every worker
         // shares one table.
         let namespace = setup.configuration_namespace();
@@ -255,6 +402,7 @@ impl Filter for HmacAuth {
             metrics: Metrics::define(setup, &config),
             config,
             table,
+            remote: RemoteKeys::default(),
         })
     }
 
@@ -266,6 +414,8 @@ impl Filter for HmacAuth {
             signing: None,
             claimed: None,
             asking: None,
+            fetched: Rc::from(Vec::new()),
+            deferred: None,
         }
     }
 
@@ -309,9 +459,25 @@ impl Filter for HmacAuth {
                 declared,
             });
         }
-        match verify::prepare(policy, &request, cx.host().unix_seconds()) {
-            Ok(pending) => self.request = Some((request, pending)),
-            Err(reject) => return self.reject(cx, &reject),
+        let (fetched, keys) = self.fetched_keys(cx, policy);
+        match verify::prepare_with(policy, &fetched, &request, cx.host().unix_seconds()) {
+            Ok(pending) => {
+                self.fetched = fetched;
+                self.request = Some((request, pending));
+            }
+            Err(reject) => match self.wait_for_keys(cx, policy, &keys, &reject) {
+                // The body is read first; the request then waits for the keys.
+                Some(deadline_ms) => {
+                    log::debug!("wasmgate {FILTER}: waiting for the JWKS");
+                    self.deferred = Some(Deferred {
+                        request,
+                        deadline_ms,
+                        seen: plugin.remote.seen(policy.jwks.unwrap_or_default()),
+                        body: None,
+                    });
+                }
+                None => return self.reject(cx, &reject),
+            },
         }
         if policy.hide_credentials {
             for name in policy.scheme.signature_headers() {
@@ -350,10 +516,36 @@ impl Filter for HmacAuth {
                     }
                     return Outcome::Continue;
                 }
+                if let Some(deferred) = &mut self.deferred {
+                    deferred.body = Some(bytes.to_vec());
+                    return Outcome::Wait {
+                        until_ms: deferred.deadline_ms,
+                    };
+                }
                 self.finish(cx, bytes)
             }
             Body::TooLarge => Outcome::Continue,
         }
+    }
+
+    fn on_wake(&mut self, cx: &mut Cx<'_>) -> Outcome {
+        let Some(deferred) = self.deferred.take() else {
+            return Outcome::Continue;
+        };
+        let source = self
+            .plugin
+            .config
+            .policies
+            .get(self.rule)
+            .and_then(|p| p.jwks)
+            .unwrap_or_default();
+        let unchanged = deferred.seen == self.plugin.remote.seen(source);
+        if unchanged && cx.host().now_ms() < deferred.deadline_ms {
+            let until_ms = deferred.deadline_ms;
+            self.deferred = Some(deferred);
+            return Outcome::Wait { until_ms };
+        }
+        self.resume_deferred(cx, deferred)
     }
 
     fn on_answer(&mut self, cx: &mut Cx<'_>, answer: Answer) -> Outcome {
@@ -388,7 +580,8 @@ impl Filter for HmacAuth {
 
     fn on_body_too_large(&mut self, cx: &mut Cx<'_>, _: Direction) {
         self.request = None;
-        cx.count(self.plugin.metrics.rejected.get("body_too_large"));
+        self.deferred = None;
+        cx.count(self.plugin.metrics.rejected("body_too_large"));
     }
 
     fn on_response_headers(&mut self, cx: &mut Cx<'_>, _: bool) -> Outcome {
@@ -397,6 +590,58 @@ impl Filter for HmacAuth {
             self.settle(cx, status.is_some_and(|s| (200..300).contains(&s)));
         }
         Outcome::Continue
+    }
+
+    fn tick_period(plugin: &Plugin) -> Option<Duration> {
+        (!plugin.config.jwks.is_empty()).then_some(TICK)
+    }
+
+    fn on_tick(plugin: &Rc<Plugin>, cx: &mut RootCx<'_>) {
+        let sources = &plugin.config.jwks;
+        let now = cx.host().now_ms();
+        if plugin.remote.idle(sources, cx.waiting(), now) {
+            return;
+        }
+        plugin.remote.synced(now);
+        plugin.remote.sync_all(cx.host(), sources);
+        if let Some(age) = plugin.remote.oldest_age_seconds(now) {
+            cx.record(plugin.metrics.jwks_age, age);
+        }
+        for index in plugin.remote.claim_fetches(cx.host(), sources, now) {
+            if let Some(source) = sources.get(index) {
+                let key = u64::try_from(index).unwrap_or(u64::MAX);
+                cx.call(key, crate::jwks::fetch_request(source), source.max_bytes);
+            }
+        }
+        cx.wake_waiting();
+    }
+
+    fn on_plugin_answer(plugin: &Rc<Plugin>, cx: &mut RootCx<'_>, key: u64, answer: Answer) {
+        let Some((index, source)) = usize::try_from(key)
+            .ok()
+            .and_then(|i| Some((i, plugin.config.jwks.get(i)?)))
+        else {
+            return;
+        };
+        let result = crate::jwks::accept(answer, source);
+        match &result {
+            Ok(_) => {
+                cx.add(plugin.metrics.fetch_ok, 1);
+                log::info!("wasmgate {FILTER}: fetched JWKS {}", source.uri);
+            }
+            Err(reason) => {
+                cx.add(plugin.metrics.fetch_failed, 1);
+                log::warn!(
+                    "wasmgate {FILTER}: JWKS fetch {} failed: {reason}; the last good keys (if \
+                     any) stay in use",
+                    source.uri
+                );
+            }
+        }
+        plugin
+            .remote
+            .finish_fetch(cx.host(), index, source, &result);
+        cx.wake_waiting();
     }
 
     fn on_done(&mut self, cx: &mut Cx<'_>) {

@@ -9,6 +9,7 @@
 
 use crate::config::{HttpSignatureSettings, Policy};
 use crate::crypto::{self, Algorithm};
+use crate::pubkey::PublicKey;
 use crate::sf::{self, Bare, Member};
 use crate::verify::{no_match, within, Reject, Request, Verified};
 use base64::engine::general_purpose::STANDARD;
@@ -38,10 +39,22 @@ fn param<'a>(params: &'a sf::Params, name: &str) -> Option<&'a Bare> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-/// Reads the signature headers, checks times and builds each signature base.
+/// Why [`prepare`] refuses a request none of whose signatures names a known key id (or names it
+/// with another algorithm than the key's); [`is_unknown_key`] recognises it.
+const NO_KNOWN_KEY: &str = "No signature uses a known key id with that key's algorithm.";
+
+/// Whether `reject` says no signature named a known key (the JWKS may lack a new key).
+pub fn is_unknown_key(reject: &Reject) -> bool {
+    matches!(reject, Reject::Invalid(why) if why == NO_KNOWN_KEY)
+}
+
+/// Reads the signature headers, checks times and builds each signature base. Key ids are
+/// looked up in the policy's secrets, then its public keys, then `fetched` (a JWKS's keys,
+/// numbered after the policy's own: [`Verified::key_index`]).
 pub fn prepare(
     settings: &HttpSignatureSettings,
     policy: &Policy,
+    fetched: &[PublicKey],
     req: &Request,
     now: u64,
     tolerance: u64,
@@ -81,7 +94,13 @@ pub fn prepare(
             Some(i) => (i, "hmac-sha256"),
             None => match policy.public_keys.iter().position(|k| &k.id == keyid) {
                 Some(j) => (policy.keys.len() + j, policy.public_keys[j].key.alg()),
-                None => continue,
+                None => match fetched.iter().position(|k| &k.id == keyid) {
+                    Some(f) => (
+                        policy.keys.len() + policy.public_keys.len() + f,
+                        fetched[f].key.alg(),
+                    ),
+                    None => continue,
+                },
             },
         };
         match param(params, "alg") {
@@ -173,9 +192,7 @@ pub fn prepare(
         });
     }
     if candidates.is_empty() {
-        return Err(Reject::Invalid(
-            "No signature uses a known key id with that key's algorithm.".into(),
-        ));
+        return Err(Reject::Invalid(NO_KNOWN_KEY.into()));
     }
     Ok(Prepared { candidates })
 }
@@ -281,8 +298,14 @@ fn content_digests(req: &Request) -> Result<Vec<(Algorithm, Vec<u8>)>, Reject> {
     Ok(digests)
 }
 
-/// Checks the HMAC of each candidate's base, then the body against `Content-Digest`.
-pub fn verify(prepared: &Prepared, policy: &Policy, body: &[u8]) -> Result<Verified, Reject> {
+/// Checks the HMAC or public-key signature of each candidate's base (`fetched`: the same keys
+/// [`prepare`] was given), then the body against `Content-Digest`.
+pub fn verify(
+    prepared: &Prepared,
+    policy: &Policy,
+    fetched: &[PublicKey],
+    body: &[u8],
+) -> Result<Verified, Reject> {
     for candidate in &prepared.candidates {
         let valid = match policy.keys.get(candidate.key_index) {
             Some(key) => {
@@ -292,7 +315,12 @@ pub fn verify(prepared: &Prepared, policy: &Policy, body: &[u8]) -> Result<Verif
             None => candidate
                 .key_index
                 .checked_sub(policy.keys.len())
-                .and_then(|j| policy.public_keys.get(j))
+                .and_then(|j| {
+                    policy
+                        .public_keys
+                        .get(j)
+                        .or_else(|| fetched.get(j.checked_sub(policy.public_keys.len())?))
+                })
                 .is_some_and(|k| k.key.verify(&candidate.base, &candidate.signature)),
         };
         if !valid {

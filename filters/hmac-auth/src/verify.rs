@@ -3,6 +3,7 @@
 
 use crate::config::{CustomSettings, Part, Policy, Provider, Scheme, SignatureEncoding};
 use crate::crypto::{self, Algorithm};
+use crate::pubkey::PublicKey;
 use crate::{httpsig, sigv4};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -197,7 +198,7 @@ fn too_many(header: &str) -> Reject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// Index of the key that matched: a secret's index, or the number of secrets plus a public
-    /// key's index ([`Policy::key_id`]).
+    /// key's index ([`Policy::key_id`]), or after those a fetched JWKS key's index.
     pub key_index: usize,
     /// Replay id (message id, nonce, or the signature).
     pub replay_id: String,
@@ -205,6 +206,16 @@ pub struct Verified {
 
 /// Reads and checks the signature headers; needs no body.
 pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reject> {
+    prepare_with(policy, &[], req, now)
+}
+
+/// [`prepare`] with keys fetched from the policy's JWKS (`http_signature` only).
+pub fn prepare_with(
+    policy: &Policy,
+    fetched: &[PublicKey],
+    req: &Request,
+    now: u64,
+) -> Result<Pending, Reject> {
     match &policy.scheme {
         Scheme::Github => {
             let value = required(req, "x-hub-signature-256")?;
@@ -264,7 +275,7 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
         ) => prepare_twilio(custom, req),
         Scheme::Custom(custom) => prepare_custom(custom, policy, req, now),
         Scheme::HttpSignature(settings) => {
-            httpsig::prepare(settings, policy, req, now, policy.tolerance_secs)
+            httpsig::prepare(settings, policy, fetched, req, now, policy.tolerance_secs)
                 .map(Pending::HttpSignature)
         }
         Scheme::AwsSigv4(settings) => {
@@ -277,6 +288,17 @@ pub fn prepare(policy: &Policy, req: &Request, now: u64) -> Result<Pending, Reje
 /// Verifies the signature over the complete body.
 pub fn verify(
     policy: &Policy,
+    pending: &Pending,
+    req: &Request,
+    body: &[u8],
+) -> Result<Verified, Reject> {
+    verify_with(policy, &[], pending, req, body)
+}
+
+/// [`verify`] with the fetched keys [`prepare_with`] was given.
+pub fn verify_with(
+    policy: &Policy,
+    fetched: &[PublicKey],
     pending: &Pending,
     req: &Request,
     body: &[u8],
@@ -363,7 +385,7 @@ pub fn verify(
             }
             Err(no_match())
         }
-        Pending::HttpSignature(prepared) => httpsig::verify(prepared, policy, body),
+        Pending::HttpSignature(prepared) => httpsig::verify(prepared, policy, fetched, body),
         Pending::AwsSigv4(prepared) => sigv4::verify(prepared, &policy.keys, req, body),
     }
 }

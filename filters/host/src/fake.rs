@@ -199,25 +199,40 @@ impl FakeEnv {
             .collect()
     }
 
-    /// The sum of every increment of the counter with this full name
-    /// (`wasmgate_<filter>_<what>`).
+    /// The sum of every increment of metric `name` (`wasmgate_<filter>_<what>`), whatever its
+    /// labels.
     pub fn metric(&self, name: &str) -> i64 {
+        self.metric_with(name, &[])
+    }
+
+    /// The sum of every increment of metric `name` among the series carrying all of `labels`.
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> i64 {
         self.calls
             .borrow()
             .iter()
             .filter_map(|c| match c {
-                Call::Metric(n, by) if n == name => Some(*by),
+                Call::Metric(stat, by) if series_matches(stat, name, labels) => Some(*by),
                 _ => None,
             })
             .sum()
     }
 
-    /// The last value a gauge with this full name was set to.
+    /// The last value gauge `name` was set to, whatever its labels.
     pub fn gauge(&self, name: &str) -> Option<u64> {
+        self.gauge_with(name, &[])
+    }
+
+    /// The last value gauge `name` carrying all of `labels` was set to.
+    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
         self.calls.borrow().iter().rev().find_map(|c| match c {
-            Call::Gauge(n, value) if n == name => Some(*value),
+            Call::Gauge(stat, value) if series_matches(stat, name, labels) => Some(*value),
             _ => None,
         })
+    }
+
+    /// The stat names defined so far (labels included), in order.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.metric_names.borrow().clone()
     }
 
     fn record(&self, call: Call) {
@@ -378,4 +393,13 @@ impl Env for FakeEnv {
             .unwrap_or_default();
         self.record(Call::Gauge(name, value));
     }
+}
+
+/// True when the stat name `stat` is metric `name` with all of `labels`.
+fn series_matches(stat: &str, name: &str, labels: &[(&str, &str)]) -> bool {
+    let (metric, have) = wasmgate_core::metrics::parse_metric_name(stat);
+    metric == name
+        && labels
+            .iter()
+            .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
 }

@@ -11,31 +11,36 @@ use wasmgate_core::path::PathVerdict;
 use wasmgate_core::shared::Namespace;
 use wasmgate_core::{ConfigError, HeaderEdits, LocalReply, Policies, RequestInfo, Selected};
 
-/// A counter named `wasmgate_<filter>_<what>`, defined at configure time; a no-op when the
-/// host refused to define it.
+/// A counter (see [`wasmgate_core::metrics`] for its name and labels), defined at configure
+/// time; a no-op when the host refused to define it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter(Option<u32>);
 
-/// A gauge named `wasmgate_<filter>_<what>` (a value that goes up and down, such as an age);
-/// a no-op when the host refused to define it.
+/// A gauge (a value that goes up and down, such as an age); a no-op when the host refused to
+/// define it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gauge(Option<u32>);
 
-/// Counters by a key such as a reject code or a secret id: a short list, which costs a module
-/// less than a map.
+/// One metric's counters by the value of one label (a reject reason, a secret id): a short
+/// list, which costs a module less than a map.
 #[derive(Debug, Clone, Default)]
 pub struct CounterSet(Vec<(String, Counter)>);
 
 impl CounterSet {
-    /// Defines one counter per `(key, metric suffix)`.
+    /// Defines `what` once per key, labelled `label=<key>` (and with the plugin's label).
     pub fn define<K: Into<String>>(
         setup: &Setup<'_>,
-        names: impl IntoIterator<Item = (K, String)>,
+        what: &str,
+        label: &str,
+        keys: impl IntoIterator<Item = K>,
     ) -> Self {
         Self(
-            names
-                .into_iter()
-                .map(|(key, what)| (key.into(), setup.counter(&what)))
+            keys.into_iter()
+                .map(|key| {
+                    let key = key.into();
+                    let counter = setup.counter_with(what, &[(label, &key)]);
+                    (key, counter)
+                })
                 .collect(),
         )
     }
@@ -46,6 +51,21 @@ impl CounterSet {
             .iter()
             .find(|(k, _)| k == key)
             .map_or(Counter::default(), |(_, counter)| *counter)
+    }
+}
+
+/// What names a plugin's metrics (filter and plugin), kept by a filter that defines counters
+/// while requests are handled ([`Cx::define_counter`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricNames {
+    filter: &'static str,
+    plugin: String,
+}
+
+impl MetricNames {
+    /// The stat name of `what` with `labels` (and the plugin's label).
+    pub fn name(&self, what: &str, labels: &[(&str, &str)]) -> String {
+        metric_name(self.filter, what, &self.plugin, labels)
     }
 }
 
@@ -74,14 +94,39 @@ impl<'a> Setup<'a> {
         }
     }
 
-    /// Defines the counter `wasmgate_<filter>_<what>`.
+    /// Defines the counter `wasmgate_<filter>_<what>` labelled with the plugin's name.
     pub fn counter(&self, what: &str) -> Counter {
-        Counter(self.env.define_metric(&metric_name(self.filter, what)))
+        self.counter_with(what, &[])
     }
 
-    /// Defines the gauge `wasmgate_<filter>_<what>`.
+    /// Defines the counter `wasmgate_<filter>_<what>` with `labels` besides the plugin's
+    /// (keys from [`wasmgate_core::metrics::LABELS`], values from the configuration only).
+    pub fn counter_with(&self, what: &str, labels: &[(&str, &str)]) -> Counter {
+        Counter(
+            self.env
+                .define_metric(&self.metric_names().name(what, labels)),
+        )
+    }
+
+    /// Defines the gauge `wasmgate_<filter>_<what>` labelled with the plugin's name.
     pub fn gauge(&self, what: &str) -> Gauge {
-        Gauge(self.env.define_gauge(&metric_name(self.filter, what)))
+        self.gauge_with(what, &[])
+    }
+
+    /// Defines the gauge `wasmgate_<filter>_<what>` with `labels` besides the plugin's.
+    pub fn gauge_with(&self, what: &str, labels: &[(&str, &str)]) -> Gauge {
+        Gauge(
+            self.env
+                .define_gauge(&self.metric_names().name(what, labels)),
+        )
+    }
+
+    /// What names this plugin's metrics, for counters defined while requests are handled.
+    pub fn metric_names(&self) -> MetricNames {
+        MetricNames {
+            filter: self.filter,
+            plugin: self.plugin.clone(),
+        }
     }
 
     /// Shared-data keys that outlive configuration changes of this plugin.
@@ -146,11 +191,28 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// Defines the counter `wasmgate_<filter>_<what>` while a request is handled, for counters
-    /// named after something configured that may be too numerous to define up front (one per
-    /// client of 100,000); the caller keeps the counter so each is defined once per plugin.
-    pub fn define_counter(&self, filter: &str, what: &str) -> Counter {
-        Counter(self.env.define_metric(&metric_name(filter, what)))
+    /// Defines a counter while a request is handled, for counters labelled with something
+    /// configured that may be too numerous to define up front (one per client of 100,000); the
+    /// caller keeps the counter so each is defined once per plugin.
+    pub fn define_counter(
+        &self,
+        names: &MetricNames,
+        what: &str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
+        Counter(self.env.define_metric(&names.name(what, labels)))
+    }
+
+    /// Defines a gauge while a request is handled (see [`Cx::define_counter`]).
+    pub fn define_gauge(&self, names: &MetricNames, what: &str, labels: &[(&str, &str)]) -> Gauge {
+        Gauge(self.env.define_gauge(&names.name(what, labels)))
+    }
+
+    /// Sets a gauge.
+    pub fn record(&self, gauge: Gauge, value: u64) {
+        if let Some(id) = gauge.0 {
+            self.env.record_metric(id, value);
+        }
     }
 
     /// Replaces the body the body hook was given.

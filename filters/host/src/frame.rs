@@ -5,6 +5,7 @@
 
 use crate::env::{Direction, Env};
 use crate::filter::{Cx, Filter, RootCx, Setup};
+use crate::logging;
 use proxy_wasm::types::Action;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -81,6 +82,7 @@ impl<F: Filter> Worker<F> {
             context_id,
             replied: false,
             paused: None,
+            request_id: None,
             request: BodyState::default(),
             response: BodyState::default(),
         })))
@@ -216,6 +218,9 @@ impl<F: Filter> Worker<F> {
             self.forget(id);
             return None;
         };
+        if let Ok(reached) = stream.try_borrow() {
+            logging::set_request_id(reached.request_id.clone());
+        }
         env.set_effective_context(id).then_some(stream)
     }
 
@@ -316,6 +321,9 @@ pub struct Stream<F: Filter> {
     replied: bool,
     /// A direction paused for a callout or a wait, resumed when the filter continues.
     paused: Option<Direction>,
+    /// The request's `x-request-id` as its log lines print it, read with the request headers
+    /// (Envoy drops the request header map once they went on).
+    request_id: Option<Rc<str>>,
     request: BodyState,
     response: BodyState,
 }
@@ -382,6 +390,7 @@ impl<F: Filter> Bound<F> {
     fn with(&self, f: impl FnOnce(&mut Stream<F>, &Worker<F>) -> Action) -> Action {
         let (action, reachable) = match self.stream.try_borrow_mut() {
             Ok(mut stream) => {
+                logging::set_request_id(stream.request_id.clone());
                 let action = f(&mut stream, &self.worker);
                 let reachable = stream.paused.is_some().then_some(stream.context_id);
                 (action, reachable)
@@ -422,6 +431,7 @@ impl<F: Filter> StreamOps for Bound<F> {
 
     fn done(&self, env: &dyn Env) {
         if let Ok(mut stream) = self.stream.try_borrow_mut() {
+            logging::set_request_id(stream.request_id.clone());
             let mut cx = Cx::new(env);
             stream.filter.on_done(&mut cx);
             self.worker.forget(stream.context_id);
@@ -439,6 +449,12 @@ impl<F: Filter> Stream<F> {
     ) -> Action {
         if self.replied {
             return Action::Continue;
+        }
+        if direction == Direction::Request {
+            let id = env.header(HeaderMap::Request, "x-request-id");
+            let field: Rc<str> = logging::request_id_field(id.as_deref().map(str::as_bytes)).into();
+            logging::set_request_id(Some(Rc::clone(&field)));
+            self.request_id = Some(field);
         }
         let mut cx = Cx::new(env);
         let outcome = match direction {

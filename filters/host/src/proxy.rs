@@ -211,6 +211,8 @@ impl Env for ProxyHost {
     }
 
     fn set_effective_context(&self, context_id: u32) -> bool {
+        // The frame only switches to streams: their log lines carry the request id.
+        crate::logging::set_in_stream(true);
         hostcalls::set_effective_context(context_id).is_ok()
     }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use wasmgate_core::config::{ConfigError, Duration};
+use wasmgate_core::metrics::label_value;
 use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{Match, Policies};
@@ -1049,6 +1050,16 @@ pub(crate) fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let names: Vec<String> = raw.providers.keys().cloned().collect();
+    // A provider's name is its metrics' `provider` label: two names must not become one.
+    let mut labels = BTreeMap::new();
+    for name in &names {
+        if let Some(first) = labels.insert(label_value(name), name) {
+            return Err(ConfigError::new(
+                format!("providers.{name}"),
+                format!("the same metric label as provider {first:?}"),
+            ));
+        }
+    }
     let providers = raw
         .providers
         .into_iter()
@@ -1233,6 +1244,11 @@ mod tests {
                 r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}, "isuer": "x"}}}"#,
                 "providers.p.isuer",
                 "unknown field",
+            ),
+            (
+                r#"{"providers": {"a b": {"local_jwks": {"inline_string": "JWKS"}}, "a_b": {"local_jwks": {"inline_string": "JWKS"}}}}"#,
+                "providers.a_b",
+                "the same metric label as provider \"a b\"",
             ),
             (
                 r#"{"providers": {"p": {"local_jwks": {"inline_string": "JWKS"}}}, "requires": {"provider_name": "q"}}"#,

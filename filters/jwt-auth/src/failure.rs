@@ -50,7 +50,7 @@ impl Failure {
         }
     }
 
-    /// The stable `error` code of the local reply and the metric suffix.
+    /// The stable `error` code of the local reply and the metric's `reason` label.
     pub fn code(self) -> &'static str {
         match self {
             Self::Missing => "missing_token",

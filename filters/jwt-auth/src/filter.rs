@@ -3,7 +3,7 @@
 //! the request with the configured headers or deny it.
 
 use crate::cache::TokenCache;
-use crate::config::{Config, KeySource, RemoteJwks};
+use crate::config::{Config, KeySource, Provider, RemoteJwks};
 use crate::decide::{self, Decision, Evaluation, Mutations, RequestView, Sources};
 use crate::failure::Failure;
 use crate::foreign::HostVerifier;
@@ -15,47 +15,82 @@ use std::rc::Rc;
 use std::time::Duration;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
-use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, Gauge, RootCx, Setup, Uses};
+use wasmgate_host::{select, Counter, Cx, Filter, Gauge, RootCx, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "jwt-auth";
 /// Tick of plugins with remote providers: wakes waiting requests and starts fetches.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The filter's counters.
+/// The filter's metrics: `requests_total` by outcome (and reason when denied), the token
+/// cache's hits, host-verified signatures, and each provider's fetches or introspections.
 struct Metrics {
     allowed: Counter,
-    denied: Counter,
-    denied_by: CounterSet,
+    /// One per [`Failure::ALL_CODES`], in its order.
+    denied: Vec<Counter>,
     cache_hits: Counter,
-    fetch_ok: Counter,
-    fetch_failed: Counter,
-    foreign_verified: Counter,
-    introspection_ok: Counter,
-    introspection_failed: Counter,
-    /// Seconds since the oldest remote key set in use was fetched.
+    host_verified: Counter,
+    /// By provider index.
+    providers: Vec<ProviderMetrics>,
+}
+
+/// One provider's metrics, labelled with its name: `jwks_fetches_total` and `jwks_age_seconds`
+/// for a remote key set, `introspections_total` for introspection (no-ops otherwise).
+#[derive(Clone, Copy, Default)]
+struct ProviderMetrics {
+    success: Counter,
+    failure: Counter,
+    /// Seconds since the provider's key set was fetched.
     jwks_age: Gauge,
 }
 
 impl Metrics {
-    fn define(setup: &Setup<'_>) -> Self {
+    fn define(setup: &Setup<'_>, config: &Config) -> Self {
+        let provider = |p: &Provider| {
+            let name = p.name.as_str();
+            let (what, jwks_age) = match p.keys {
+                KeySource::Local(_) => return ProviderMetrics::default(),
+                KeySource::Remote(_) => (
+                    "jwks_fetches_total",
+                    setup.gauge_with("jwks_age_seconds", &[("provider", name)]),
+                ),
+                KeySource::Introspection(_) => ("introspections_total", Gauge::default()),
+            };
+            let counter =
+                |outcome| setup.counter_with(what, &[("outcome", outcome), ("provider", name)]);
+            ProviderMetrics {
+                success: counter("success"),
+                failure: counter("failure"),
+                jwks_age,
+            }
+        };
         Self {
-            jwks_age: setup.gauge("jwks_age_seconds"),
-            allowed: setup.counter("allowed"),
-            denied: setup.counter("denied"),
-            denied_by: CounterSet::define(
-                setup,
-                Failure::ALL_CODES
-                    .iter()
-                    .map(|code| (*code, format!("denied_{code}"))),
-            ),
-            cache_hits: setup.counter("cache_hits"),
-            fetch_ok: setup.counter("jwks_fetch_success"),
-            fetch_failed: setup.counter("jwks_fetch_failure"),
-            foreign_verified: setup.counter("host_verified"),
-            introspection_ok: setup.counter("introspection_success"),
-            introspection_failed: setup.counter("introspection_failure"),
+            allowed: setup.counter_with("requests_total", &[("outcome", "allowed")]),
+            denied: Failure::ALL_CODES
+                .iter()
+                .map(|code| {
+                    setup.counter_with("requests_total", &[("outcome", "denied"), ("reason", code)])
+                })
+                .collect(),
+            cache_hits: setup.counter("token_cache_hits_total"),
+            host_verified: setup.counter("host_verified_total"),
+            providers: config.providers.iter().map(provider).collect(),
         }
+    }
+
+    /// The counter of a denial's reason.
+    fn denied(&self, failure: Failure) -> Counter {
+        Failure::ALL_CODES
+            .iter()
+            .position(|code| *code == failure.code())
+            .and_then(|i| self.denied.get(i))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The metrics of provider `index`.
+    fn provider(&self, index: usize) -> ProviderMetrics {
+        self.providers.get(index).copied().unwrap_or_default()
     }
 }
 
@@ -205,8 +240,7 @@ impl JwtAuth {
                         };
                     }
                 }
-                cx.count(metrics.denied);
-                cx.count(metrics.denied_by.get(failure.code()));
+                cx.count(metrics.denied(failure));
                 log::debug!(
                     "wasmgate {FILTER}: denied {} ({})",
                     info.path,
@@ -268,10 +302,7 @@ impl JwtAuth {
             );
             plugin.host_verify.set(Some(false));
         }
-        cx.add(
-            plugin.metrics.foreign_verified,
-            i64::from(verifier.verified()),
-        );
+        cx.add(plugin.metrics.host_verified, i64::from(verifier.verified()));
         evaluation
     }
 }
@@ -406,7 +437,7 @@ impl Filter for JwtAuth {
             }
         }
         Ok(Plugin {
-            metrics: Metrics::define(setup),
+            metrics: Metrics::define(setup, &config),
             cache: RefCell::new(TokenCache::new(config.cache_entries)),
             remote: RemoteKeys::default(),
             host_verify: Cell::new(None),
@@ -466,7 +497,7 @@ impl Filter for JwtAuth {
         let now_s = cx.host().now_ms() / 1000;
         match result {
             Ok(answer) => {
-                cx.count(plugin.metrics.introspection_ok);
+                cx.count(plugin.metrics.provider(index).success);
                 intro.store(cx.host(), &token, now_s, answer.as_ref());
                 if answer.is_none() && intro.negative_secs == 0 {
                     // Not cached: remembered for the rest of this request, and waiting
@@ -476,7 +507,7 @@ impl Filter for JwtAuth {
                 }
             }
             Err(reason) => {
-                cx.count(plugin.metrics.introspection_failed);
+                cx.count(plugin.metrics.provider(index).failure);
                 // Requests waiting for this answer ask themselves.
                 intro.release(cx.host(), &token);
                 log::warn!(
@@ -515,8 +546,8 @@ impl Filter for JwtAuth {
         }
         plugin.remote.synced(now);
         plugin.remote.sync_all(cx.host(), config);
-        if let Some(age) = plugin.remote.oldest_age_seconds(now) {
-            cx.record(plugin.metrics.jwks_age, age);
+        for (index, age) in plugin.remote.ages_seconds(now) {
+            cx.record(plugin.metrics.provider(index).jwks_age, age);
         }
         for index in plugin.remote.claim_fetches(cx.host(), config, now) {
             if let Some(KeySource::Remote(remote)) = config.providers.get(index).map(|p| &p.keys) {
@@ -568,11 +599,11 @@ impl Filter for JwtAuth {
         };
         match &result {
             Ok(_) => {
-                cx.add(plugin.metrics.fetch_ok, 1);
+                cx.add(plugin.metrics.provider(index).success, 1);
                 log::info!("wasmgate {FILTER}: fetched JWKS {}", remote.uri);
             }
             Err(reason) => {
-                cx.add(plugin.metrics.fetch_failed, 1);
+                cx.add(plugin.metrics.provider(index).failure, 1);
                 log::warn!(
                     "wasmgate {FILTER}: JWKS fetch {} failed: {reason}; the last good keys (if any) stay in use",
                     remote.uri

@@ -204,15 +204,16 @@ impl RemoteKeys {
         }
     }
 
-    /// Seconds since the oldest remote key set in use was fetched (`None`: no remote key set
-    /// yet), for the key-age gauge.
-    pub fn oldest_age_seconds(&self, now_ms: u64) -> Option<u64> {
+    /// Seconds since each remote key set in use was fetched, by provider index (providers
+    /// without keys yet left out), for the key-age gauges.
+    pub fn ages_seconds(&self, now_ms: u64) -> Vec<(usize, u64)> {
         self.views
             .borrow()
             .iter()
-            .filter(|v| v.jwks.is_some() && v.fetched_at > 0)
-            .map(|v| now_ms.saturating_sub(v.fetched_at) / 1000)
-            .max()
+            .enumerate()
+            .filter(|(_, v)| v.jwks.is_some() && v.fetched_at > 0)
+            .map(|(i, v)| (i, now_ms.saturating_sub(v.fetched_at) / 1000))
+            .collect()
     }
 
     /// What a waiting request saw: each provider's generation and completed fetches.

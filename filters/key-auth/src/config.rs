@@ -7,6 +7,7 @@ use crate::keys::{self, Entry, KeyTable};
 use serde::Deserialize;
 use std::time::UNIX_EPOCH;
 use wasmgate_core::config::ConfigError;
+use wasmgate_core::metrics::label_value;
 use wasmgate_core::path::PathOptions;
 use wasmgate_core::policies::PolicyRule;
 use wasmgate_core::{Match, Policies, Secret};
@@ -270,10 +271,10 @@ fn compile_clients(raw: Vec<RawClient>) -> Result<(Vec<Client>, KeyTable), Confi
     for (c, client) in raw.into_iter().enumerate() {
         let at = format!("clients[{c}]");
         check_client_id(&client.id).map_err(|e| ConfigError::new(format!("{at}.id"), e))?;
-        if let Some(first) = ids.insert(metric_safe(&client.id), c) {
+        if let Some(first) = ids.insert(label_value(&client.id), c) {
             return Err(ConfigError::new(
                 format!("{at}.id"),
-                format!("the same id (or one with the same metric name) as clients[{first}]"),
+                format!("the same id (or one with the same metric label) as clients[{first}]"),
             ));
         }
         for (s, scope) in client.scopes.iter().enumerate() {
@@ -368,7 +369,7 @@ fn instant(at: &str, field: &str, text: Option<&str>) -> Result<Option<u64>, Con
     ))
 }
 
-/// Client ids are forwarded in a header and named in metric names.
+/// Client ids are forwarded in a header and are a metric label.
 fn check_client_id(id: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:@".contains(c);
     if id.is_empty() || id.len() > MAX_CLIENT_ID_LENGTH || !id.chars().all(allowed) {
@@ -386,13 +387,6 @@ fn check_scope(scope: &str) -> Result<(), String> {
         return Err("a scope is printable ASCII without spaces, quotes or backslashes".into());
     }
     Ok(())
-}
-
-/// A client id as it appears in a metric name.
-pub fn metric_safe(id: &str) -> String {
-    id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// The key sources; by default the `x-api-key` header.

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use wasmgate_core::host::{request_info, was_lossy};
 use wasmgate_core::{ConfigError, LocalReply, Outcome, RequestInfo, Selected};
-use wasmgate_host::{select, Counter, CounterSet, Cx, Filter, Setup, Uses};
+use wasmgate_host::{select, Counter, Cx, Filter, MetricNames, Setup, Uses};
 
 /// The filter's name in logs, metrics and Envoy config.
 pub const FILTER: &str = "key-auth";
 
-/// Why a request was refused; each is a reply code and a metric.
+/// Why a request was refused; each is a reply code and a metric's `reason`. The order of
+/// [`Denial::ALL`] is the order of the variants (a denial indexes its counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
     /// No key where one is required.
@@ -39,7 +40,7 @@ impl Denial {
         Self::ClientNotAllowed,
     ];
 
-    /// The reply's `error` and the metric suffix.
+    /// The reply's `error` and the metric's `reason` label.
     pub fn code(self) -> &'static str {
         match self {
             Self::Missing => "missing_api_key",
@@ -112,40 +113,43 @@ fn reply(denial: Denial, sources: &[Source], found_in: Option<&Source>) -> Local
     reply.with_header("www-authenticate", challenges)
 }
 
-/// The filter's counters; per-client ones are defined when a client is first seen.
+/// The filter's counters: `requests_total` by outcome (and reason when denied), and
+/// `client_requests_total` by client and outcome, defined when a worker first sees the client.
 struct Metrics {
     allowed: Counter,
     allowed_anonymous: Counter,
-    denied: Counter,
-    denied_by: CounterSet,
+    /// One per [`Denial::ALL`], in its order.
+    denied: [Counter; Denial::ALL.len()],
+    names: MetricNames,
     /// Per client index: (allowed, denied).
     clients: RefCell<BTreeMap<u32, (Counter, Counter)>>,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>) -> Self {
+        let requests = |labels: &[(&str, &str)]| setup.counter_with("requests_total", labels);
         Self {
-            allowed: setup.counter("allowed"),
-            allowed_anonymous: setup.counter("allowed_anonymous"),
-            denied: setup.counter("denied"),
-            denied_by: CounterSet::define(
-                setup,
-                Denial::ALL
-                    .iter()
-                    .map(|d| (d.code(), format!("denied_{}", d.code()))),
-            ),
+            allowed: requests(&[("outcome", "allowed")]),
+            allowed_anonymous: requests(&[("outcome", "allowed_anonymous")]),
+            denied: Denial::ALL.map(|d| requests(&[("outcome", "denied"), ("reason", d.code())])),
+            names: setup.metric_names(),
             clients: RefCell::default(),
         }
+    }
+
+    /// The counter of a denial.
+    fn denied(&self, denial: Denial) -> Counter {
+        self.denied[denial as usize]
     }
 
     /// The (allowed, denied) counters of a client, defined on first use.
     fn client(&self, cx: &Cx<'_>, index: u32, client: &Client) -> (Counter, Counter) {
         *self.clients.borrow_mut().entry(index).or_insert_with(|| {
-            let id = config::metric_safe(&client.id);
-            (
-                cx.define_counter(FILTER, &format!("client_{id}_allowed")),
-                cx.define_counter(FILTER, &format!("client_{id}_denied")),
-            )
+            let define = |outcome| {
+                let labels = [("outcome", outcome), ("client", client.id.as_str())];
+                cx.define_counter(&self.names, "client_requests_total", &labels)
+            };
+            (define("allowed"), define("denied"))
         })
     }
 }
@@ -231,8 +235,7 @@ impl KeyAuth {
         let metrics = &self.plugin.metrics;
         let sources = &config.sources;
         let deny = |cx: &Cx<'_>, denial: Denial, found_in: Option<&Source>| {
-            cx.count(metrics.denied);
-            cx.count(metrics.denied_by.get(denial.code()));
+            cx.count(metrics.denied(denial));
             log::debug!(
                 "wasmgate {FILTER}: denied {} ({})",
                 info.path,

@@ -11,70 +11,109 @@ use wasmgate_core::Selected;
 use wasmgate_core::{Answer, Callout, ConfigError, Outcome};
 use wasmgate_host::{select, Counter, Cx, Filter, Setup, Uses};
 
-/// The filter's counters (`wasmgate_rate_limit_<what>`).
+/// The filter's counters (`wasmgate_rate_limit_<what>`, README "Metrics").
 #[derive(Debug, Clone, Copy)]
 struct Metrics {
-    allowed: Counter,
-    limited: Counter,
-    shadow_limited: Counter,
+    /// `requests_total` by `outcome`: allowed, limited, shadow_limited.
+    requests: Outcomes,
     keys_evicted: Counter,
-    overflow: Counter,
+    table_overflow: Counter,
     missing_key: Counter,
     errors: Counter,
-    global_calls: Counter,
-    global_failures: Counter,
+    global_success: Counter,
+    global_failure: Counter,
     unavailable: Counter,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>) -> Self {
+        let global = |outcome| setup.counter_with("global_calls_total", &[("outcome", outcome)]);
         Self {
-            allowed: setup.counter("allowed"),
-            limited: setup.counter("limited"),
-            shadow_limited: setup.counter("shadow_limited"),
-            keys_evicted: setup.counter("keys_evicted"),
-            overflow: setup.counter("overflow"),
-            missing_key: setup.counter("missing_key"),
-            errors: setup.counter("errors"),
-            global_calls: setup.counter("global_calls"),
-            global_failures: setup.counter("global_failures"),
-            unavailable: setup.counter("unavailable"),
+            requests: Outcomes::define(setup, "requests_total", &[], ALL_OUTCOMES),
+            keys_evicted: setup.counter("keys_evicted_total"),
+            table_overflow: setup.counter("table_overflow_total"),
+            missing_key: setup.counter("missing_key_total"),
+            errors: setup.counter("errors_total"),
+            global_success: global("success"),
+            global_failure: global("failure"),
+            unavailable: setup.counter("unavailable_total"),
         }
     }
 }
 
-/// One rule's counters: `wasmgate_rate_limit_rule.<rule>.<outcome>` and
-/// `wasmgate_rate_limit_limit.<rule>.<limit>.refused`, named so that Envoy's `stats_tags`
-/// extract `rule` and `limit` labels (README, "Metrics").
-#[derive(Debug, Clone, Default)]
-struct RuleMetrics {
+/// One metric's counters by `outcome`; a no-op counter for an outcome that cannot happen
+/// (`shadow_limited` without shadow mode, `allowed` of a limit).
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcomes {
     allowed: Counter,
     limited: Counter,
     shadow_limited: Counter,
-    /// One per limit of the rule: requests it refused (or would have, in shadow mode).
-    refused: Vec<Counter>,
+}
+
+impl Outcomes {
+    /// Defines `what` with `labels` and `outcome=<o>` for each of `outcomes`.
+    fn define(setup: &Setup<'_>, what: &str, labels: &[(&str, &str)], outcomes: &[&str]) -> Self {
+        let define = |outcome: &str| {
+            if !outcomes.contains(&outcome) {
+                return Counter::default();
+            }
+            // Labels in the order of `metrics::LABELS`: `outcome` first.
+            let mut all = vec![("outcome", outcome)];
+            all.extend_from_slice(labels);
+            setup.counter_with(what, &all)
+        };
+        Self {
+            allowed: define("allowed"),
+            limited: define("limited"),
+            shadow_limited: define("shadow_limited"),
+        }
+    }
+
+    /// The counter of a verdict's outcome, if it is one of these.
+    fn of(&self, count: Option<Count>) -> Option<Counter> {
+        match count? {
+            Count::Allowed => Some(self.allowed),
+            Count::Limited => Some(self.limited),
+            Count::ShadowLimited => Some(self.shadow_limited),
+            _ => None,
+        }
+    }
+}
+
+/// A named rule's counters: `rule_requests_total{rule, outcome}`, and per local limit
+/// `limit_requests_total{rule, limit, outcome}` of the requests it refused (`limited`) or
+/// would have refused (`shadow_limited`).
+#[derive(Debug, Clone, Default)]
+struct RuleMetrics {
+    requests: Outcomes,
+    /// One per limit of the rule.
+    limits: Vec<Outcomes>,
 }
 
 impl RuleMetrics {
     fn define(setup: &Setup<'_>, rule: &config::Rule) -> Self {
-        let name = &rule.name;
+        let name = rule.name.as_str();
+        let (outcomes, refusals): (&[&str], &[&str]) = if rule.shadow.is_some() {
+            (ALL_OUTCOMES, &["limited", "shadow_limited"])
+        } else {
+            (&["allowed", "limited"], &["limited"])
+        };
         Self {
-            allowed: setup.counter(&format!("rule.{name}.allowed")),
-            limited: setup.counter(&format!("rule.{name}.limited")),
-            shadow_limited: setup.counter(&format!("rule.{name}.shadow_limited")),
-            refused: rule
+            requests: Outcomes::define(setup, "rule_requests_total", &[("rule", name)], outcomes),
+            limits: rule
                 .limits
                 .iter()
                 .map(|l| {
-                    setup.counter(&format!(
-                        "limit.{name}.{}.refused",
-                        l.name.replace('.', "_")
-                    ))
+                    let labels = [("rule", name), ("limit", l.name.as_str())];
+                    Outcomes::define(setup, "limit_requests_total", &labels, refusals)
                 })
                 .collect(),
         }
     }
 }
+
+/// The `outcome` values of `requests_total`.
+const ALL_OUTCOMES: &[&str] = &["allowed", "limited", "shadow_limited"];
 
 /// One configuration: the rules, the counters and this plugin's slot table in shared data.
 pub struct Plugin {
@@ -117,46 +156,35 @@ impl RateLimit {
             cx.count(m.keys_evicted);
         }
         if verdict.overflow {
-            cx.count(m.overflow);
+            cx.count(m.table_overflow);
         }
-        if verdict.refused != 0 {
-            if let Some(rm) = rm {
-                for (i, counter) in rm.refused.iter().enumerate() {
-                    if verdict.refused & (1 << i) != 0 {
-                        cx.count(*counter);
-                    }
+        if let (Some(rm), true) = (rm, verdict.refused != 0) {
+            // Over a limit and refused, or passed in shadow mode.
+            let shadow = verdict.reply.is_none();
+            for (i, limit) in rm.limits.iter().enumerate() {
+                if verdict.refused & (1 << i) != 0 {
+                    cx.count(if shadow {
+                        limit.shadow_limited
+                    } else {
+                        limit.limited
+                    });
                 }
             }
         }
         for (name, value) in verdict.request_headers {
             cx.request.set(name, value);
         }
-        let rule_count = |cx: &Cx<'_>, pick: fn(&RuleMetrics) -> Counter| {
-            if let Some(rm) = rm {
-                cx.count(pick(rm));
-            }
-        };
+        if let Some(counter) = m.requests.of(verdict.count) {
+            cx.count(counter);
+        }
+        if let Some(counter) = rm.and_then(|rm| rm.requests.of(verdict.count)) {
+            cx.count(counter);
+        }
         match verdict.count {
-            Some(Count::Allowed) => {
-                cx.count(m.allowed);
-                rule_count(cx, |r| r.allowed);
-            }
-            Some(Count::Limited) => {
-                cx.count(m.limited);
-                rule_count(cx, |r| r.limited);
-            }
-            Some(Count::ShadowLimited) => {
-                cx.count(m.shadow_limited);
-                rule_count(cx, |r| r.shadow_limited);
-            }
             Some(Count::MissingKey) => cx.count(m.missing_key),
             Some(Count::Error) => cx.count(m.errors),
-            Some(Count::FailedOpen) => cx.count(m.global_failures),
-            Some(Count::Unavailable) => {
-                cx.count(m.global_failures);
-                cx.count(m.unavailable);
-            }
-            None => {}
+            Some(Count::Unavailable) => cx.count(m.unavailable),
+            _ => {}
         }
         self.response_headers = verdict.response_headers;
         match verdict.reply {
@@ -248,7 +276,6 @@ impl Filter for RateLimit {
         else {
             return outcome;
         };
-        cx.count(plugin.metrics.global_calls);
         self.pending_rule = Some(call.rule);
         Outcome::Call(Callout::Grpc {
             cluster: settings.cluster.clone(),
@@ -279,6 +306,11 @@ impl Filter for RateLimit {
             }
         };
         let verdict = global::verdict(rule, settings, answer);
+        let m = &plugin.metrics;
+        cx.count(match verdict.count {
+            Some(Count::FailedOpen | Count::Unavailable) => m.global_failure,
+            _ => m.global_success,
+        });
         self.apply(cx, index, verdict)
     }
 

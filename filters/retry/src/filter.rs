@@ -18,7 +18,7 @@ use wasmgate_core::outcome::parse_status;
 use wasmgate_core::{
     Answer, Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, RequestInfo,
 };
-use wasmgate_host::{select, Counter, Cx, Filter, RootCx, Setup};
+use wasmgate_host::{select, Counter, Cx, Filter, Gauge, MetricNames, RootCx, Setup};
 
 /// Upstreams whose budget a worker keeps a local view of (their requests written once a
 /// second); the budgets of further upstreams are written on every request.
@@ -27,30 +27,75 @@ const MAX_LOCAL_BUDGETS: usize = 64;
 /// How often a worker writes the requests it counted (and the plugin tick runs).
 const BUDGET_FLUSH: Duration = Duration::from_secs(1);
 
-/// The filter's counters (`wasmgate_retry_<what>`).
+/// The filter's counters (`wasmgate_retry_<what>`, README "Metrics"); a circuit's are in
+/// [`CircuitMetrics`].
 #[derive(Debug, Clone, Copy)]
 struct Metrics {
     retries: Counter,
+    /// `retries_denied_total` by `reason`.
     denied_budget: Counter,
     denied_idempotency: Counter,
     denied_retry_after: Counter,
     denied_retried: Counter,
-    circuit_opened: Counter,
-    circuit_closed: Counter,
-    short_circuited: Counter,
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>) -> Self {
+        let denied = |reason| setup.counter_with("retries_denied_total", &[("reason", reason)]);
         Self {
-            retries: setup.counter("retries"),
-            denied_budget: setup.counter("retries_denied_budget"),
-            denied_idempotency: setup.counter("retries_denied_idempotency"),
-            denied_retry_after: setup.counter("retries_denied_retry_after"),
-            denied_retried: setup.counter("retries_denied_retried"),
-            circuit_opened: setup.counter("circuit_opened"),
-            circuit_closed: setup.counter("circuit_closed"),
-            short_circuited: setup.counter("short_circuited"),
+            retries: setup.counter("retries_total"),
+            denied_budget: denied("budget"),
+            denied_idempotency: denied("idempotency"),
+            denied_retry_after: denied("retry_after"),
+            denied_retried: denied("retried"),
+        }
+    }
+}
+
+/// One circuit's metrics, labelled `upstream` (and `rule` for a rule's own breaker), defined
+/// the first time this worker sees the circuit: circuits are keyed by configured cluster or
+/// route names, so they are bounded by the configuration.
+#[derive(Debug)]
+struct CircuitMetrics {
+    /// The circuit's shared-data key.
+    key: String,
+    opened: Counter,
+    closed: Counter,
+    short_circuited: Counter,
+    /// `circuit_open`: 1 from opening until closing again (half-open included), 0 closed.
+    open: Gauge,
+    /// What this worker last set `open` to: the gauge is written when that changes.
+    recorded: Option<bool>,
+}
+
+impl CircuitMetrics {
+    fn define(cx: &Cx<'_>, names: &MetricNames, policy: &Policy, circuit: &Circuit) -> Self {
+        let rule = policy.breaker_id.strip_prefix("rule");
+        let mut labels = vec![("upstream", circuit.upstream.as_str())];
+        if let Some(rule) = rule {
+            // Labels in the order of `metrics::LABELS`: `rule` before `upstream`.
+            labels.insert(0, ("rule", rule));
+        }
+        let transition = |outcome| {
+            let mut with = vec![("outcome", outcome)];
+            with.extend_from_slice(&labels);
+            cx.define_counter(names, "circuit_transitions_total", &with)
+        };
+        Self {
+            key: circuit.key.clone(),
+            opened: transition("opened"),
+            closed: transition("closed"),
+            short_circuited: cx.define_counter(names, "short_circuited_total", &labels),
+            open: cx.define_gauge(names, "circuit_open", &labels),
+            recorded: None,
+        }
+    }
+
+    /// Sets `circuit_open` when this worker last set it otherwise (or never did).
+    fn set_open(&mut self, cx: &Cx<'_>, open: bool) {
+        if self.recorded != Some(open) {
+            cx.record(self.open, u64::from(open));
+            self.recorded = Some(open);
         }
     }
 }
@@ -69,6 +114,10 @@ fn upstream_cluster(host: &dyn Host) -> String {
 pub struct Plugin {
     config: Config,
     metrics: Metrics,
+    /// Names the metrics of circuits, defined when first seen.
+    names: MetricNames,
+    /// The metrics of every circuit this worker has seen.
+    circuits: RefCell<Vec<CircuitMetrics>>,
     budget_prefix: String,
     breaker_prefix: String,
     /// Per-VM random numbers for backoff jitter, seeded at first use.
@@ -106,10 +155,17 @@ fn shared_token(host: &dyn Host, key: &str) -> String {
     })
 }
 
+/// A request's circuit: its shared-data key and the upstream (cluster or route) it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Circuit {
+    key: String,
+    upstream: String,
+}
+
 /// The shared-data keys of one request: its circuit and its budget (none when not configured).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Keys {
-    breaker: Option<String>,
+    breaker: Option<Circuit>,
     budget: Option<String>,
 }
 
@@ -130,15 +186,19 @@ impl Plugin {
         }
         let cluster = upstream_cluster(host);
         let breaker = policy.breaker.as_ref().map(|cb| {
-            let scope = match cb.scope {
-                Scope::Cluster => format!("c:{cluster}"),
+            let (scope, upstream) = match cb.scope {
+                Scope::Cluster => ("c", cluster.clone()),
                 Scope::Route => match info.route.clone().or_else(|| route_name(host)) {
-                    Some(route) => format!("r:{route}"),
+                    Some(route) => ("r", route),
                     // An unnamed route: its cluster's circuit.
-                    None => format!("c:{cluster}"),
+                    None => ("c", cluster.clone()),
                 },
             };
-            format!("{}.{}.{scope}", self.breaker_prefix, policy.breaker_id)
+            let key = format!(
+                "{}.{}.{scope}:{upstream}",
+                self.breaker_prefix, policy.breaker_id
+            );
+            Circuit { key, upstream }
         });
         let budget = self
             .config
@@ -160,17 +220,30 @@ impl Plugin {
 
     /// The breaker's answer for a new request: `Err` with the reply when its circuit is open,
     /// `Ok(true)` for a half-open probe.
-    fn admit(&self, cx: &Cx<'_>, policy: &Policy, key: Option<&str>) -> Result<bool, LocalReply> {
-        let (Some(cb), Some(key)) = (&policy.breaker, key) else {
+    fn admit(
+        &self,
+        cx: &Cx<'_>,
+        policy: &Policy,
+        circuit: Option<&Circuit>,
+    ) -> Result<bool, LocalReply> {
+        let (Some(cb), Some(circuit)) = (&policy.breaker, circuit) else {
             return Ok(false);
         };
         let host = cx.host();
-        match breaker::admit(host, key, cb, host.now_ms()) {
+        let admission = breaker::admit(host, &circuit.key, cb, host.now_ms());
+        if let Ok(admission) = admission {
+            self.with_circuit(cx, policy, circuit, |m| {
+                if matches!(admission, Admission::Reject { .. }) {
+                    cx.count(m.short_circuited);
+                }
+                m.set_open(cx, admission != Admission::Allow);
+            });
+        }
+        match admission {
             Ok(Admission::Allow) => Ok(false),
             Ok(Admission::Probe) => Ok(true),
             Ok(Admission::Reject { retry_after_secs }) => {
-                cx.count(self.metrics.short_circuited);
-                log::debug!("wasmgate retry: circuit {key} open");
+                log::debug!("wasmgate retry: circuit {} open", circuit.key);
                 Err(circuit_open(retry_after_secs))
             }
             Err(e) => {
@@ -178,6 +251,25 @@ impl Plugin {
                 Ok(false)
             }
         }
+    }
+
+    /// Runs `f` on the metrics of `circuit`, defining them the first time this worker sees it.
+    fn with_circuit(
+        &self,
+        cx: &Cx<'_>,
+        policy: &Policy,
+        circuit: &Circuit,
+        f: impl FnOnce(&mut CircuitMetrics),
+    ) {
+        let mut circuits = self.circuits.borrow_mut();
+        let index = match circuits.iter().position(|m| m.key == circuit.key) {
+            Some(i) => i,
+            None => {
+                circuits.push(CircuitMetrics::define(cx, &self.names, policy, circuit));
+                circuits.len() - 1
+            }
+        };
+        f(&mut circuits[index]);
     }
 
     /// The retries the request allows: none for a non-idempotent request the policy does not
@@ -323,8 +415,8 @@ impl Plugin {
             }
             return None;
         };
-        if let Some(key) = &keys.breaker {
-            if breaker::is_open(host, key, now_ms) {
+        if let Some(circuit) = &keys.breaker {
+            if breaker::is_open(host, &circuit.key, now_ms) {
                 return None;
             }
         }
@@ -343,9 +435,10 @@ impl Plugin {
     /// Records a request's final result (`None`: nothing answered) in its circuit: whether it
     /// failed and, from when it started (`started_ms`), whether it was slow.
     fn record_result(&self, cx: &Cx<'_>, policy: &Policy, stream: &Retry, status: Option<u16>) {
-        let (Some(cb), Some(key)) = (&policy.breaker, stream.keys.breaker.as_deref()) else {
+        let (Some(cb), Some(circuit)) = (&policy.breaker, &stream.keys.breaker) else {
             return;
         };
+        let key = &circuit.key;
         let host = cx.host();
         let now_ms = host.now_ms();
         let elapsed = Duration::from_millis(now_ms.saturating_sub(stream.started_ms));
@@ -355,16 +448,15 @@ impl Plugin {
             probe: stream.probe,
         };
         match breaker::record(host, key, cb, now_ms, call, self.random(host)) {
-            Ok(transition) => {
-                if let Some(t) = transition {
-                    log::info!("wasmgate retry: circuit {key} {t:?}");
-                }
-                match transition {
-                    Some(Transition::Opened) => cx.count(self.metrics.circuit_opened),
-                    Some(Transition::Closed) => cx.count(self.metrics.circuit_closed),
-                    None => {}
-                }
+            Ok(Some(transition)) => {
+                log::info!("wasmgate retry: circuit {key} {transition:?}");
+                self.with_circuit(cx, policy, circuit, |m| {
+                    let opened = transition == Transition::Opened;
+                    cx.count(if opened { m.opened } else { m.closed });
+                    m.set_open(cx, opened);
+                });
             }
+            Ok(None) => {}
             Err(e) => log::warn!("wasmgate retry: circuit breaker not updated: {e:?}"),
         }
     }
@@ -596,10 +688,13 @@ impl Retry {
             return Outcome::Continue;
         };
         let info = RequestInfo::new(None, "", "", "", Vec::new());
-        if let Some(key) = plugin.keys(cx.host(), policy, &info).breaker {
+        if let Some(circuit) = plugin.keys(cx.host(), policy, &info).breaker {
             let host = cx.host();
-            if breaker::is_open(host, &key, host.now_ms()) {
-                cx.count(plugin.metrics.short_circuited);
+            if breaker::is_open(host, &circuit.key, host.now_ms()) {
+                plugin.with_circuit(cx, policy, &circuit, |m| {
+                    cx.count(m.short_circuited);
+                    m.set_open(cx, true);
+                });
                 return Outcome::Reply(circuit_open(1));
             }
         }
@@ -622,6 +717,8 @@ impl Filter for Retry {
             token,
             config,
             metrics: Metrics::define(setup),
+            names: setup.metric_names(),
+            circuits: RefCell::new(Vec::new()),
             budget_prefix: namespace.key("budget"),
             breaker_prefix: namespace.key("breaker"),
             jitter: Cell::new(None),
@@ -668,7 +765,7 @@ impl Filter for Retry {
         self.rule = selected.rule_index();
         self.keys = plugin.keys(cx.host(), policy, &info);
         self.started_ms = cx.host().now_ms();
-        match plugin.admit(cx, policy, self.keys.breaker.as_deref()) {
+        match plugin.admit(cx, policy, self.keys.breaker.as_ref()) {
             Ok(probe) => self.probe = probe,
             Err(reply) => return Outcome::Reply(reply),
         }

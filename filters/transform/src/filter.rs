@@ -17,45 +17,81 @@ use wasmgate_core::request::declared_length;
 use wasmgate_core::{Body, BodyMode, BodyNeed, ConfigError, LocalReply, Outcome, Selected};
 use wasmgate_host::{select, Counter, Cx, Direction, Filter, Setup, Uses};
 
-/// The filter's counters.
+/// Why a body was not edited: the `reason` label of `body_errors_total` (the reply's error code
+/// when the body is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    TooLarge,
+    InvalidJson,
+    UnsupportedMediaType,
+    InvalidForm,
+    InvalidXml,
+}
+
+impl BodyError {
+    const ALL: [Self; 5] = [
+        Self::TooLarge,
+        Self::InvalidJson,
+        Self::UnsupportedMediaType,
+        Self::InvalidForm,
+        Self::InvalidXml,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::InvalidJson => "invalid_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidForm => "invalid_form",
+            Self::InvalidXml => "invalid_xml",
+        }
+    }
+}
+
+/// The `direction` label of a direction, and its index in [`Metrics`]' arrays.
+fn direction_label(direction: Direction) -> (&'static str, usize) {
+    match direction {
+        Direction::Request => ("request", 0),
+        Direction::Response => ("response", 1),
+    }
+}
+
+/// The filter's counters (`wasmgate_transform_<what>`, README "Metrics").
 #[derive(Debug, Clone, Copy)]
 struct Metrics {
-    requests_transformed: Counter,
-    responses_transformed: Counter,
+    /// `transformed_total` by direction.
+    transformed: [Counter; 2],
     skipped: Counter,
     operations_skipped: Counter,
-    body_errors: Counter,
-    body_too_large: Counter,
-    invalid_json: Counter,
-    response_invalid_json: Counter,
-    unsupported_media_type: Counter,
-    response_unsupported_media_type: Counter,
-    invalid_form: Counter,
-    response_invalid_form: Counter,
-    invalid_xml: Counter,
-    response_invalid_xml: Counter,
     status_rewritten: Counter,
+    /// `body_errors_total` by direction, then by reason (in [`BodyError::ALL`] order).
+    body_errors: [[Counter; 5]; 2],
 }
 
 impl Metrics {
     fn define(setup: &Setup<'_>) -> Self {
+        let directions = [Direction::Request, Direction::Response].map(direction_label);
         Self {
-            requests_transformed: setup.counter("requests_transformed"),
-            responses_transformed: setup.counter("responses_transformed"),
-            skipped: setup.counter("skipped"),
-            operations_skipped: setup.counter("operations_skipped"),
-            body_errors: setup.counter("body_errors"),
-            body_too_large: setup.counter("body_too_large"),
-            invalid_json: setup.counter("invalid_json"),
-            response_invalid_json: setup.counter("response_invalid_json"),
-            unsupported_media_type: setup.counter("unsupported_media_type"),
-            response_unsupported_media_type: setup.counter("response_unsupported_media_type"),
-            invalid_form: setup.counter("invalid_form"),
-            response_invalid_form: setup.counter("response_invalid_form"),
-            invalid_xml: setup.counter("invalid_xml"),
-            response_invalid_xml: setup.counter("response_invalid_xml"),
-            status_rewritten: setup.counter("status_rewritten"),
+            transformed: directions
+                .map(|(d, _)| setup.counter_with("transformed_total", &[("direction", d)])),
+            skipped: setup.counter("skipped_total"),
+            operations_skipped: setup.counter("operations_skipped_total"),
+            status_rewritten: setup.counter("status_rewritten_total"),
+            body_errors: directions.map(|(d, _)| {
+                BodyError::ALL.map(|e| {
+                    let labels = [("reason", e.label()), ("direction", d)];
+                    setup.counter_with("body_errors_total", &labels)
+                })
+            }),
         }
+    }
+
+    fn transformed(&self, direction: Direction) -> Counter {
+        self.transformed[direction_label(direction).1]
+    }
+
+    fn body_error(&self, direction: Direction, error: BodyError) -> Counter {
+        self.body_errors[direction_label(direction).1][error as usize]
     }
 }
 
@@ -233,16 +269,11 @@ impl Transform {
         } else {
             "not of a type the edits apply to"
         };
-        let (counter, status, whose) = match direction {
-            Direction::Request => (metrics.unsupported_media_type, 415, "The request body"),
-            Direction::Response => (
-                metrics.response_unsupported_media_type,
-                502,
-                "The upstream response body",
-            ),
+        let (status, whose) = match direction {
+            Direction::Request => (415, "The request body"),
+            Direction::Response => (502, "The upstream response body"),
         };
-        cx.count(counter);
-        cx.count(metrics.body_errors);
+        cx.count(metrics.body_error(direction, BodyError::UnsupportedMediaType));
         match body.on_unsupported {
             OnUnsupported::Pass => {
                 log::debug!("wasmgate {FILTER}: {direction:?} body {what}: passed unedited");
@@ -273,44 +304,34 @@ impl Transform {
     ) -> Outcome {
         let metrics = self.plugin.metrics;
         let request = direction == Direction::Request;
-        let pick = |ours, theirs| if request { ours } else { theirs };
-        let (counter, code, why): (_, _, std::borrow::Cow<'_, str>) = match failure {
-            Failure::Json(Invalid::Syntax) => (
-                pick(metrics.invalid_json, metrics.response_invalid_json),
-                "invalid_json",
-                "is not valid JSON".into(),
-            ),
+        let (error, why): (_, std::borrow::Cow<'_, str>) = match failure {
+            Failure::Json(Invalid::Syntax) => (BodyError::InvalidJson, "is not valid JSON".into()),
             Failure::Json(Invalid::DuplicateName) => (
-                pick(metrics.invalid_json, metrics.response_invalid_json),
-                "invalid_json",
+                BodyError::InvalidJson,
                 "is not valid JSON for editing: an object has two members with the same name"
                     .into(),
             ),
             Failure::ToXml(why) => (
-                pick(metrics.invalid_json, metrics.response_invalid_json),
-                "invalid_json",
+                BodyError::InvalidJson,
                 format!("cannot be converted to XML: {}", why.0).into(),
             ),
             Failure::Form(InvalidForm::NotUtf8) => (
-                pick(metrics.invalid_form, metrics.response_invalid_form),
-                "invalid_form",
+                BodyError::InvalidForm,
                 "is not a valid form: not UTF-8".into(),
             ),
             Failure::Form(InvalidForm::Repeated) => (
-                pick(metrics.invalid_form, metrics.response_invalid_form),
-                "invalid_form",
+                BodyError::InvalidForm,
                 "is not a valid form for editing: a field copied into a header appears more than \
                  once"
                     .into(),
             ),
             Failure::Xml(why) => (
-                pick(metrics.invalid_xml, metrics.response_invalid_xml),
-                "invalid_xml",
+                BodyError::InvalidXml,
                 format!("is not XML that can be converted: {}", why.0).into(),
             ),
         };
-        cx.count(counter);
-        cx.count(metrics.body_errors);
+        let code = error.label();
+        cx.count(metrics.body_error(direction, error));
         match on_unsupported {
             OnUnsupported::Pass => {
                 log::debug!("wasmgate {FILTER}: {direction:?} body {why}; passed unedited");
@@ -496,7 +517,7 @@ impl Filter for Transform {
             }
             None => {
                 if self.request.changed {
-                    cx.count(plugin.metrics.requests_transformed);
+                    cx.count(plugin.metrics.transformed(Direction::Request));
                 }
                 Outcome::Continue
             }
@@ -509,14 +530,17 @@ impl Filter for Transform {
         };
         let outcome = self.edit_body(cx, Direction::Request, body);
         if self.request.changed && matches!(outcome, Outcome::Continue) {
-            cx.count(self.plugin.metrics.requests_transformed);
+            cx.count(self.plugin.metrics.transformed(Direction::Request));
         }
         outcome
     }
 
-    fn on_body_too_large(&mut self, cx: &mut Cx<'_>, _: Direction) {
-        cx.count(self.plugin.metrics.body_too_large);
-        cx.count(self.plugin.metrics.body_errors);
+    fn on_body_too_large(&mut self, cx: &mut Cx<'_>, direction: Direction) {
+        cx.count(
+            self.plugin
+                .metrics
+                .body_error(direction, BodyError::TooLarge),
+        );
     }
 
     fn on_response_headers(&mut self, cx: &mut Cx<'_>, end_of_stream: bool) -> Outcome {
@@ -594,7 +618,7 @@ impl Filter for Transform {
             }
             None => {
                 if self.response.changed {
-                    cx.count(metrics.responses_transformed);
+                    cx.count(metrics.transformed(Direction::Response));
                 }
                 Outcome::Continue
             }
@@ -607,7 +631,7 @@ impl Filter for Transform {
         };
         let outcome = self.edit_body(cx, Direction::Response, body);
         if self.response.changed && matches!(outcome, Outcome::Continue) {
-            cx.count(self.plugin.metrics.responses_transformed);
+            cx.count(self.plugin.metrics.transformed(Direction::Response));
         }
         outcome
     }

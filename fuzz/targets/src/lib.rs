@@ -8,12 +8,14 @@
 //! functions on the stable toolchain (`make test`). [`TARGETS`] lists them all.
 
 pub mod credentials;
+pub mod documents;
 pub mod drive;
 pub mod input;
 pub mod legacy;
 pub mod targets;
 
 pub use credentials::*;
+pub use documents::*;
 pub use legacy::*;
 pub use targets::*;
 
@@ -50,11 +52,13 @@ pub const TARGETS: &[Target] = &[
         credentials::credential_inject_request,
     ),
     ("token_answer", credentials::token_answer),
+    ("hmac_jwks", documents::hmac_jwks),
     ("state_jwks", targets::state_jwks),
     ("state_budget", targets::state_budget),
     ("state_breaker", targets::state_breaker),
     ("state_replay", targets::state_replay),
     ("state_token", credentials::state_token),
+    ("state_fetch", documents::state_fetch),
     ("state_rate_limit", targets::state_rate_limit),
     ("config_jwt_auth", targets::config_jwt_auth),
     ("config_hmac_auth", targets::config_hmac_auth),

@@ -11,6 +11,8 @@ use wasmgate_host::Direction;
 
 const NOW_MS: u64 = 1_800_000_000_000;
 const SECRET: &str = "client-secret-for-tests";
+/// The label of the `payments` credential's metrics.
+const PAYMENTS: (&str, &str) = ("credential", "payments");
 
 fn config(extra: &str) -> String {
     format!(
@@ -53,8 +55,9 @@ fn authorization(env: &FakeEnv) -> Option<String> {
     env.header(HeaderMap::Request, "authorization")
 }
 
-fn metric(env: &FakeEnv, what: &str) -> i64 {
-    env.metric(&format!("wasmgate_credential_inject_{what}"))
+/// The sum of metric `wasmgate_credential_inject_<what>` over its series carrying `labels`.
+fn metric(env: &FakeEnv, what: &str, labels: &[(&str, &str)]) -> i64 {
+    env.metric_with(&format!("wasmgate_credential_inject_{what}"), labels)
 }
 
 /// The tick's one token request and its callout token.
@@ -133,8 +136,15 @@ fn the_first_request_waits_for_the_first_token() {
     );
     assert_eq!(env.resumed(), [Direction::Request]);
     assert_eq!(authorization(&env).as_deref(), Some("Bearer tok-1"));
-    assert_eq!(metric(&env, "token_fetched_payments"), 1);
-    assert_eq!(metric(&env, "injected_payments"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "token_fetches_total",
+            &[("outcome", "success"), PAYMENTS]
+        ),
+        1
+    );
+    assert_eq!(metric(&env, "injected_total", &[PAYMENTS]), 1);
     // The next request gets it at once, with no new fetch.
     env.take_calls();
     request(&env, "api.payments.example", &[]);
@@ -148,6 +158,10 @@ fn the_first_request_waits_for_the_first_token() {
         env.callouts().is_empty(),
         "no fetch while the token is fresh"
     );
+    env.advance_ms(30_000);
+    worker.tick(&env);
+    let age = env.gauge_with("wasmgate_credential_inject_token_age_seconds", &[PAYMENTS]);
+    assert_eq!(age, Some(30));
 }
 
 #[test]
@@ -173,7 +187,14 @@ fn refreshed_ahead_of_expiry_and_kept_while_the_endpoint_is_down() {
     env.advance_ms(60_000);
     let refresh = token_request(&env, &worker);
     answer(&env, &worker, refresh, "503", "down");
-    assert_eq!(metric(&env, "token_fetch_failed_payments"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "token_fetches_total",
+            &[("outcome", "failure"), PAYMENTS]
+        ),
+        1
+    );
     request(&env, "api.payments.example", &[]);
     assert_eq!(
         stream(&worker, 1).request_headers(&env, true),
@@ -195,7 +216,14 @@ fn refreshed_ahead_of_expiry_and_kept_while_the_endpoint_is_down() {
     let reply = env.last_response().unwrap();
     assert_eq!(reply.status, 503);
     assert!(String::from_utf8_lossy(&reply.body).contains("credential_unavailable"));
-    assert_eq!(metric(&env, "unavailable"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "unavailable_total",
+            &[("outcome", "refused"), PAYMENTS]
+        ),
+        1
+    );
 }
 
 #[test]
@@ -215,7 +243,14 @@ fn on_unavailable_pass_forwards_without_a_credential() {
     );
     assert_eq!(env.resumed(), [Direction::Request]);
     assert_eq!(authorization(&env), None);
-    assert_eq!(metric(&env, "passed_without_credential"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "unavailable_total",
+            &[("outcome", "passed"), PAYMENTS]
+        ),
+        1
+    );
 }
 
 #[test]
@@ -226,7 +261,7 @@ fn a_401_drops_the_token_and_a_new_one_is_fetched() {
     let s = stream(&worker, 1);
     assert_eq!(s.request_headers(&env, true), Action::Continue);
     respond(&env, &s, "401");
-    assert_eq!(metric(&env, "token_purged_payments"), 1);
+    assert_eq!(metric(&env, "token_purged_total", &[PAYMENTS]), 1);
     let s2 = stream(&worker, 2);
     env.advance_ms(5_000);
     request(&env, "api.payments.example", &[]);
@@ -247,7 +282,7 @@ fn a_401_drops_the_token_and_a_new_one_is_fetched() {
     // A late 401 for the old token does not drop the new one.
     env.take_calls();
     respond(&env, &s, "401");
-    assert_eq!(metric(&env, "token_purged_payments"), 0);
+    assert_eq!(metric(&env, "token_purged_total", &[PAYMENTS]), 0);
     request(&env, "api.payments.example", &[]);
     assert_eq!(
         stream(&worker, 3).request_headers(&env, true),
@@ -270,7 +305,7 @@ fn static_headers_per_host_and_overwrite() {
         Some("client-own"),
         "kept"
     );
-    assert_eq!(metric(&env, "kept_client_credential"), 1);
+    assert_eq!(metric(&env, "kept_client_credential_total", &[]), 1);
     request(&env, "api.crm.example", &[]);
     assert_eq!(
         stream(&worker, 2).request_headers(&env, true),
@@ -279,6 +314,15 @@ fn static_headers_per_host_and_overwrite() {
     assert_eq!(
         env.header(HeaderMap::Request, "x-api-key").as_deref(),
         Some("crm-key-value")
+    );
+    assert_eq!(metric(&env, "injected_total", &[("credential", "crm")]), 1);
+    assert_eq!(metric(&env, "injected_total", &[PAYMENTS]), 0);
+    let names = env.metric_names();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("credential=.=crm;.;") && n.contains("token")),
+        "a static header has no token metrics: {names:?}"
     );
     let worker = configure(&env, &config(r#", "overwrite": true"#));
     request(&env, "api.crm.example", &[("x-api-key", "client-own")]);

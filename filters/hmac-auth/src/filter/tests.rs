@@ -94,6 +94,27 @@ fn metric(env: &FakeEnv, what: &str) -> i64 {
     env.metric(&format!("wasmgate_hmac_auth_{what}"))
 }
 
+/// `requests_total` with `outcome` (and, for `rejected`, any reason).
+fn requests(env: &FakeEnv, outcome: &str) -> i64 {
+    env.metric_with("wasmgate_hmac_auth_requests_total", &[("outcome", outcome)])
+}
+
+/// `requests_total{outcome="rejected", reason}`.
+fn rejected(env: &FakeEnv, reason: &str) -> i64 {
+    env.metric_with(
+        "wasmgate_hmac_auth_requests_total",
+        &[("outcome", "rejected"), ("reason", reason)],
+    )
+}
+
+/// `key_matched_total{key_id}`.
+fn matched(env: &FakeEnv, key_id: &str) -> i64 {
+    env.metric_with(
+        "wasmgate_hmac_auth_key_matched_total",
+        &[("key_id", key_id)],
+    )
+}
+
 #[test]
 fn a_signed_delivery_is_verified_over_its_whole_body() {
     let env = FakeEnv::at(NOW_MS);
@@ -102,8 +123,8 @@ fn a_signed_delivery_is_verified_over_its_whole_body() {
     assert_eq!(action, Action::Continue);
     assert!(env.responses().is_empty());
     assert_eq!(*env.request_body.borrow(), BODY, "forwarded unchanged");
-    assert_eq!(metric(&env, "verified"), 1);
-    assert_eq!(metric(&env, "matched_current"), 1);
+    assert_eq!(requests(&env, "verified"), 1);
+    assert_eq!(matched(&env, "current"), 1);
     upstream_answers(&env, &s, "200");
 }
 
@@ -125,7 +146,7 @@ fn the_body_is_held_until_it_is_complete() {
     );
     env.set_body(Direction::Request, BODY);
     assert_eq!(s.request_body(&env, BODY.len(), true), Action::Continue);
-    assert_eq!(metric(&env, "verified"), 1);
+    assert_eq!(requests(&env, "verified"), 1);
 }
 
 #[test]
@@ -140,8 +161,8 @@ fn a_tampered_body_is_401_invalid_signature() {
     assert_eq!(sent.header("content-type"), Some("application/json"));
     let text = String::from_utf8_lossy(&sent.body).to_string();
     assert!(!text.contains(&signature[7..]), "no signature in a reply");
-    assert_eq!(metric(&env, "rejected_invalid_signature"), 1);
-    assert_eq!(metric(&env, "verified"), 0);
+    assert_eq!(rejected(&env, "invalid_signature"), 1);
+    assert_eq!(requests(&env, "verified"), 0);
 }
 
 #[test]
@@ -173,8 +194,8 @@ fn wrong_missing_and_malformed_signatures_are_refused() {
         status_and_error(&reply(&env)),
         (400, "malformed_signature".into())
     );
-    assert_eq!(metric(&env, "rejected_missing_signature"), 1);
-    assert_eq!(metric(&env, "rejected_malformed_signature"), 1);
+    assert_eq!(rejected(&env, "missing_signature"), 1);
+    assert_eq!(rejected(&env, "malformed_signature"), 1);
 }
 
 #[test]
@@ -217,8 +238,8 @@ fn a_body_over_max_body_bytes_is_413_by_length_or_while_it_streams() {
         "nothing after the reply"
     );
     assert_eq!(env.responses().len(), 2);
-    assert_eq!(metric(&env, "rejected_body_too_large"), 2);
-    assert_eq!(metric(&env, "verified"), 0);
+    assert_eq!(rejected(&env, "body_too_large"), 2);
+    assert_eq!(requests(&env, "verified"), 0);
 }
 
 #[test]
@@ -239,14 +260,14 @@ fn a_delivered_message_redelivered_with_a_new_delivery_id_is_acknowledged_not_fo
         .contains(&("x-wasmgate-duplicate".into(), "true".into())));
     let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(body["duplicate"], true);
-    assert_eq!(metric(&env, "duplicates"), 1);
-    assert_eq!(metric(&env, "replays"), 0);
+    assert_eq!(metric(&env, "duplicates_total"), 1);
+    assert_eq!(metric(&env, "replays_total"), 0);
     assert_eq!(
-        metric(&env, "matched_current"),
+        matched(&env, "current"),
         2,
         "a duplicate still matched the secret"
     );
-    assert_eq!(metric(&env, "verified"), 1);
+    assert_eq!(requests(&env, "verified"), 1);
 }
 
 #[test]
@@ -262,8 +283,9 @@ fn duplicate_status_409_refuses_a_copy_of_a_delivered_message() {
     let (_s, action) = deliver(&env, &worker, 2, &signature, BODY);
     assert_eq!(action, Action::Pause);
     assert_eq!(status_and_error(&reply(&env)), (409, "replayed".into()));
-    assert_eq!(metric(&env, "replays"), 1);
-    assert_eq!(metric(&env, "duplicates"), 0);
+    assert_eq!(metric(&env, "replays_total"), 1);
+    assert_eq!(rejected(&env, "replayed"), 1);
+    assert_eq!(metric(&env, "duplicates_total"), 0);
 }
 
 #[test]
@@ -340,7 +362,7 @@ fn a_copy_in_flight_is_409_and_a_failed_delivery_may_be_retried() {
     retry.done(&env);
     let (_s, action) = deliver(&env, &worker, 4, &signature, BODY);
     assert_eq!(action, Action::Continue);
-    assert_eq!(metric(&env, "verified"), 3);
+    assert_eq!(requests(&env, "verified"), 3);
 }
 
 /// `replay.global`: the first copy is asked about, forwarded when the service has not seen it,
@@ -388,7 +410,7 @@ fn global_replay_asks_the_rate_limit_service() {
         let s = answer(1, BODY, 0, 1);
         assert!(env.responses().is_empty());
         let replies = || env.responses().len();
-        assert_eq!(metric(&env, "verified"), 1);
+        assert_eq!(requests(&env, "verified"), 1);
         upstream_answers(&env, &s, "200");
         // Seen at another Envoy: 409, and the id is released here.
         let other = br#"{"action": "closed"}"#;
@@ -403,12 +425,396 @@ fn global_replay_asks_the_rate_limit_service() {
                 (503, "replay_unavailable".into())
             );
         } else {
-            assert_eq!(metric(&env, "verified"), 2);
+            assert_eq!(requests(&env, "verified"), 2);
         }
         // The copy refused as seen elsewhere was released here: asked again, not 409 locally.
         let before = replies();
         let s = answer(4, other, 0, 1);
         assert_eq!(replies(), before, "forwarded");
         upstream_answers(&env, &s, "200");
+    }
+}
+
+/// Public keys from a JWKS URL: fetched from the plugin's timer, shared, selected by `keyid`.
+mod jwks {
+    use super::*;
+    use crate::httpsig::signature_base;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    use wasmgate_core::Callout;
+
+    const JWKS_CONFIG: &str = r#"{"scheme": "http_signature",
+        "http_signature": {"required_components": ["@method", "@path"]},
+        "jwks": {"uri": "https://idp.example.com/keys/jwks.json", "cluster": "idp",
+                 "timeout": "1s", "cache_duration": "60s", "max_stale": "30s",
+                 "max_bytes": 2048}}"#;
+
+    fn key(seed: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn jwk(kid: &str, seed: u8) -> serde_json::Value {
+        let x = URL_SAFE_NO_PAD.encode(key(seed).verifying_key().to_bytes());
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"})
+    }
+
+    fn document(keys: &[serde_json::Value]) -> Vec<u8> {
+        serde_json::json!({ "keys": keys }).to_string().into_bytes()
+    }
+
+    fn configure_jwks(env: &FakeEnv) -> Rc<Worker<HmacAuth>> {
+        let worker = Rc::new(Worker::default());
+        assert!(worker.configure(env, "plugin".into(), Some(JWKS_CONFIG.as_bytes())));
+        worker
+    }
+
+    /// A GET `/hook/<id>` signed over `@method` and `@path` with key `seed` as `kid`, no body
+    /// (the path differs per request, so no two are replays).
+    fn signed_request(env: &FakeEnv, id: u32, kid: &str, seed: u8, alg: &str) {
+        let created = NOW_MS / 1000;
+        let params =
+            format!("(\"@method\" \"@path\");created={created};keyid=\"{kid}\";alg=\"{alg}\"");
+        let headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":authority".to_string(), "hooks.example.com".to_string()),
+            (":path".to_string(), format!("/hook/{id}")),
+        ];
+        let req = Request::from_headers(headers.clone());
+        let covered = ["@method".to_string(), "@path".to_string()];
+        let base = signature_base(&req, &covered, &params).unwrap();
+        let sig = STANDARD.encode(key(seed).sign(base.as_bytes()).to_bytes());
+        let input = format!("sig1={params}");
+        let signature = format!("sig1=:{sig}:");
+        let mut all: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        all.push(("signature-input", &input));
+        all.push(("signature", &signature));
+        env.set_map(HeaderMap::Request, &all);
+    }
+
+    /// Sends a signed request on a new stream (headers end the stream), kept in `live` (the
+    /// frame holds streams weakly, as the host owns them).
+    fn send(
+        env: &FakeEnv,
+        worker: &Rc<Worker<HmacAuth>>,
+        live: &mut Vec<Bound<HmacAuth>>,
+        id: u32,
+        kid: &str,
+        seed: u8,
+    ) -> Action {
+        signed_request(env, id, kid, seed, "ed25519");
+        let s = stream(worker, id);
+        let action = s.request_headers(env, true);
+        live.push(s);
+        action
+    }
+
+    /// Runs the plugin's tick (its period, 100 ms, later); the fetch tokens it sent.
+    fn tick(env: &FakeEnv, worker: &Rc<Worker<HmacAuth>>) -> Vec<u32> {
+        env.take_calls();
+        env.advance_ms(100);
+        worker.tick(env);
+        env.callouts()
+            .into_iter()
+            .map(|(callout, token)| {
+                let Callout::Http {
+                    cluster, headers, ..
+                } = callout
+                else {
+                    panic!("an HTTP fetch");
+                };
+                assert_eq!(cluster, "idp");
+                assert!(headers.contains(&(":path".into(), "/keys/jwks.json".into())));
+                assert!(headers.contains(&(":authority".into(), "idp.example.com".into())));
+                token
+            })
+            .collect()
+    }
+
+    fn answer(env: &FakeEnv, worker: &Rc<Worker<HmacAuth>>, token: u32, status: &str, body: &[u8]) {
+        *env.answer.borrow_mut() = Some(Answer::Http {
+            headers: vec![(":status".into(), status.into())],
+            body: body.to_vec(),
+        });
+        worker.deliver_http(env, token, 1, body.len());
+    }
+
+    /// Configured, with `keys` fetched.
+    fn ready(env: &FakeEnv, keys: &[serde_json::Value]) -> Rc<Worker<HmacAuth>> {
+        let worker = configure_jwks(env);
+        let tokens = tick(env, &worker);
+        assert_eq!(tokens.len(), 1, "the first tick fetches");
+        answer(env, &worker, tokens[0], "200", &document(keys));
+        env.take_calls();
+        worker
+    }
+
+    fn fetches(env: &FakeEnv, outcome: &str) -> i64 {
+        env.metric_with(
+            "wasmgate_hmac_auth_jwks_fetches_total",
+            &[("outcome", outcome)],
+        )
+    }
+
+    fn last_error(env: &FakeEnv) -> (u32, String) {
+        status_and_error(&reply(env))
+    }
+
+    #[test]
+    fn a_request_before_the_first_fetch_waits_then_verifies() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = configure_jwks(&env);
+        let mut live = Vec::new();
+        assert_eq!(
+            send(&env, &worker, &mut live, 1, "k1", 1),
+            Action::Pause,
+            "waits for keys"
+        );
+        assert!(env.responses().is_empty());
+        let tokens = tick(&env, &worker);
+        assert_eq!(tokens.len(), 1);
+        answer(&env, &worker, tokens[0], "200", &document(&[jwk("k1", 1)]));
+        assert_eq!(
+            env.resumed(),
+            [Direction::Request],
+            "verified once the keys came"
+        );
+        assert!(env.responses().is_empty());
+        assert_eq!(requests(&env, "verified"), 1);
+        assert_eq!(matched(&env, "jwks:idp.example.com"), 1);
+        assert_eq!(fetches(&env, "success"), 1);
+        // The next request is verified at once, without another fetch.
+        env.take_calls();
+        assert_eq!(send(&env, &worker, &mut live, 2, "k1", 1), Action::Continue);
+        assert!(tick(&env, &worker).is_empty());
+        env.advance_ms(5_000);
+        worker.tick(&env);
+        assert_eq!(env.gauge("wasmgate_hmac_auth_jwks_age_seconds"), Some(5));
+    }
+
+    #[test]
+    fn a_wait_for_keys_ends_with_its_own_key_set_only() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = Rc::new(Worker::default());
+        let config = r#"{"scheme": "http_signature",
+            "http_signature": {"required_components": ["@method", "@path"]},
+            "jwks": {"uri": "https://idp.example.com/keys/jwks.json", "cluster": "idp"},
+            "rules": [{"match": {"path_prefix": "/b"},
+                       "jwks": {"uri": "https://b.example.com/jwks.json", "cluster": "b"}}]}"#;
+        assert!(worker.configure(&env, "plugin".into(), Some(config.as_bytes())));
+        let mut live = Vec::new();
+        assert_eq!(send(&env, &worker, &mut live, 1, "k1", 1), Action::Pause);
+        env.take_calls();
+        env.advance_ms(100);
+        worker.tick(&env);
+        let mut fetches = env.callouts();
+        assert_eq!(fetches.len(), 2, "one fetch per key set");
+        // The other set's fetch completes first.
+        fetches.sort_by_key(|(callout, _)| callout.cluster() != "b");
+        for (callout, token) in fetches {
+            let Callout::Http { cluster, .. } = callout else {
+                panic!("an HTTP fetch");
+            };
+            if cluster == "b" {
+                answer(&env, &worker, token, "200", &document(&[jwk("b1", 2)]));
+                assert!(env.responses().is_empty(), "still waiting for its own set");
+                assert!(env.resumed().is_empty());
+            } else {
+                answer(&env, &worker, token, "200", &document(&[jwk("k1", 1)]));
+            }
+        }
+        assert_eq!(env.resumed(), [Direction::Request]);
+        assert_eq!(requests(&env, "verified"), 1);
+        assert_eq!(matched(&env, "jwks:idp.example.com"), 1);
+    }
+
+    #[test]
+    fn a_wait_for_keys_is_bounded_by_the_timeout() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = configure_jwks(&env);
+        let mut live = Vec::new();
+        assert_eq!(send(&env, &worker, &mut live, 1, "k1", 1), Action::Pause);
+        let _fetch_never_answers = tick(&env, &worker);
+        // Timeout (1s) plus a second for another worker's fetch to be seen.
+        env.advance_ms(1_899);
+        worker.tick(&env);
+        assert!(env.responses().is_empty(), "still waiting");
+        env.advance_ms(1);
+        worker.tick(&env);
+        assert_eq!(last_error(&env), (401, "invalid_signature".into()));
+    }
+
+    #[test]
+    fn an_unknown_kid_flood_causes_one_refetch_per_interval() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = ready(&env, &[jwk("k1", 1)]);
+        let mut live = Vec::new();
+        // 50 requests name kids the set lacks: one refetch is asked for; they wait for it.
+        for id in 0..50 {
+            assert_eq!(
+                send(
+                    &env,
+                    &worker,
+                    &mut live,
+                    10 + id,
+                    &format!("forged-{id}"),
+                    9
+                ),
+                Action::Pause
+            );
+        }
+        let tokens = tick(&env, &worker);
+        assert_eq!(tokens.len(), 1, "one fetch for the whole flood");
+        answer(&env, &worker, tokens[0], "200", &document(&[jwk("k1", 1)]));
+        assert_eq!(
+            env.responses().len(),
+            50,
+            "each refused once the refetch came"
+        );
+        assert!(env
+            .responses()
+            .iter()
+            .all(|r| status_and_error(r) == (401, "invalid_signature".into())));
+        // Within the interval: refused at once, nothing fetched.
+        env.take_calls();
+        env.advance_ms(29_000);
+        for id in 0..50 {
+            assert_eq!(
+                send(&env, &worker, &mut live, 100 + id, "forged", 9),
+                Action::Pause
+            );
+            assert_eq!(last_error(&env), (401, "invalid_signature".into()));
+        }
+        assert!(
+            tick(&env, &worker).is_empty(),
+            "no fetch an attacker can trigger"
+        );
+        // After the interval, one more.
+        env.advance_ms(1_000);
+        assert_eq!(
+            send(&env, &worker, &mut live, 200, "forged", 9),
+            Action::Pause
+        );
+        assert_eq!(tick(&env, &worker).len(), 1);
+    }
+
+    #[test]
+    fn a_rotated_key_is_fetched_when_a_signature_names_it() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = ready(&env, &[jwk("k1", 1)]);
+        let mut live = Vec::new();
+        assert_eq!(
+            send(&env, &worker, &mut live, 1, "k2", 2),
+            Action::Pause,
+            "k2 is new"
+        );
+        let tokens = tick(&env, &worker);
+        answer(
+            &env,
+            &worker,
+            tokens[0],
+            "200",
+            &document(&[jwk("k1", 1), jwk("k2", 2)]),
+        );
+        assert_eq!(env.resumed(), [Direction::Request]);
+        assert_eq!(requests(&env, "verified"), 1);
+        // k1 removed at the next refresh: its signatures are refused.
+        env.advance_ms(60_000);
+        let tokens = tick(&env, &worker);
+        assert_eq!(tokens.len(), 1, "refresh after cache_duration");
+        answer(&env, &worker, tokens[0], "200", &document(&[jwk("k2", 2)]));
+        env.take_calls();
+        assert_eq!(send(&env, &worker, &mut live, 2, "k2", 2), Action::Continue);
+        assert_eq!(send(&env, &worker, &mut live, 3, "k1", 1), Action::Pause);
+        assert!(
+            env.responses().is_empty(),
+            "waits for the refetch k1 asked for"
+        );
+        let tokens = tick(&env, &worker);
+        answer(&env, &worker, tokens[0], "200", &document(&[jwk("k2", 2)]));
+        assert_eq!(last_error(&env), (401, "invalid_signature".into()));
+    }
+
+    #[test]
+    fn a_key_of_another_type_than_the_signature_alg_is_refused() {
+        let env = FakeEnv::at(NOW_MS);
+        let f: serde_json::Value =
+            serde_json::from_str(include_str!("../pubkey/keys.json")).unwrap();
+        let mut ec = f["ec_jwk"].clone();
+        ec["kid"] = "k1".into();
+        let worker = ready(&env, &[ec, jwk("k2", 2)]);
+        let mut live = Vec::new();
+        // The signature says ed25519 for the EC key k1 (signed with an Ed25519 key): refused,
+        // after the one refetch it may ask for.
+        assert_eq!(send(&env, &worker, &mut live, 1, "k1", 1), Action::Pause);
+        let tokens = tick(&env, &worker);
+        answer(&env, &worker, tokens[0], "200", &document(&[jwk("k2", 2)]));
+        assert_eq!(last_error(&env), (401, "invalid_signature".into()));
+        assert_eq!(requests(&env, "verified"), 0);
+    }
+
+    #[test]
+    fn an_oversize_or_broken_jwks_is_a_failed_fetch_and_the_last_good_keys_stay() {
+        let big: Vec<serde_json::Value> = (0..40).map(|i| jwk(&format!("k{i}"), 1)).collect();
+        let private = {
+            let mut k = jwk("k1", 1);
+            k["d"] = "AAAA".into();
+            k
+        };
+        for body in [
+            document(&big),
+            b"<html>".to_vec(),
+            document(&[]),
+            document(&[private]),
+        ] {
+            let env = FakeEnv::at(NOW_MS);
+            let worker = ready(&env, &[jwk("k1", 1)]);
+            let mut live = Vec::new();
+            env.advance_ms(60_000);
+            let tokens = tick(&env, &worker);
+            assert_eq!(tokens.len(), 1, "refresh after cache_duration");
+            answer(&env, &worker, tokens[0], "200", &body);
+            assert_eq!(fetches(&env, "failure"), 1);
+            env.take_calls();
+            assert_eq!(
+                send(&env, &worker, &mut live, 1, "k1", 1),
+                Action::Continue,
+                "the last good keys still verify"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_dropped_after_max_stale_when_fetches_keep_failing() {
+        let env = FakeEnv::at(NOW_MS);
+        let worker = ready(&env, &[jwk("k1", 1)]);
+        let mut live = Vec::new();
+        // cache_duration 60s + max_stale 30s.
+        env.advance_ms(60_000);
+        for token in tick(&env, &worker) {
+            answer(&env, &worker, token, "503", b"down");
+        }
+        assert_eq!(fetches(&env, "failure"), 1);
+        env.take_calls();
+        // Fetched at +100 ms; now +90.1 s.
+        env.advance_ms(29_900);
+        assert_eq!(
+            send(&env, &worker, &mut live, 1, "k1", 1),
+            Action::Continue,
+            "at the bound"
+        );
+        env.advance_ms(1);
+        assert_eq!(
+            send(&env, &worker, &mut live, 2, "k1", 1),
+            Action::Pause,
+            "one refetch is tried"
+        );
+        for token in tick(&env, &worker) {
+            answer(&env, &worker, token, "503", b"down");
+        }
+        assert_eq!(last_error(&env), (401, "invalid_signature".into()));
     }
 }

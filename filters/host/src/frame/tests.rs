@@ -258,7 +258,10 @@ fn a_reply_is_json_with_its_headers_and_hides_the_response_from_the_filter() {
     let s = t.stream(1);
     assert_eq!(s.request_headers(&t.env, true), Action::Pause);
     let calls = t.env.take_calls();
-    assert_eq!(calls[0], Call::Metric("wasmgate_script_hits".into(), 1));
+    assert_eq!(
+        calls[0],
+        Call::Metric("plugin=.=plugin;.;wasmgate_script_hits".into(), 1)
+    );
     let Call::Respond(status, headers, body) = &calls[1] else {
         panic!("{calls:?}");
     };
@@ -290,7 +293,10 @@ fn counters_count_and_zero_makes_no_call() {
     t.stream(1).request_headers(&t.env, true);
     assert_eq!(
         t.env.take_calls(),
-        vec![Call::Metric("wasmgate_script_hits".into(), 2)]
+        vec![Call::Metric(
+            "plugin=.=plugin;.;wasmgate_script_hits".into(),
+            2
+        )]
     );
 }
 

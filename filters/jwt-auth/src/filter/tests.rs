@@ -107,8 +107,9 @@ fn error_of(sent: &Sent) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
 
-fn metric(env: &FakeEnv, what: &str) -> i64 {
-    env.metric(&format!("wasmgate_jwt_auth_{what}"))
+/// The sum of metric `wasmgate_jwt_auth_<what>` over its series carrying `labels`.
+fn metric(env: &FakeEnv, what: &str, labels: &[(&str, &str)]) -> i64 {
+    env.metric_with(&format!("wasmgate_jwt_auth_{what}"), labels)
 }
 
 #[test]
@@ -130,8 +131,8 @@ fn a_valid_token_goes_upstream_with_its_headers_and_without_the_token() {
         None,
         "forward is false"
     );
-    assert_eq!(metric(&env, "allowed"), 1);
-    assert_eq!(metric(&env, "denied"), 0);
+    assert_eq!(metric(&env, "requests_total", &[("outcome", "allowed")]), 1);
+    assert_eq!(metric(&env, "requests_total", &[("outcome", "denied")]), 0);
 }
 
 #[test]
@@ -222,8 +223,15 @@ fn a_token_signed_with_another_secret_is_401_invalid_signature() {
         !String::from_utf8_lossy(&reply.body).contains(&forged),
         "no token in a reply"
     );
-    assert_eq!(metric(&env, "denied"), 1);
-    assert_eq!(metric(&env, "denied_invalid_signature"), 1);
+    assert_eq!(metric(&env, "requests_total", &[("outcome", "denied")]), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "requests_total",
+            &[("outcome", "denied"), ("reason", "invalid_signature")]
+        ),
+        1
+    );
     assert_eq!(s.response_headers(&env, false), Action::Continue);
     assert_eq!(env.responses().len(), 1);
 }
@@ -251,7 +259,14 @@ fn a_missing_token_is_401_with_a_bare_challenge_and_a_safe_realm() {
         Some(r#"Bearer realm="evil,error=x""#),
         "the host cannot close the quoted realm or add a parameter"
     );
-    assert_eq!(metric(&env, "denied_missing_token"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "requests_total",
+            &[("outcome", "denied"), ("reason", "missing_token")]
+        ),
+        1
+    );
 }
 
 #[test]
@@ -319,11 +334,18 @@ fn a_request_waits_for_the_first_jwks_fetch_then_is_allowed() {
         body: body.clone(),
     });
     worker.deliver_http(&env, token, 1, body.len());
-    assert_eq!(metric(&env, "jwks_fetch_success"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "jwks_fetches_total",
+            &[("outcome", "success"), ("provider", "main")]
+        ),
+        1
+    );
     assert_eq!(env.resumed(), [Direction::Request]);
     assert!(env.responses().is_empty());
     assert_eq!(request_header(&env, "x-jwt-sub").as_deref(), Some("alice"));
-    assert_eq!(metric(&env, "allowed"), 1);
+    assert_eq!(metric(&env, "requests_total", &[("outcome", "allowed")]), 1);
 
     // The next request uses the fetched keys at once.
     env.take_calls();
@@ -332,7 +354,7 @@ fn a_request_waits_for_the_first_jwks_fetch_then_is_allowed() {
         stream(&worker, 2).request_headers(&env, true),
         Action::Continue
     );
-    assert_eq!(metric(&env, "allowed"), 1);
+    assert_eq!(metric(&env, "requests_total", &[("outcome", "allowed")]), 1);
 }
 
 #[test]
@@ -348,7 +370,13 @@ fn the_key_age_gauge_counts_from_the_last_fetch() {
     worker.deliver_http(&env, token, 1, body.len());
     env.advance_ms(42_000);
     worker.tick(&env);
-    assert_eq!(env.gauge("wasmgate_jwt_auth_jwks_age_seconds"), Some(42));
+    assert_eq!(
+        env.gauge_with(
+            "wasmgate_jwt_auth_jwks_age_seconds",
+            &[("provider", "main")]
+        ),
+        Some(42)
+    );
 }
 
 #[test]
@@ -367,8 +395,22 @@ fn a_jwks_answer_over_max_jwks_bytes_is_refused_unread() {
         env.answer.borrow().is_some(),
         "the body was never read into the VM"
     );
-    assert_eq!(metric(&env, "jwks_fetch_failure"), 1);
-    assert_eq!(metric(&env, "jwks_fetch_success"), 0);
+    assert_eq!(
+        metric(
+            &env,
+            "jwks_fetches_total",
+            &[("outcome", "failure"), ("provider", "main")]
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &env,
+            "jwks_fetches_total",
+            &[("outcome", "success"), ("provider", "main")]
+        ),
+        0
+    );
     let reply = sent(&env);
     assert_eq!(
         (reply.status, error_of(&reply)),
@@ -479,7 +521,14 @@ fn oidc_discovery_fetches_the_document_then_the_keys_it_names() {
     );
     assert!(env.responses().is_empty(), "still waiting for the keys");
     answer(&env, &worker, token, "200", jwks().as_bytes());
-    assert_eq!(metric(&env, "jwks_fetch_success"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "jwks_fetches_total",
+            &[("outcome", "success"), ("provider", "main")]
+        ),
+        1
+    );
     assert_eq!(env.resumed(), [Direction::Request]);
     assert_eq!(request_header(&env, "x-jwt-sub").as_deref(), Some("alice"));
 }
@@ -500,7 +549,14 @@ fn a_discovery_document_of_another_issuer_is_a_failed_fetch() {
         env.callouts().is_empty(),
         "no key fetch from a foreign document"
     );
-    assert_eq!(metric(&env, "jwks_fetch_failure"), 1);
+    assert_eq!(
+        metric(
+            &env,
+            "jwks_fetches_total",
+            &[("outcome", "failure"), ("provider", "main")]
+        ),
+        1
+    );
     let reply = sent(&env);
     assert_eq!(
         (reply.status, error_of(&reply)),
@@ -641,6 +697,11 @@ fn opaque_tokens_are_introspected_once_and_cached_for_every_worker() {
 fn inactive_tokens_and_endpoint_failures_are_denied() {
     let env = FakeEnv::at(NOW_S * 1000);
     let worker = configure(&env, &introspection_config());
+    // Each request forgets the calls seen before it.
+    let introspections = |outcome| {
+        let labels = [("outcome", outcome), ("provider", "opaque")];
+        metric(&env, "introspections_total", &labels)
+    };
     // Inactive: 401 token_inactive, briefly cached.
     let (_, call, _s) = opaque_request(&env, &worker, 1, "revoked");
     answer(
@@ -649,6 +710,10 @@ fn inactive_tokens_and_endpoint_failures_are_denied() {
         call.unwrap().0,
         "200",
         br#"{"active": false}"#,
+    );
+    assert_eq!(
+        (introspections("success"), introspections("failure")),
+        (1, 0)
     );
     let reply = sent(&env);
     assert_eq!(
@@ -672,6 +737,10 @@ fn inactive_tokens_and_endpoint_failures_are_denied() {
             (reply.status, error_of(&reply)),
             (401, "introspection_failed".into()),
             "{status} {body:?}"
+        );
+        assert_eq!(
+            (introspections("success"), introspections("failure")),
+            (0, 1)
         );
     }
     // Active for another issuer or audience: the same checks as a JWT.

@@ -131,10 +131,19 @@ fn weakening_or_mistaken_configurations_are_refused() {
         ),
         (
             format!(
-                r#"{{"clients": [{{"id": "a.b", "keys": [{{"sha256": "{digest}"}}]}}, {{"id": "a_b", "keys": [{{"secret": {{"value": "{KEY_B}"}}}}]}}]}}"#
+                r#"{{"clients": [{{"id": "a@b", "keys": [{{"sha256": "{digest}"}}]}}, {{"id": "a_b", "keys": [{{"secret": {{"value": "{KEY_B}"}}}}]}}]}}"#
             ),
             "clients[1].id",
-            "metric name",
+            "metric label",
+        ),
+        (
+            // A label value keeps 64 characters: these two ids would share one.
+            format!(
+                r#"{{"clients": [{{"id": "{long}x", "keys": [{{"sha256": "{digest}"}}]}}, {{"id": "{long}y", "keys": [{{"secret": {{"value": "{KEY_B}"}}}}]}}]}}"#,
+                long = "a".repeat(64)
+            ),
+            "clients[1].id",
+            "metric label",
         ),
         (
             format!(r#"{{"clients": [{{"id": "a b", "keys": [{{"sha256": "{digest}"}}]}}]}}"#),

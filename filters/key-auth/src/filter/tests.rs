@@ -8,6 +8,11 @@ use wasmgate_host::fake::{FakeEnv, Sent};
 use wasmgate_host::frame::{Bound, StreamOps, Worker};
 use wasmgate_host::proxy_wasm::types::Action;
 
+/// The metrics the tests read: `requests_total{outcome, reason}`, and
+/// `client_requests_total{outcome, client}`.
+const REQUESTS: &str = "wasmgate_key_auth_requests_total";
+const CLIENT_REQUESTS: &str = "wasmgate_key_auth_client_requests_total";
+
 const NOW_MS: u64 = 1_800_000_000_000;
 const TEAM_A: &str = "team-a-key-0123456789";
 const PARTNER: &str = "partner-x-key-012345";
@@ -102,8 +107,15 @@ fn a_valid_key_from_each_source_forwards_the_identity() {
             upstream_header(&env, "x-client-scopes").as_deref(),
             Some("orders:read orders:write")
         );
-        assert_eq!(env.metric("wasmgate_key_auth_allowed"), 1);
-        assert_eq!(env.metric("wasmgate_key_auth_client_team_a_allowed"), 1);
+        assert_eq!(env.metric_with(REQUESTS, &[("outcome", "allowed")]), 1);
+        assert_eq!(env.metric(REQUESTS), 1);
+        assert_eq!(
+            env.metric_with(
+                CLIENT_REQUESTS,
+                &[("client", "team-a"), ("outcome", "allowed")]
+            ),
+            1
+        );
     }
 }
 
@@ -152,7 +164,10 @@ fn missing_invalid_and_retired_keys() {
 fn an_invalid_key_is_never_treated_as_missing() {
     let env = allowed("GET", "/public/page", &[]);
     assert_eq!(upstream_header(&env, "x-client-id"), None);
-    assert_eq!(env.metric("wasmgate_key_auth_allowed_anonymous"), 1);
+    assert_eq!(
+        env.metric_with(REQUESTS, &[("outcome", "allowed_anonymous")]),
+        1
+    );
     let (status, error, _) = refused(
         "GET",
         "/public/page",
@@ -201,8 +216,23 @@ fn scopes_and_allowed_clients() {
         (403, "client_not_allowed")
     );
     assert_eq!(reply.header("www-authenticate"), None);
-    assert_eq!(env.metric("wasmgate_key_auth_denied_client_not_allowed"), 1);
-    assert_eq!(env.metric("wasmgate_key_auth_client_partner_x_denied"), 1);
+    let denied = [("outcome", "denied"), ("reason", "client_not_allowed")];
+    assert_eq!(env.metric_with(REQUESTS, &denied), 1);
+    assert_eq!(env.metric_with(REQUESTS, &[("outcome", "denied")]), 1);
+    assert_eq!(
+        env.metric_with(
+            CLIENT_REQUESTS,
+            &[("client", "partner-x"), ("outcome", "denied")]
+        ),
+        1
+    );
+    assert_eq!(
+        env.metric_with(
+            CLIENT_REQUESTS,
+            &[("client", "partner-x"), ("outcome", "allowed")]
+        ),
+        0
+    );
 }
 
 #[test]
@@ -261,4 +291,37 @@ fn a_key_that_was_not_utf8_matches_nothing() {
         &[("x-api-key", "team-a-key-\u{FFFD}\u{FFFD}")],
     );
     assert_eq!((status, error.as_str()), (401, "invalid_api_key"));
+}
+
+#[test]
+fn a_client_counter_is_defined_once_per_worker_with_its_labels() {
+    let env = FakeEnv::at(NOW_MS);
+    let worker = worker(&env);
+    for id in 1..=2 {
+        env.set_map(
+            HeaderMap::Request,
+            &[
+                (":method", "GET"),
+                (":authority", "api.example.com"),
+                (":path", "/orders"),
+                ("x-api-key", TEAM_A),
+            ],
+        );
+        let stream = Bound {
+            stream: worker.new_stream(id).unwrap(),
+            worker: Rc::clone(&worker),
+        };
+        assert_eq!(stream.request_headers(&env, true), Action::Continue);
+    }
+    let name = "plugin=.=plugin;.;outcome=.=allowed;.;client=.=team-a;.;\
+                wasmgate_key_auth_client_requests_total";
+    let names = env.metric_names();
+    assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{names:?}");
+    assert!(names.contains(
+        &"plugin=.=plugin;.;outcome=.=denied;.;reason=.=invalid_api_key;.;\
+          wasmgate_key_auth_requests_total"
+            .to_string()
+    ));
+    let labels = [("client", "team-a"), ("outcome", "allowed")];
+    assert_eq!(env.metric_with(CLIENT_REQUESTS, &labels), 2);
 }

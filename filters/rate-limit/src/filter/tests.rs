@@ -70,8 +70,14 @@ fn error_of(sent: &Sent) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
 
-fn metric(env: &FakeEnv, what: &str) -> i64 {
-    env.metric(&format!("wasmgate_rate_limit_{what}"))
+/// Metric `wasmgate_rate_limit_<what>` summed over its series carrying `labels`.
+fn metric(env: &FakeEnv, what: &str, labels: &[(&str, &str)]) -> i64 {
+    env.metric_with(&format!("wasmgate_rate_limit_{what}"), labels)
+}
+
+/// `requests_total` of one outcome.
+fn requests(env: &FakeEnv, outcome: &str) -> i64 {
+    metric(env, "requests_total", &[("outcome", outcome)])
 }
 
 #[test]
@@ -93,7 +99,7 @@ fn allowed_responses_get_the_rate_limit_headers() {
     );
     assert_eq!(response_values(&env, "x-ratelimit-remaining"), ["1"]);
     assert_eq!(response_values(&env, "x-ratelimit-reset"), ["45"]);
-    assert_eq!(metric(&env, "allowed"), 1);
+    assert_eq!(requests(&env, "allowed"), 1);
 }
 
 #[test]
@@ -141,7 +147,10 @@ fn the_request_over_the_limit_is_429_with_retry_after() {
         Action::Continue,
         "nothing after the reply"
     );
-    assert_eq!((metric(&env, "allowed"), metric(&env, "limited")), (2, 1));
+    assert_eq!(
+        (requests(&env, "allowed"), requests(&env, "limited")),
+        (2, 1)
+    );
 
     // The window ends: the client has its quota again.
     env.advance_ms(45_000);
@@ -182,7 +191,7 @@ fn a_missing_key_part_is_400_and_unmatched_requests_get_no_headers() {
         (sent.status, error_of(&sent)),
         (400, "missing_rate_limit_key".into())
     );
-    assert_eq!(metric(&env, "missing_key"), 1);
+    assert_eq!(metric(&env, "missing_key_total", &[]), 1);
 
     request(&env, "10.0.0.1", "/other", &[]);
     assert_eq!(
@@ -194,7 +203,7 @@ fn a_missing_key_part_is_400_and_unmatched_requests_get_no_headers() {
 }
 
 /// Under pressure (the table's entries all held by active keys) new keys share the rule's
-/// overflow entry, and `wasmgate_rate_limit_overflow` counts them; an active key keeps its count.
+/// overflow entry, and `wasmgate_rate_limit_table_overflow_total` counts them; an active key keeps its count.
 #[test]
 fn new_keys_overflow_a_full_table_and_are_counted() {
     let env = FakeEnv::at(NOW_MS);
@@ -218,16 +227,16 @@ fn new_keys_overflow_a_full_table_and_are_counted() {
         actions.iter().filter(|a| **a == Action::Continue).count(),
         1 + 2
     );
-    assert_eq!(metric(&env, "overflow"), 9);
-    assert_eq!(metric(&env, "keys_evicted"), 0);
+    assert_eq!(metric(&env, "table_overflow_total", &[]), 9);
+    assert_eq!(metric(&env, "keys_evicted_total", &[]), 0);
     assert_eq!(send_key("victim"), Action::Pause, "still refused");
-    assert_eq!(metric(&env, "limited"), 2 + 7);
+    assert_eq!(requests(&env, "limited"), 2 + 7);
 
     // A minute later every entry is idle: new keys take them (counted as evictions).
     env.advance_ms(60_000);
     assert_eq!(send_key("fresh"), Action::Continue);
-    assert_eq!(metric(&env, "keys_evicted"), 1);
-    assert_eq!(metric(&env, "overflow"), 9);
+    assert_eq!(metric(&env, "keys_evicted_total", &[]), 1);
+    assert_eq!(metric(&env, "table_overflow_total", &[]), 9);
 }
 
 /// Configures `config` on a fresh worker.
@@ -304,13 +313,19 @@ fn the_shadow_marker_is_ours() {
             .collect::<Vec<_>>(),
         ["m"]
     );
-    assert_eq!(metric(&env, "shadow_limited"), 1);
-    assert_eq!(metric(&env, "rule.s.shadow_limited"), 1);
-    assert_eq!(metric(&env, "limit.s.m.refused"), 1);
+    assert_eq!(requests(&env, "shadow_limited"), 1);
+    let shadow = [("rule", "s"), ("outcome", "shadow_limited")];
+    assert_eq!(metric(&env, "rule_requests_total", &shadow), 1);
+    let limit = [("rule", "s"), ("limit", "m"), ("outcome", "shadow_limited")];
+    assert_eq!(metric(&env, "limit_requests_total", &limit), 1);
+    assert_eq!(
+        metric(&env, "limit_requests_total", &[("outcome", "limited")]),
+        0
+    );
 }
 
-/// Counters per rule (`rule.<name>.<outcome>`) and per limit (`limit.<rule>.<limit>.refused`),
-/// next to the totals.
+/// Counters per rule (`rule_requests_total{rule, outcome}`) and per limit
+/// (`limit_requests_total{rule, limit, outcome}`), next to the totals.
 #[test]
 fn metrics_per_rule_and_per_limit() {
     let env = FakeEnv::at(NOW_MS);
@@ -327,25 +342,44 @@ fn metrics_per_rule_and_per_limit() {
         request(&env, "10.0.0.1", "/x", &[("x-tenant", "acme")]);
         send(&env, &worker, id, &[(":status", "200")]);
     }
-    assert_eq!(metric(&env, "rule.api.allowed"), 1);
-    assert_eq!(metric(&env, "rule.api.limited"), 2);
+    let rule = |outcome| {
+        metric(
+            &env,
+            "rule_requests_total",
+            &[("rule", "api"), ("outcome", outcome)],
+        )
+    };
     assert_eq!(
-        metric(&env, "limit.api.per_ip.refused"),
-        2,
-        "'.' in a name is '_'"
+        (rule("allowed"), rule("limited"), rule("shadow_limited")),
+        (1, 2, 0)
     );
-    assert_eq!(metric(&env, "limit.api.tenant.refused"), 0);
-    assert_eq!((metric(&env, "allowed"), metric(&env, "limited")), (1, 2));
+    let limit = |name, outcome| {
+        let labels = [("rule", "api"), ("limit", name), ("outcome", outcome)];
+        metric(&env, "limit_requests_total", &labels)
+    };
+    assert_eq!(limit("per.ip", "limited"), 2);
+    assert_eq!(limit("tenant", "limited"), 0);
+    assert_eq!(
+        (requests(&env, "allowed"), requests(&env, "limited")),
+        (1, 2)
+    );
+    // Without shadow mode, no shadow_limited series; a limit has no allowed series.
+    let names = env.metric_names();
+    assert!(names
+        .iter()
+        .all(|n| !n.contains("outcome=.=shadow_limited;.;rule=.=api")));
+    assert!(names
+        .iter()
+        .all(|n| !(n.contains("outcome=.=allowed") && n.contains("limit="))));
+    assert!(names.contains(&"plugin=.=plugin;.;outcome=.=limited;.;rule=.=api;.;limit=.=per.ip;.;wasmgate_rate_limit_limit_requests_total".to_string()));
     // An unnamed rule has no counters of its own (no extra update per request).
     let env = FakeEnv::at(NOW_MS);
     let worker = configure(&env);
     request(&env, "10.0.0.1", "/api/x", &[]);
     send(&env, &worker, 1, &[(":status", "200")]);
-    assert_eq!(metric(&env, "allowed"), 1);
-    assert_eq!(metric(&env, "rule.0.allowed"), 0);
-    assert!(env.take_calls().iter().all(
-        |c| !matches!(c, wasmgate_host::fake::Call::Metric(name, _) if name.contains("rule."))
-    ));
+    assert_eq!(requests(&env, "allowed"), 1);
+    assert_eq!(metric(&env, "rule_requests_total", &[]), 0);
+    assert!(env.metric_names().iter().all(|n| !n.contains("rule=")));
 }
 
 /// Global mode: the service's `response_headers_to_add` reach the client (on the response and
@@ -419,4 +453,42 @@ fn global_mode_applies_the_services_headers() {
     assert_eq!(sent.header("x-quota-note"), Some("ok"));
     assert_eq!(sent.header("x-envoy-ratelimited"), Some("true"));
     assert_eq!(sent.header("x-bad"), None);
+    // The calls before `ask`'s last `take_calls` are forgotten: the last answer only.
+    let calls = |outcome| metric(&env, "global_calls_total", &[("outcome", outcome)]);
+    assert_eq!((calls("success"), calls("failure")), (1, 0));
+    assert_eq!(requests(&env, "limited"), 1);
+}
+
+/// Global mode: a failed call counts `global_calls_total{outcome="failure"}`, and with
+/// `failure_mode: deny` the 503 `unavailable_total`.
+#[test]
+fn global_failures_are_counted() {
+    for (mode, unavailable) in [("allow", 0), ("deny", 1)] {
+        let env = FakeEnv::at(NOW_MS);
+        let config = format!(
+            r#"{{"rules": [{{"mode": "global", "key": ["client_ip"],
+                "global": {{"cluster": "rl", "domain": "edge", "failure_mode": "{mode}"}}}}]}}"#
+        );
+        let worker = configure_with(&env, &config);
+        request(&env, "10.0.0.1", "/", &[]);
+        let s = stream(&worker, 1);
+        assert_eq!(s.request_headers(&env, true), Action::Pause);
+        let (_, token) = env.callouts().pop().unwrap();
+        *env.answer.borrow_mut() = Some(wasmgate_core::Answer::Grpc {
+            status: 14,
+            message: Vec::new(),
+        });
+        worker.deliver_grpc(&env, token, 14, 0);
+        let calls = |outcome| metric(&env, "global_calls_total", &[("outcome", outcome)]);
+        assert_eq!((calls("success"), calls("failure")), (0, 1), "{mode}");
+        assert_eq!(
+            metric(&env, "unavailable_total", &[]),
+            unavailable,
+            "{mode}"
+        );
+        assert_eq!(metric(&env, "requests_total", &[]), 0, "{mode}");
+        if unavailable == 1 {
+            assert_eq!(reply(&env).status, 503);
+        }
+    }
 }

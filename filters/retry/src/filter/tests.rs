@@ -80,6 +80,19 @@ const FILTER_MODE: &str = r#"{
     "filter_mode": {"loopback_cluster": "retry_loopback", "timeout": "5s", "max_body_bytes": 16}
 }"#;
 
+/// `retries_denied_total` of one reason.
+fn denied(env: &FakeEnv, reason: &str) -> i64 {
+    env.metric_with("wasmgate_retry_retries_denied_total", &[("reason", reason)])
+}
+
+/// `circuit_transitions_total` of one outcome (`opened`, `closed`), every upstream.
+fn transitions(env: &FakeEnv, outcome: &str) -> i64 {
+    env.metric_with(
+        "wasmgate_retry_circuit_transitions_total",
+        &[("outcome", outcome)],
+    )
+}
+
 /// The router's response to a filter-mode request's first attempt.
 fn router_answers(env: &FakeEnv, headers: &[(&str, &str)]) {
     respond_upstream(env, headers);
@@ -121,7 +134,7 @@ fn router_mode_hands_the_policy_to_the_router_and_counts_its_retries() {
         env.header(HeaderMap::Response, ATTEMPTS).as_deref(),
         Some("3")
     );
-    assert_eq!(env.metric("wasmgate_retry_retries"), 2);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 2);
     // The budget of the routed cluster lives under this configuration's namespace, and holds
     // the request and the two retries the router made.
     let json = r#"{"max_retries": 2, "retry_on": ["5xx"], "per_try_timeout": "500ms"}"#;
@@ -150,7 +163,7 @@ fn router_mode_without_retries_switches_the_router_off() {
         request_header(&env, "x-envoy-max-retries").as_deref(),
         Some("0")
     );
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_idempotency"), 1);
+    assert_eq!(denied(&env, "idempotency"), 1);
     respond_upstream(&env, &[(":status", "503"), ("x-envoy-attempt-count", "1")]);
     assert_eq!(s.response_headers(&env, false), Action::Continue);
     assert_eq!(env.header(HeaderMap::Response, ATTEMPTS), None);
@@ -178,7 +191,7 @@ fn a_disabled_rule_leaves_the_request_alone() {
     respond_upstream(&env, &[(":status", "200"), ("x-envoy-attempt-count", "3")]);
     assert_eq!(s.response_headers(&env, false), Action::Continue);
     assert_eq!(env.header(HeaderMap::Response, ATTEMPTS), None);
-    assert_eq!(env.metric("wasmgate_retry_retries"), 0);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 0);
 }
 
 #[test]
@@ -193,7 +206,10 @@ fn an_open_circuit_answers_503_until_a_probe_succeeds() {
     s.request_headers(&env, true);
     respond_upstream(&env, &[(":status", "502")]);
     s.response_headers(&env, false);
-    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(transitions(&env, "opened"), 1);
+    // Without a routed cluster the circuit's upstream is `-`.
+    let open = || env.gauge_with("wasmgate_retry_circuit_open", &[("upstream", "-")]);
+    assert_eq!(open(), Some(1));
 
     let s = stream(&worker, 2);
     assert_eq!(s.request_headers(&env, true), Action::Pause);
@@ -204,15 +220,17 @@ fn an_open_circuit_answers_503_until_a_probe_succeeds() {
     );
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.header("content-type"), Some("application/json"));
-    assert_eq!(env.metric("wasmgate_retry_short_circuited"), 1);
+    assert_eq!(env.metric("wasmgate_retry_short_circuited_total"), 1);
     assert_eq!(s.response_headers(&env, false), Action::Continue);
 
     env.now_ms.set(START_MS + 1_100);
     let s = stream(&worker, 3);
     assert_eq!(s.request_headers(&env, true), Action::Continue, "the probe");
+    assert_eq!(open(), Some(1), "half-open counts as open");
     respond_upstream(&env, &[(":status", "200")]);
     s.response_headers(&env, false);
-    assert_eq!(env.metric("wasmgate_retry_circuit_closed"), 1);
+    assert_eq!(transitions(&env, "closed"), 1);
+    assert_eq!(open(), Some(0));
 }
 
 #[test]
@@ -279,7 +297,7 @@ fn filter_mode_retries_through_the_loopback_cluster_until_one_succeeds() {
     assert_eq!(response.header("x-upstream"), Some("final"));
     assert_eq!(response.header(ATTEMPTS), Some("3"));
     assert_eq!(response.header("content-length"), None);
-    assert_eq!(env.metric("wasmgate_retry_retries"), 2);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 2);
     assert_eq!(env.callouts().len(), 2);
 }
 
@@ -351,11 +369,7 @@ fn filter_mode_its_own_retry_is_routed_once_and_a_forged_one_gains_nothing() {
     router_answers(&env, &[(":status", "503")]);
     assert_eq!(inner.response_headers(&env, false), Action::Continue);
     assert_eq!(env.callouts().len(), 1, "no retry of its own");
-    assert_eq!(
-        env.metric("wasmgate_retry_circuit_opened"),
-        0,
-        "not recorded"
-    );
+    assert_eq!(transitions(&env, "opened"), 0, "not recorded");
     assert_eq!(budget(), (1, 1), "not counted");
     // A client forging the marker: never retried, but counted and recorded like any request.
     let forged = stream(&worker, 3);
@@ -369,7 +383,7 @@ fn filter_mode_its_own_retry_is_routed_once_and_a_forged_one_gains_nothing() {
     router_answers(&env, &[(":status", "503")]);
     assert_eq!(forged.response_headers(&env, false), Action::Continue);
     assert_eq!(env.callouts().len(), 1);
-    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 1, "recorded");
+    assert_eq!(transitions(&env, "opened"), 1, "recorded");
     // The circuit is open now: it answers forged and own retries alike.
     for (id, marker) in [(4, "guess"), (5, token.as_str())] {
         let s = stream(&worker, id);
@@ -479,7 +493,7 @@ fn filter_mode_returns_at_once_what_asks_for_a_longer_wait_than_allowed() {
         );
     }
     assert!(env.callouts().is_empty());
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_retry_after"), 4);
+    assert_eq!(denied(&env, "retry_after"), 4);
     // Within max_retry_after, the wait is what the server asked for.
     let s = stream(&worker, 9);
     request(&env, "GET", "/f", &[]);
@@ -512,8 +526,8 @@ fn filter_mode_budget_refusal_passes_the_response_on() {
         None,
         "one attempt"
     );
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 1);
-    assert_eq!(env.metric("wasmgate_retry_retries"), 0);
+    assert_eq!(denied(&env, "budget"), 1);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 0);
 }
 
 #[test]
@@ -546,7 +560,7 @@ fn filter_mode_budget_is_per_upstream() {
         Action::Pause,
         "good still has its own"
     );
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 1);
+    assert_eq!(denied(&env, "budget"), 1);
 }
 
 #[test]
@@ -662,12 +676,12 @@ fn router_mode_budget_is_no_concurrency_cap() {
             Some("2")
         );
     }
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_budget"), 0);
+    assert_eq!(denied(&env, "budget"), 0);
     for s in &streams {
         respond_upstream(&env, &[(":status", "200"), ("x-envoy-attempt-count", "1")]);
         s.response_headers(&env, false);
     }
-    assert_eq!(env.metric("wasmgate_retry_retries"), 0);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 0);
 }
 
 #[test]
@@ -688,7 +702,7 @@ fn router_mode_charges_the_retries_made_even_when_the_stream_is_reset() {
     env.set_property("upstream.request_attempt_count", &3u64.to_le_bytes());
     s.done(&env);
     assert_eq!(totals(), (1, 2));
-    assert_eq!(env.metric("wasmgate_retry_retries"), 2);
+    assert_eq!(env.metric("wasmgate_retry_retries_total"), 2);
     // Reset after one attempt: nothing to charge, and nothing was held on arrival. The worker
     // writes the requests it counted with its next write (here its tick).
     env.set_property("upstream.request_attempt_count", &1u64.to_le_bytes());
@@ -747,7 +761,7 @@ fn one_bad_upstream_opens_only_its_own_circuit() {
     assert_eq!(call(&env, &worker, 1, bad, "503"), 503);
     assert_eq!(call(&env, &worker, 2, good, "200"), 200);
     assert_eq!(call(&env, &worker, 3, bad, "503"), 503);
-    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 1);
+    assert_eq!(transitions(&env, "opened"), 1);
     assert_eq!(
         call(&env, &worker, 4, bad, "200"),
         503,
@@ -763,7 +777,20 @@ fn one_bad_upstream_opens_only_its_own_circuit() {
         call(&env, &worker, 7, ("PUT", "/x", "good", "r1"), "200"),
         200
     );
-    assert_eq!(env.metric("wasmgate_retry_short_circuited"), 2);
+    assert_eq!(env.metric("wasmgate_retry_short_circuited_total"), 2);
+    // Per upstream: bad's circuit opened and short-circuited, good's did neither.
+    let bad = [("upstream", "bad")];
+    let good = [("upstream", "good")];
+    let opened = |labels: &[(&str, &str)]| {
+        let mut labels = labels.to_vec();
+        labels.push(("outcome", "opened"));
+        env.metric_with("wasmgate_retry_circuit_transitions_total", &labels)
+    };
+    assert_eq!((opened(&bad), opened(&good)), (1, 0));
+    let short = |labels| env.metric_with("wasmgate_retry_short_circuited_total", labels);
+    assert_eq!((short(&bad), short(&good)), (2, 0));
+    let open = |labels| env.gauge_with("wasmgate_retry_circuit_open", labels);
+    assert_eq!((open(&bad), open(&good)), (Some(1), Some(0)));
 }
 
 #[test]
@@ -786,6 +813,22 @@ fn a_route_scoped_circuit_is_per_route() {
     );
     assert_eq!(call(&env, &worker, 4, ("GET", "/x", "c", "r2"), "503"), 503);
     assert_eq!(call(&env, &worker, 5, ("GET", "/x", "c", "r2"), "200"), 200);
+    // The rule's own circuits carry its index besides the route; the top level's, the cluster.
+    let open = |labels: &[(&str, &str)]| env.gauge_with("wasmgate_retry_circuit_open", labels);
+    assert_eq!(open(&[("rule", "1"), ("upstream", "r2")]), Some(1));
+    assert_eq!(open(&[("rule", "1"), ("upstream", "r3")]), Some(0));
+    assert_eq!(open(&[("upstream", "c")]), Some(0));
+    assert!(env.metric_names().contains(
+        &"plugin=.=p;.;outcome=.=opened;.;rule=.=1;.;upstream=.=r2;.;wasmgate_retry_circuit_transitions_total"
+            .to_string()
+    ));
+    assert_eq!(
+        env.metric_with(
+            "wasmgate_retry_short_circuited_total",
+            &[("rule", "1"), ("upstream", "r2")]
+        ),
+        1
+    );
 }
 
 #[test]
@@ -802,7 +845,7 @@ fn a_request_that_already_is_a_retry_is_not_retried_again() {
             "x-envoy-attempt-count: {count}"
         );
     }
-    assert_eq!(env.metric("wasmgate_retry_retries_denied_retried"), 1);
+    assert_eq!(denied(&env, "retried"), 1);
     // Off by default: the header changes nothing.
     let worker = configure(&env, r#"{"max_retries": 2}"#);
     let s = stream(&worker, 4);
@@ -890,11 +933,7 @@ fn slow_calls_and_a_failure_rate_open_the_circuit() {
         respond_upstream(&env, &[(":status", "200")]);
         s.response_headers(&env, false);
     }
-    assert_eq!(
-        env.metric("wasmgate_retry_circuit_opened"),
-        1,
-        "two slow 200s"
-    );
+    assert_eq!(transitions(&env, "opened"), 1, "two slow 200s");
     let s = stream(&worker, 3);
     assert_eq!(s.request_headers(&env, true), Action::Pause);
     assert_eq!(error_of(&sent(&env)), "circuit_open");
@@ -912,7 +951,7 @@ fn slow_calls_and_a_failure_rate_open_the_circuit() {
         respond_upstream(&env, &[(":status", status)]);
         s.response_headers(&env, false);
     }
-    assert_eq!(env.metric("wasmgate_retry_circuit_opened"), 2);
+    assert_eq!(transitions(&env, "opened"), 2);
 }
 
 #[test]

@@ -73,8 +73,18 @@ fn status_and_error(sent: &Sent) -> (u32, String) {
     (sent.status, error)
 }
 
-fn metric(env: &FakeEnv, what: &str) -> i64 {
-    env.metric(&format!("wasmgate_transform_{what}"))
+/// Metric `wasmgate_transform_<what>` summed over its series carrying `labels`.
+fn metric(env: &FakeEnv, what: &str, labels: &[(&str, &str)]) -> i64 {
+    env.metric_with(&format!("wasmgate_transform_{what}"), labels)
+}
+
+/// `body_errors_total` of one reason in one direction (`""`: both).
+fn body_errors(env: &FakeEnv, direction: &str, reason: &str) -> i64 {
+    let mut labels = vec![("reason", reason)];
+    if !direction.is_empty() {
+        labels.push(("direction", direction));
+    }
+    metric(env, "body_errors_total", &labels)
 }
 
 #[test]
@@ -112,7 +122,7 @@ fn request_header_edits_are_one_whole_map_write() {
     assert_eq!(get("x-source"), Some("gateway"));
     assert_eq!(get("x-internal"), None);
     assert!(calls.contains(&Call::Metric(
-        "wasmgate_transform_requests_transformed".into(),
+        "plugin=.=plugin;.;direction=.=request;.;wasmgate_transform_transformed_total".into(),
         1
     )));
 }
@@ -134,7 +144,7 @@ fn a_template_cannot_inject_a_header_line() {
         .headers(HeaderMap::Request)
         .iter()
         .all(|(_, v)| !v.contains('\r') && !v.contains('\n')));
-    assert_eq!(metric(&env, "operations_skipped"), 1);
+    assert_eq!(metric(&env, "operations_skipped_total", &[]), 1);
     assert_eq!(
         header(&env, HeaderMap::Request, "x-user").as_deref(),
         Some("alice"),
@@ -161,7 +171,10 @@ fn held_headers_get_the_length_of_the_edited_json_body() {
         header(&env, HeaderMap::Request, "content-length"),
         Some(edited.len().to_string())
     );
-    assert_eq!(metric(&env, "requests_transformed"), 1);
+    assert_eq!(
+        metric(&env, "transformed_total", &[("direction", "request")]),
+        1
+    );
 }
 
 #[test]
@@ -209,9 +222,9 @@ fn request_bodies_over_the_limit_or_not_json_are_refused() {
     assert_eq!(s.request_body(&env, 9, true), Action::Pause);
     let sent = env.last_response().expect("a reply");
     assert_eq!(status_and_error(&sent), (400, "invalid_json".into()));
-    assert_eq!(metric(&env, "body_too_large"), 2);
-    assert_eq!(metric(&env, "invalid_json"), 1);
-    assert_eq!(metric(&env, "body_errors"), 3);
+    assert_eq!(body_errors(&env, "request", "too_large"), 2);
+    assert_eq!(body_errors(&env, "request", "invalid_json"), 1);
+    assert_eq!(metric(&env, "body_errors_total", &[]), 3);
 }
 
 /// A POST of `body` with these headers (and its Content-Length) on a new stream; the stream.
@@ -259,8 +272,8 @@ fn request_bodies_the_edits_cannot_apply_to_are_refused_by_default() {
             "{extra:?}"
         );
     }
-    assert_eq!(metric(&env, "unsupported_media_type"), 4);
-    assert_eq!(metric(&env, "body_errors"), 4);
+    assert_eq!(body_errors(&env, "request", "unsupported_media_type"), 4);
+    assert_eq!(metric(&env, "body_errors_total", &[]), 4);
     // JSON media types with parameters, other case and +json suffixes are edited.
     for (id, content_type) in (10..).zip([
         "Application/JSON; charset=utf-8",
@@ -324,10 +337,13 @@ fn with_pass_such_bodies_stream_untouched_and_are_counted() {
         assert_eq!(*env.request_body.borrow(), bad);
     }
     assert!(env.responses().is_empty());
-    assert_eq!(metric(&env, "unsupported_media_type"), 2);
-    assert_eq!(metric(&env, "invalid_json"), 2);
-    assert_eq!(metric(&env, "body_errors"), 4);
-    assert_eq!(metric(&env, "requests_transformed"), 0);
+    assert_eq!(body_errors(&env, "request", "unsupported_media_type"), 2);
+    assert_eq!(body_errors(&env, "request", "invalid_json"), 2);
+    assert_eq!(metric(&env, "body_errors_total", &[]), 4);
+    assert_eq!(
+        metric(&env, "transformed_total", &[("direction", "request")]),
+        0
+    );
 }
 
 #[test]
@@ -351,7 +367,7 @@ fn duplicate_member_names_are_refused() {
             "{reply}"
         );
     }
-    assert_eq!(metric(&env, "invalid_json"), 2);
+    assert_eq!(body_errors(&env, "request", "invalid_json"), 2);
 }
 
 #[test]
@@ -393,16 +409,16 @@ fn responses_pass_by_default_or_are_refused_with_502() {
         respond(&env, &s, &[("content-type", "text/html")], html),
         Action::Continue
     );
-    assert_eq!(metric(&env, "response_unsupported_media_type"), 1);
+    assert_eq!(body_errors(&env, "response", "unsupported_media_type"), 1);
     let s = stream(&worker, 2);
     s.request_headers(&env, true);
     let bad = b"{\"internal\": 1,";
     respond(&env, &s, &[("content-type", "application/json")], bad);
     assert_eq!(s.response_body(&env, bad.len(), true), Action::Continue);
     assert_eq!(*env.response_body.borrow(), bad);
-    assert_eq!(metric(&env, "response_invalid_json"), 1);
+    assert_eq!(body_errors(&env, "response", "invalid_json"), 1);
     assert!(env.responses().is_empty());
-    assert_eq!(metric(&env, "body_errors"), 2);
+    assert_eq!(metric(&env, "body_errors_total", &[]), 2);
 
     let env = FakeEnv::default();
     let worker = configure(&env, RESPONSE_REFUSE);
@@ -424,7 +440,7 @@ fn responses_pass_by_default_or_are_refused_with_502() {
     assert_eq!(s.response_body(&env, dup.len(), true), Action::Pause);
     let sent = env.last_response().expect("a reply");
     assert_eq!(status_and_error(&sent), (502, "invalid_json".into()));
-    assert_eq!(metric(&env, "body_errors"), 2);
+    assert_eq!(metric(&env, "body_errors_total", &[]), 2);
 }
 
 #[test]
@@ -450,7 +466,8 @@ fn a_response_announced_over_the_limit_is_502() {
         None,
         "its own reply is not transformed"
     );
-    assert_eq!(metric(&env, "body_too_large"), 1);
+    assert_eq!(body_errors(&env, "response", "too_large"), 1);
+    assert_eq!(body_errors(&env, "request", "too_large"), 0);
 }
 
 #[test]
@@ -479,7 +496,10 @@ fn internal_fields_are_removed_from_a_json_response() {
     env.set_body(Direction::Response, body);
     assert_eq!(s.response_body(&env, body.len(), true), Action::Continue);
     assert_eq!(*env.response_body.borrow(), br#"{"id": 1}"#);
-    assert_eq!(metric(&env, "responses_transformed"), 1);
+    assert_eq!(
+        metric(&env, "transformed_total", &[("direction", "response")]),
+        1
+    );
 }
 
 const TO_HEADERS: &str = r#"{"hold_headers": true, "request": {"body": {
@@ -598,7 +618,7 @@ fn unsafe_body_values_never_become_headers() {
         assert_eq!(header(&env, HeaderMap::Request, "x-tenant"), None, "{id}");
         assert_eq!(header(&env, HeaderMap::Request, "x-admin"), None, "{id}");
     }
-    assert!(metric(&env, "operations_skipped") >= 6);
+    assert!(metric(&env, "operations_skipped_total", &[]) >= 6);
     assert!(env.responses().is_empty(), "the bodies themselves pass");
 }
 
@@ -622,7 +642,7 @@ fn a_repeated_form_field_copied_into_a_header_is_refused() {
     assert_eq!(s.request_body(&env, body.len(), true), Action::Pause);
     let sent = env.last_response().expect("a reply");
     assert_eq!(status_and_error(&sent), (400, "invalid_form".into()));
-    assert_eq!(metric(&env, "invalid_form"), 1);
+    assert_eq!(body_errors(&env, "request", "invalid_form"), 1);
 }
 
 const STATUS: &str = r#"{"response": {
@@ -689,7 +709,7 @@ fn status_rewrites_and_edits_by_status() {
     assert_eq!(header(&env, HeaderMap::Response, "content-length"), None);
     assert_eq!(s.response_body(&env, page.len(), true), Action::Continue);
     assert!(env.response_body.borrow().is_empty());
-    assert_eq!(metric(&env, "status_rewritten"), 2);
+    assert_eq!(metric(&env, "status_rewritten_total", &[]), 2);
 }
 
 #[test]
@@ -709,7 +729,10 @@ fn method_and_authority_are_rewritten() {
         header(&env, HeaderMap::Request, ":authority").as_deref(),
         Some("legacy.internal:8080")
     );
-    assert_eq!(metric(&env, "requests_transformed"), 1);
+    assert_eq!(
+        metric(&env, "transformed_total", &[("direction", "request")]),
+        1
+    );
 }
 
 const SOAP: &str = r#"{"request": {"body": {"convert": "json_to_xml",
@@ -785,8 +808,8 @@ fn invalid_xml_passes_on_the_response_and_json_that_has_no_xml_form_is_400() {
     respond(&env, &s, &[("content-type", "application/soap+xml")], lolz);
     assert_eq!(s.response_body(&env, lolz.len(), true), Action::Continue);
     assert_eq!(*env.response_body.borrow(), lolz, "passed unchanged");
-    assert_eq!(metric(&env, "response_invalid_xml"), 1);
-    assert_eq!(metric(&env, "invalid_json"), 1);
+    assert_eq!(body_errors(&env, "response", "invalid_xml"), 1);
+    assert_eq!(body_errors(&env, "request", "invalid_json"), 1);
 }
 
 #[test]
@@ -822,7 +845,7 @@ fn a_legacy_200_carrying_an_error_becomes_502() {
         *env.response_body.borrow(),
         br#"{"data": 1, "error": null}"#
     );
-    assert_eq!(metric(&env, "status_rewritten"), 2);
+    assert_eq!(metric(&env, "status_rewritten_total", &[]), 2);
 }
 
 #[test]
@@ -854,7 +877,7 @@ fn invalid_xml_on_the_request_is_400() {
         let sent = env.last_response().expect("a reply");
         assert_eq!(status_and_error(&sent), (400, "invalid_xml".into()));
     }
-    assert_eq!(metric(&env, "invalid_xml"), 3);
+    assert_eq!(body_errors(&env, "request", "invalid_xml"), 3);
     // A well-formed document is converted, and its content-type follows.
     let body = b"<r><item>1</item></r>";
     request(
