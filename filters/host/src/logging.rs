@@ -1,11 +1,13 @@
 //! The module's logger: every line goes to the host's log, and a line written while a stream is
 //! handled ends with that request's `x-request-id`, so one request can be followed across
-//! proxies and services. The frame reads the id with the request headers (Envoy drops the
-//! request header map once they went on, so a line written later could not read it) and makes
-//! it current whenever it enters the stream.
+//! proxies and services. Envoy drops the request header map once the headers went on, so a line
+//! written later cannot read the id: when debug lines are on, the frame reads it with the request
+//! headers (a host call per request) and makes it current whenever it enters the stream; at info
+//! and above (no per-request cost) only lines written in the request-headers hook read it, and
+//! later lines print `x-request-id=-`.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::LogLevel;
+use proxy_wasm::types::{LogLevel, MapType};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -15,6 +17,9 @@ thread_local! {
     static IN_STREAM: Cell<bool> = const { Cell::new(false) };
     /// The current stream's `x-request-id=...` field, set by the frame when it enters a stream.
     static REQUEST_ID: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+    /// True during a request-headers hook, the one place the request header map is surely
+    /// readable (a read after the headers went on makes the SDK abort the VM).
+    static HEADERS_READABLE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The longest request id printed; longer ones are printed as `(invalid)`.
@@ -45,6 +50,11 @@ pub fn follow_host_level() {
 /// Marks whether the current context is a stream (see [`IN_STREAM`]).
 pub fn set_in_stream(in_stream: bool) {
     IN_STREAM.with(|flag| flag.set(in_stream));
+}
+
+/// Marks whether the request header map may be read now (see [`HEADERS_READABLE`]).
+pub fn set_request_headers_readable(readable: bool) {
+    HEADERS_READABLE.with(|flag| flag.set(readable));
 }
 
 /// The stream the frame works on now: its request id field ([`request_id_field`]), `None`
@@ -102,6 +112,13 @@ impl log::Log for Logger {
             line.push_str(" [");
             REQUEST_ID.with(|id| match &*id.borrow() {
                 Some(field) => line.push_str(field),
+                None if HEADERS_READABLE.with(Cell::get) => {
+                    let id =
+                        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "x-request-id")
+                            .ok()
+                            .flatten();
+                    line.push_str(&request_id_field(id.as_deref()));
+                }
                 None => line.push_str("x-request-id=-"),
             });
             line.push(']');
