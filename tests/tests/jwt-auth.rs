@@ -658,3 +658,32 @@ fn invalid_configuration_is_rejected() {
         "{log}"
     );
 }
+
+#[test]
+fn a_body_arriving_while_the_request_waits_does_not_let_it_pass() {
+    let keys = keys();
+    let upstream = Upstream::start();
+    // The JWKS answers late and holds another key: the request waits for it, then is refused.
+    upstream.script([Scripted::status(200)
+        .body(json!({"keys": [public(&keys["rsa_rotated"])]}).to_string())
+        .header("content-type", "application/json")
+        .delay(Duration::from_millis(1500))]);
+    let envoy = Envoy::start(
+        "jwt-auth.yaml",
+        &[
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("JWT_CONFIG", remote_config("5s").to_string()),
+        ],
+    );
+    let t = token(&keys["rsa"], "RS256", claims(json!({})));
+    let r = envoy.client().send(
+        "POST",
+        "/api",
+        &[
+            ("authorization", &bearer(&t)),
+            ("content-type", "text/plain"),
+        ],
+        &vec![b'x'; 64 * 1024],
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+}

@@ -311,6 +311,14 @@ struct BodyState {
     /// edits of a body hook can no longer be written (Envoy refuses them and the SDK aborts the
     /// VM), so the frame drops them with a warning.
     headers_gone: bool,
+    /// The whole body is in the host's buffer: the stream ended at its headers, or its last
+    /// chunk or trailers arrived while the direction was paused for a callout or a wait.
+    ended: bool,
+    /// It ended with trailers.
+    trailers: bool,
+    /// A held body a hook has seen that has not gone on yet (its size): a hook resumed after a
+    /// callout or a wait may still replace it.
+    held: Option<usize>,
 }
 
 /// One HTTP stream: the filter's state and what the frame is doing for it.
@@ -452,6 +460,7 @@ impl<F: Filter> Stream<F> {
         }
         // Reading the id costs a host call per request (about 14,000 instructions): only when
         // debug lines are on. Otherwise a line written in this hook reads it itself.
+        self.body_state(direction).ended = end_of_stream;
         logging::set_request_headers_readable(direction == Direction::Request);
         if direction == Direction::Request && log::log_enabled!(log::Level::Debug) {
             let id = env.header(HeaderMap::Request, "x-request-id");
@@ -498,8 +507,16 @@ impl<F: Filter> Stream<F> {
         if self.replied || !F::USES.bodies {
             return Action::Continue;
         }
+        let paused = self.paused == Some(direction);
         let state = self.body_state(direction);
         let Some(need) = state.need else {
+            // The direction waits for a callout or a wake-up: the body stays in the host's
+            // buffer, so a hook resumed later may still ask for it (and nothing goes on early).
+            if paused {
+                state.size = size;
+                state.ended = end_of_stream;
+                return Action::Pause;
+            }
             return Action::Continue;
         };
         let limit = usize::try_from(need.limit).unwrap_or(usize::MAX);
@@ -533,7 +550,13 @@ impl<F: Filter> Stream<F> {
         if self.replied || !F::USES.bodies {
             return Action::Continue;
         }
-        match self.body_state(direction).need {
+        let paused = self.paused == Some(direction);
+        let state = self.body_state(direction);
+        match state.need {
+            None if paused => {
+                (state.ended, state.trailers) = (true, true);
+                Action::Pause
+            }
             None => Action::Continue,
             Some(need) if need.mode == BodyMode::Copy => {
                 self.deliver_copy(env, worker, direction, true)
@@ -552,11 +575,39 @@ impl<F: Filter> Stream<F> {
         let state = self.body_state(direction);
         state.need = None;
         let size = state.size;
+        state.held = Some(size);
         let body = env.body(direction, size);
         let mut cx = Cx::new(env);
         cx.trailers = trailers;
         let outcome = self.body_hook(&mut cx, direction, Body::Complete(&body));
         self.carry_out(env, worker, cx, outcome, direction, Phase::Body { size })
+    }
+
+    /// Delivers a body that arrived whole while the direction was paused, to a hook resumed
+    /// after a callout or a wait that asked for it: a held body it may replace, after which the
+    /// direction resumes.
+    fn deliver_held(
+        &mut self,
+        env: &dyn Env,
+        worker: &Worker<F>,
+        direction: Direction,
+        limit: u64,
+    ) -> Action {
+        let state = self.body_state(direction);
+        let (size, trailers) = (state.size, state.trailers);
+        if u64::try_from(size).unwrap_or(u64::MAX) > limit {
+            return self.too_large(env, direction, limit);
+        }
+        state.held = Some(size);
+        let body = if size == 0 {
+            Vec::new()
+        } else {
+            env.body(direction, size)
+        };
+        let mut cx = Cx::new(env);
+        cx.trailers = trailers;
+        let outcome = self.body_hook(&mut cx, direction, Body::Complete(&body));
+        self.carry_out(env, worker, cx, outcome, direction, Phase::Resumed)
     }
 
     fn deliver_copy(
@@ -636,8 +687,16 @@ impl<F: Filter> Stream<F> {
         }
         apply(env, HeaderMap::Request, request);
         apply(env, HeaderMap::Response, response);
+        let held = self.body_state(direction).held;
         match (body, phase) {
-            (Some(body), Phase::Body { size }) => env.replace_body(direction, size, &body),
+            (Some(body), Phase::Body { size }) => {
+                env.replace_body(direction, size, &body);
+                self.body_state(direction).held = Some(body.len());
+            }
+            (Some(body), Phase::Resumed) if held.is_some() => {
+                env.replace_body(direction, held.unwrap_or_default(), &body);
+                self.body_state(direction).held = Some(body.len());
+            }
             (Some(_), _) => log::warn!(
                 "wasmgate {}: a body that already went on cannot be replaced",
                 F::NAME
@@ -647,6 +706,7 @@ impl<F: Filter> Stream<F> {
         let resumed = phase == Phase::Resumed;
         match outcome {
             Outcome::Continue => {
+                self.body_state(direction).held = None;
                 if resumed {
                     self.paused = None;
                     env.resume(direction);
@@ -723,18 +783,51 @@ impl<F: Filter> Stream<F> {
                     Action::Continue
                 }
             }
-            Phase::Body { .. } | Phase::Passed | Phase::Resumed => {
+            Phase::Resumed => self.need_body_resumed(env, worker, need, direction),
+            Phase::Body { .. } | Phase::Passed => {
                 log::warn!(
                     "wasmgate {}: a body was asked for after the headers",
                     F::NAME
                 );
-                if phase == Phase::Resumed {
-                    self.paused = None;
-                    env.resume(direction);
-                }
                 Action::Continue
             }
         }
+    }
+
+    /// A hook resumed after a callout or a wait asks for this direction's body, which the host
+    /// has held since the pause (see [`Stream::body_chunk`]): delivered now if it is all there,
+    /// else collected (whatever the mode: the headers are still held) until it is.
+    fn need_body_resumed(
+        &mut self,
+        env: &dyn Env,
+        worker: &Worker<F>,
+        need: BodyNeed,
+        direction: Direction,
+    ) -> Action {
+        if self.body_state(direction).held.is_some() {
+            log::warn!(
+                "wasmgate {}: a body was asked for after the body hook",
+                F::NAME
+            );
+            self.paused = None;
+            env.resume(direction);
+            return Action::Continue;
+        }
+        if self.body_state(direction).ended {
+            return self.deliver_held(env, worker, direction, need.limit);
+        }
+        if need.declared.is_some_and(|len| len > need.limit) {
+            return self.too_large(env, direction, need.limit);
+        }
+        // The direction stays paused; its next body callback carries the collection on, and the
+        // last one lets headers and body go on together.
+        self.paused = None;
+        let state = self.body_state(direction);
+        state.need = Some(BodyNeed {
+            mode: BodyMode::HoldHeaders,
+            ..need
+        });
+        Action::Pause
     }
 
     fn call(

@@ -627,3 +627,101 @@ fn an_undeclared_outcome_is_a_500_never_a_skipped_check() {
         "{calls:?}"
     );
 }
+
+fn answer_http(t: &Setup1, token: u32) {
+    *t.env.answer.borrow_mut() = Some(Answer::Http {
+        headers: pairs(&[(":status", "200")]),
+        body: Vec::new(),
+    });
+    t.worker.deliver_http(&t.env, token, 1, 0);
+}
+
+#[test]
+fn a_body_arriving_during_a_callout_is_held_and_can_be_asked_for_after_it() {
+    let t = Setup1::new();
+    t.queue(|_, _| Outcome::Call(http_call()));
+    t.queue(|_, _| need(10, BodyMode::Buffer));
+    t.queue(|cx, _| {
+        cx.replace_body(b"new".to_vec());
+        cx.request.set("content-length", "3");
+        Outcome::Continue
+    });
+    let s = t.stream(3);
+    assert_eq!(s.request_headers(&t.env, false), Action::Pause);
+    t.env.set_body(Direction::Request, b"0123");
+    assert_eq!(
+        s.request_body(&t.env, 4, true),
+        Action::Pause,
+        "nothing goes on while the stream waits"
+    );
+    t.env.take_calls();
+    answer_http(&t, 1);
+    assert_eq!(
+        t.seen(),
+        ["request_headers", "answer http", "request_body 0123"]
+    );
+    assert_eq!(
+        t.env.take_calls(),
+        vec![
+            Call::EffectiveContext(3),
+            Call::WriteHeader(
+                HeaderMap::Request,
+                "content-length".into(),
+                Some("3".into())
+            ),
+            Call::ReplaceBody(Direction::Request, 4, b"new".to_vec()),
+            Call::Resume(Direction::Request),
+        ],
+        "the headers were held all along: the edit is written, then the stream resumes"
+    );
+}
+
+#[test]
+fn a_body_asked_for_after_a_callout_is_collected_until_its_end() {
+    let t = Setup1::new();
+    t.queue(|_, _| Outcome::Call(http_call()));
+    t.queue(|_, _| need(10, BodyMode::Buffer));
+    let s = t.stream(4);
+    assert_eq!(s.request_headers(&t.env, false), Action::Pause);
+    t.env.set_body(Direction::Request, b"01");
+    assert_eq!(s.request_body(&t.env, 2, false), Action::Pause);
+    answer_http(&t, 1);
+    assert!(
+        !t.env
+            .take_calls()
+            .contains(&Call::Resume(Direction::Request)),
+        "still paused: the body is not all there"
+    );
+    t.env.set_body(Direction::Request, b"0123456789ab");
+    assert_eq!(s.request_body(&t.env, 12, true), Action::Pause);
+    assert_too_large(&t.env.take_calls(), 413);
+    assert_eq!(
+        t.seen(),
+        ["request_headers", "answer http", "too large Request"]
+    );
+}
+
+#[test]
+fn a_held_body_can_be_replaced_after_a_callout_from_its_hook() {
+    let t = Setup1::new();
+    t.queue(|_, _| need(10, BodyMode::HoldHeaders));
+    t.queue(|_, _| Outcome::Call(http_call()));
+    t.queue(|cx, _| {
+        cx.replace_body(b"xyz".to_vec());
+        Outcome::Continue
+    });
+    let s = t.stream(6);
+    assert_eq!(s.request_headers(&t.env, false), Action::Pause);
+    t.env.set_body(Direction::Request, b"abcde");
+    assert_eq!(s.request_body(&t.env, 5, true), Action::Pause);
+    t.env.take_calls();
+    answer_http(&t, 1);
+    assert_eq!(
+        t.env.take_calls(),
+        vec![
+            Call::EffectiveContext(6),
+            Call::ReplaceBody(Direction::Request, 5, b"xyz".to_vec()),
+            Call::Resume(Direction::Request),
+        ]
+    );
+}
