@@ -1,7 +1,8 @@
 //! wasmgate.wasm: every wasmgate filter in one module. Each plugin chooses its filter by its
 //! `root_id`, the filter's name (`key-auth`); an unknown or empty root id is refused at load.
 //! Plugins that share this module and a `vm_id` share one VM per Envoy worker, whichever
-//! filters they run (README.md).
+//! filters they run (README.md). Root id `chain` runs several of them in order, as one plugin
+//! ([`wasmgate_host::chain`]).
 
 use wasmgate_host::context::Entry;
 
@@ -21,6 +22,7 @@ pub const FILTERS: &[Entry] = &[
     Entry::of::<retry::filter::Retry>(),
     #[cfg(feature = "transform")]
     Entry::of::<transform::filter::Transform>(),
+    Entry::of::<wasmgate_host::chain::Chain>(),
 ];
 
 wasmgate_host::export_bundle!(FILTERS);
@@ -33,8 +35,8 @@ mod tests {
     use super::FILTERS;
     use wasmgate_host::context::select_root;
 
-    /// The filters of the default features (every filter), in root id order.
-    const ALL: [&str; 7] = [
+    /// The filters of the default features (every filter) in root id order, then the chain.
+    const ALL: [&str; 8] = [
         "credential-inject",
         "hmac-auth",
         "jwt-auth",
@@ -42,6 +44,7 @@ mod tests {
         "rate-limit",
         "retry",
         "transform",
+        "chain",
     ];
 
     #[test]
@@ -57,7 +60,8 @@ mod tests {
                 "key-auth" => cfg!(feature = "key-auth"),
                 "rate-limit" => cfg!(feature = "rate-limit"),
                 "retry" => cfg!(feature = "retry"),
-                _ => cfg!(feature = "transform"),
+                "transform" => cfg!(feature = "transform"),
+                _ => true,
             })
             .collect();
         assert_eq!(ids, enabled);
@@ -88,7 +92,7 @@ mod tests {
                 format!(
                     "wasmgate bundle: {given}: the plugin's root_id selects the filter of this \
                      module, one of: credential-inject, hmac-auth, jwt-auth, key-auth, \
-                     rate-limit, retry, transform"
+                     rate-limit, retry, transform, chain"
                 )
             );
         }

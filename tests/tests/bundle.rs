@@ -1,7 +1,8 @@
 //! The bundle module wasmgate.wasm in a real Envoy: the demo chain key-auth -> rate-limit ->
 //! transform from the bundle on one vm_id, on two workers, answers exactly as the three
 //! single-filter modules do (a denied key, a 429 after the limit, a transformed header), in one VM
-//! per worker instead of three; a root id that names no filter is refused at load.
+//! per worker instead of three; a root id that names no filter is refused at load. The same
+//! three as the stages of one chain plugin (root id `chain`) answer the same again.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
@@ -24,6 +25,8 @@ enum Modules {
     Bundle,
     /// key_auth.wasm, rate_limit.wasm, transform.wasm, one vm_id each.
     Separate,
+    /// One plugin of wasmgate.wasm, root id `chain`, the three as its stages.
+    Chain,
 }
 
 fn key_auth() -> Value {
@@ -50,6 +53,24 @@ fn transform() -> Value {
 fn start_with(modules: Modules, key_auth_root_id: &str, configs: [Value; 3]) -> (Upstream, Envoy) {
     let upstream = Upstream::start();
     let [key_auth, rate_limit, transform] = configs;
+    let options = EnvoyOptions {
+        concurrency: 2,
+        ..EnvoyOptions::default()
+    };
+    if modules == Modules::Chain {
+        // Each stage named as its own plugin is in the other setups: the same metric names.
+        let chain = json!({"stages": [
+            {"filter": "key-auth", "name": "key-auth", "config": key_auth},
+            {"filter": "rate-limit", "name": "rate-limit", "config": rate_limit},
+            {"filter": "transform", "name": "transform", "config": transform},
+        ]});
+        let vars = [
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("CHAIN_CONFIG", chain.to_string()),
+        ];
+        let envoy = Envoy::start_with("chain.yaml", &vars, options);
+        return (upstream, envoy);
+    }
     let mut vars = vec![
         ("UPSTREAM_PORT", upstream.port().to_string()),
         ("KEY_AUTH_CONFIG", key_auth.to_string()),
@@ -65,20 +86,15 @@ fn start_with(modules: Modules, key_auth_root_id: &str, configs: [Value; 3]) -> 
         ("TRANSFORM", "transform"),
     ] {
         let (wasm, vm) = match modules {
-            Modules::Bundle => ("wasmgate.wasm".to_string(), "wasmgate".to_string()),
+            Modules::Bundle | Modules::Chain => {
+                ("wasmgate.wasm".to_string(), "wasmgate".to_string())
+            }
             Modules::Separate => (format!("{module}.wasm"), module.to_string()),
         };
         vars.push((leak(format!("{filter}_WASM")), wasm));
         vars.push((leak(format!("{filter}_VM")), vm));
     }
-    let envoy = Envoy::start_with(
-        "bundle.yaml",
-        &vars,
-        EnvoyOptions {
-            concurrency: 2,
-            ..EnvoyOptions::default()
-        },
-    );
+    let envoy = Envoy::start_with("bundle.yaml", &vars, options);
     (upstream, envoy)
 }
 
@@ -180,11 +196,27 @@ fn observe(modules: Modules) -> (Observed, Envoy) {
     (observed, envoy)
 }
 
+/// The wasmgate counters, by name with labels.
+fn counters(envoy: &Envoy) -> BTreeMap<String, u64> {
+    envoy
+        .stats()
+        .into_iter()
+        .filter(|(name, _)| name.contains("wasmgate_"))
+        .collect()
+}
+
 #[test]
 fn the_chain_from_the_bundle_answers_as_the_separate_modules_do() {
     let (bundle, _bundle_envoy) = observe(Modules::Bundle);
-    let (separate, _separate_envoy) = observe(Modules::Separate);
+    let (separate, separate_envoy) = observe(Modules::Separate);
+    let (chain, chain_envoy) = observe(Modules::Chain);
     assert_eq!(bundle, separate);
+    assert_eq!(chain, separate, "one chain plugin answers as three plugins");
+    assert_eq!(
+        counters(&chain_envoy),
+        counters(&separate_envoy),
+        "and counts the same, under the same names"
+    );
     // And what they both answer is the chain's contract.
     assert_eq!(bundle.missing_key.0, 401, "{bundle:?}");
     assert_eq!(bundle.wrong_key.0, 401, "{bundle:?}");
@@ -268,7 +300,8 @@ fn a_root_id_that_names_no_filter_is_refused_at_load() {
             .unwrap_or_default();
         let line = format!(
             "wasmgate bundle: {given}: the plugin's root_id selects the filter of this module, one \
-             of: credential-inject, hmac-auth, jwt-auth, key-auth, rate-limit, retry, transform"
+             of: credential-inject, hmac-auth, jwt-auth, key-auth, rate-limit, retry, transform, \
+             chain"
         );
         assert!(message.contains(&line), "{message}");
     }

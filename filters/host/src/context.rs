@@ -1,7 +1,8 @@
 //! The proxy-wasm root and HTTP contexts of every filter: thin adapters from the SDK's callbacks
 //! to the frame, with the real host.
 
-use crate::filter::Filter;
+use crate::chain::stage::StagePlugin;
+use crate::filter::{Filter, Setup};
 use crate::frame::{Bound, StreamOps, Worker};
 use crate::logging;
 use crate::proxy::ProxyHost;
@@ -10,6 +11,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::Cell;
 use std::rc::Rc;
 use wasmgate_core::host::Host;
+use wasmgate_core::ConfigError;
 
 thread_local! {
     /// `<crate> <version>` and the git commit of the module, logged once at VM start.
@@ -55,6 +57,7 @@ fn mark<F: Filter>() {
 /// filter's name (`rate-limit`), and its root context.
 pub struct Entry {
     name: &'static str,
+    stage: StageConfigure,
     /// Only in the Wasm build: natively (the bundle's unit tests) the root contexts' host calls
     /// are not linked.
     #[cfg(target_arch = "wasm32")]
@@ -66,6 +69,7 @@ impl Entry {
     pub const fn of<F: Filter>() -> Self {
         Self {
             name: F::NAME,
+            stage: crate::chain::stage::configure::<F>,
             #[cfg(target_arch = "wasm32")]
             root: new_root::<F>,
         }
@@ -75,6 +79,29 @@ impl Entry {
     pub const fn root_id(&self) -> &'static str {
         self.name
     }
+
+    /// Configures this filter as a stage of a chain ([`crate::chain`]).
+    pub fn configure_stage(
+        &self,
+        setup: &Setup<'_>,
+        json: &[u8],
+    ) -> Result<Box<dyn StagePlugin>, ConfigError> {
+        (self.stage)(setup, json)
+    }
+}
+
+/// How an [`Entry`] configures its filter as a chain stage.
+type StageConfigure = fn(&Setup<'_>, &[u8]) -> Result<Box<dyn StagePlugin>, ConfigError>;
+
+/// The filters of the bundle module (empty in a single-filter module): the stages a chain may
+/// run.
+pub fn bundle_entries() -> &'static [Entry] {
+    BUNDLE.with(Cell::get)
+}
+
+/// Sets the filters of the bundle module: [`start_bundle`] does, and native tests of chains.
+pub fn set_bundle_entries(filters: &'static [Entry]) {
+    BUNDLE.with(|bundle| bundle.set(filters));
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -94,7 +121,7 @@ thread_local! {
 pub fn start_bundle(name_version: &'static str, commit: &'static str, filters: &'static [Entry]) {
     IDENTITY.with(|identity| identity.set((name_version, commit)));
     FILTER_NAME.with(|name| name.set(BUNDLE_NAME));
-    BUNDLE.with(|bundle| bundle.set(filters));
+    set_bundle_entries(filters);
     logging::init(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Dispatch::default()) });
 }

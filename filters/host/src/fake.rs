@@ -99,6 +99,8 @@ pub struct FakeEnv {
     pub timer: Cell<Duration>,
     /// Every call, in order.
     pub calls: RefCell<Vec<Call>>,
+    /// Header reads, whole maps and single headers, each one host call.
+    pub reads: Cell<usize>,
     maps: RefCell<HashMap<HeaderMap, Pairs>>,
     shared: FakeHost,
     metric_names: RefCell<Vec<String>>,
@@ -265,7 +267,18 @@ impl Clock for FakeEnv {
 
 impl Host for FakeEnv {
     fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        self.reads.set(self.reads.get() + 1);
         self.maps.borrow().get(&map).cloned().unwrap_or_default()
+    }
+
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        self.reads.set(self.reads.get() + 1);
+        self.maps
+            .borrow()
+            .get(&map)?
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

@@ -72,9 +72,9 @@ impl MetricNames {
 /// What `configure` may use: the host, the plugin's name, metric definitions and shared-data
 /// namespaces.
 pub struct Setup<'a> {
-    env: &'a dyn Env,
+    pub(crate) env: &'a dyn Env,
     filter: &'static str,
-    plugin: String,
+    pub(crate) plugin: String,
     configuration: &'a [u8],
 }
 
@@ -148,7 +148,7 @@ impl<'a> Setup<'a> {
 /// A stream's view of the host during one hook, and the header edits and body replacement the
 /// hook asks for. The frame writes them once the hook has returned.
 pub struct Cx<'a> {
-    env: &'a dyn Env,
+    pub(crate) env: &'a dyn Env,
     /// Edits to the request headers.
     pub request: HeaderEdits,
     /// Edits to the response headers.
@@ -232,7 +232,7 @@ impl<'a> Cx<'a> {
 /// The plugin-level view during a tick or a plugin callout answer: calls to make and whether to
 /// wake the waiting streams.
 pub struct RootCx<'a> {
-    env: &'a dyn Env,
+    pub(crate) env: &'a dyn Env,
     waiting: usize,
     pub(crate) calls: Vec<(u64, Callout, usize)>,
     pub(crate) wake: bool,

@@ -794,9 +794,13 @@ impl<F: Filter> Stream<F> {
         }
     }
 
-    /// A hook resumed after a callout or a wait asks for this direction's body, which the host
-    /// has held since the pause (see [`Stream::body_chunk`]): delivered now if it is all there,
-    /// else collected (whatever the mode: the headers are still held) until it is.
+    /// A hook resumed after a callout or a wait asks for this direction's body. Envoy withholds
+    /// the body of a paused header phase from the filter (it turns the pause into "stop all
+    /// iteration") unless the plugin sets `allow_on_headers_stop_iteration`, which the held
+    /// mode requires; with it, chunks that came during the pause are in the host's buffer (see
+    /// [`Stream::body_chunk`]). So: a body all there is delivered now; one arriving while held
+    /// is collected with the headers still held; a withheld one is collected after resuming,
+    /// the headers going on (buffer and copy modes).
     fn need_body_resumed(
         &mut self,
         env: &dyn Env,
@@ -816,18 +820,25 @@ impl<F: Filter> Stream<F> {
         if self.body_state(direction).ended {
             return self.deliver_held(env, worker, direction, need.limit);
         }
-        if need.declared.is_some_and(|len| len > need.limit) {
+        let held = need.mode != BodyMode::Copy;
+        if held && need.declared.is_some_and(|len| len > need.limit) {
             return self.too_large(env, direction, need.limit);
         }
-        // The direction stays paused; its next body callback carries the collection on, and the
-        // last one lets headers and body go on together.
         self.paused = None;
         let state = self.body_state(direction);
-        state.need = Some(BodyNeed {
-            mode: BodyMode::HoldHeaders,
-            ..need
-        });
-        Action::Pause
+        if state.size > 0 || need.mode == BodyMode::HoldHeaders {
+            // The direction stays paused; its next body callback carries the collection on,
+            // and the last one lets headers and body go on together.
+            state.need = Some(BodyNeed {
+                mode: BodyMode::HoldHeaders,
+                ..need
+            });
+            return Action::Pause;
+        }
+        state.need = Some(need);
+        state.headers_gone = true;
+        env.resume(direction);
+        Action::Continue
     }
 
     fn call(

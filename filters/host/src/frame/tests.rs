@@ -725,3 +725,26 @@ fn a_held_body_can_be_replaced_after_a_callout_from_its_hook() {
         ]
     );
 }
+
+#[test]
+fn a_withheld_body_asked_for_after_a_callout_comes_after_resuming() {
+    let t = Setup1::new();
+    t.queue(|_, _| Outcome::Call(http_call()));
+    t.queue(|_, _| need(10, BodyMode::Buffer));
+    let s = t.stream(8);
+    assert_eq!(s.request_headers(&t.env, false), Action::Pause);
+    t.env.take_calls();
+    answer_http(&t, 1);
+    assert_eq!(
+        t.env.take_calls(),
+        vec![Call::EffectiveContext(8), Call::Resume(Direction::Request)],
+        "Envoy gives a paused header phase's body only once it resumes"
+    );
+    t.env.set_body(Direction::Request, b"abc");
+    assert_eq!(s.request_body(&t.env, 3, false), Action::Pause, "held");
+    assert_eq!(s.request_body(&t.env, 3, true), Action::Continue);
+    assert_eq!(
+        t.seen(),
+        ["request_headers", "answer http", "request_body abc"]
+    );
+}

@@ -1,0 +1,248 @@
+//! The request view of a chain: the header maps as the stages before have left them. Each map is
+//! read from the host at most once per hook (and not at all while the stages read only single
+//! headers nobody edited); the stages' edits are applied to the view and written once, by the
+//! frame, after the chain's hook.
+
+use crate::env::{Direction, Env};
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
+use wasmgate_core::clock::Clock;
+use wasmgate_core::edits::{Edit, Headers};
+use wasmgate_core::host::{HeaderMap, Host};
+use wasmgate_core::outcome::{Answer, Callout};
+use wasmgate_core::shared::{SetError, SharedStore};
+use wasmgate_core::HeaderEdits;
+
+/// One header map as the chain's stages see it.
+#[derive(Debug, Default)]
+pub struct MapView {
+    /// The map with every edit of the stages so far, once read.
+    current: Option<Headers>,
+    /// The map as the host holds it (for a whole-map rewrite), kept only once `current` differs.
+    written: Option<Headers>,
+    /// Single edits since the host last wrote, not yet applied because the map was not read.
+    pending: Vec<Edit>,
+}
+
+impl MapView {
+    /// The frame wrote every edit of the last hook: the host holds `current` now.
+    pub fn settle(&mut self) {
+        self.written = None;
+        self.pending.clear();
+    }
+
+    fn load(&mut self, env: &dyn Env, map: HeaderMap) -> &Headers {
+        if self.current.is_none() {
+            let mut headers = env.headers(map);
+            for edit in self.pending.drain(..) {
+                apply(&mut headers, &edit);
+            }
+            self.current = Some(headers);
+        }
+        self.current.get_or_insert_with(Vec::new)
+    }
+
+    fn touched(&self, name: &str) -> bool {
+        self.pending.iter().any(|edit| match edit {
+            Edit::Set(n, _) | Edit::Remove(n) | Edit::Add(n, _) => n.eq_ignore_ascii_case(name),
+        })
+    }
+
+    /// Keeps the host's map before `current` first changes (a whole-map rewrite names it).
+    fn keep_written(&mut self) {
+        if self.written.is_none() {
+            self.written.clone_from(&self.current);
+        }
+    }
+
+    /// Takes one stage's edits of this map: into the view, and into `into`, what the frame
+    /// writes after the chain's hook.
+    pub fn merge(&mut self, into: &mut HeaderEdits, edits: HeaderEdits) {
+        if let Some((_, new)) = edits.replace {
+            // The stage read the whole map through this view, so `new` holds every edit before
+            // it: one rewrite from what the host holds replaces them all.
+            self.keep_written();
+            let written = self.written.clone().unwrap_or_default();
+            *into = HeaderEdits::default();
+            into.replace_all(written, new.clone());
+            self.current = Some(new);
+        }
+        for edit in edits.edits {
+            match self.current.as_mut() {
+                Some(_) => {
+                    self.keep_written();
+                    if let Some(current) = self.current.as_mut() {
+                        apply(current, &edit);
+                    }
+                }
+                None => self.pending.push(edit.clone()),
+            }
+            into.edits.push(edit);
+        }
+    }
+}
+
+/// Applies one edit to a header list.
+fn apply(headers: &mut Headers, edit: &Edit) {
+    match edit {
+        Edit::Set(name, value) => {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.push((name.to_ascii_lowercase(), value.clone()));
+        }
+        Edit::Remove(name) => headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name)),
+        Edit::Add(name, value) => headers.push((name.to_ascii_lowercase(), value.clone())),
+    }
+}
+
+/// The request and response header maps of one chain stream.
+#[derive(Debug, Default)]
+pub struct Views {
+    /// The request headers.
+    pub request: MapView,
+    /// The response headers.
+    pub response: MapView,
+}
+
+impl Views {
+    /// The view of `direction`'s headers.
+    pub fn of(&mut self, direction: Direction) -> &mut MapView {
+        match direction {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+}
+
+/// The host as a stage sees it: header maps through the chain's [`Views`], everything else
+/// straight from the host.
+pub struct Overlay<'a> {
+    /// The host.
+    pub env: &'a dyn Env,
+    /// The chain stream's views.
+    pub views: &'a RefCell<Views>,
+}
+
+impl Overlay<'_> {
+    fn view_of(map: HeaderMap) -> Option<Direction> {
+        match map {
+            HeaderMap::Request => Some(Direction::Request),
+            HeaderMap::Response => Some(Direction::Response),
+            HeaderMap::RequestTrailers | HeaderMap::ResponseTrailers => None,
+        }
+    }
+}
+
+impl SharedStore for Overlay<'_> {
+    fn get_shared(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), SetError> {
+        self.env.get_shared(key)
+    }
+
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        self.env.set_shared(key, value, cas)
+    }
+}
+
+impl Clock for Overlay<'_> {
+    fn now(&self) -> SystemTime {
+        self.env.now()
+    }
+}
+
+impl Host for Overlay<'_> {
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        let Some(direction) = Self::view_of(map) else {
+            return self.env.headers(map);
+        };
+        let mut views = self.views.borrow_mut();
+        views.of(direction).load(self.env, map).clone()
+    }
+
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        let Some(direction) = Self::view_of(map) else {
+            return self.env.header(map, name);
+        };
+        let mut views = self.views.borrow_mut();
+        let view = views.of(direction);
+        if view.current.is_none() && !view.touched(name) {
+            return self.env.header(map, name);
+        }
+        view.load(self.env, map)
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.env.property(path)
+    }
+
+    fn call_foreign(&self, name: &str, args: &[u8]) -> Option<Vec<u8>> {
+        self.env.call_foreign(name, args)
+    }
+}
+
+impl Env for Overlay<'_> {
+    fn write_map(&self, map: HeaderMap, headers: &[(String, String)]) -> bool {
+        self.env.write_map(map, headers)
+    }
+
+    fn write_header(&self, map: HeaderMap, name: &str, value: Option<&str>) {
+        self.env.write_header(map, name, value);
+    }
+
+    fn add_header(&self, map: HeaderMap, name: &str, value: &str) {
+        self.env.add_header(map, name, value);
+    }
+
+    fn body(&self, direction: Direction, size: usize) -> Vec<u8> {
+        self.env.body(direction, size)
+    }
+
+    fn replace_body(&self, direction: Direction, size: usize, body: &[u8]) {
+        self.env.replace_body(direction, size, body);
+    }
+
+    fn respond(&self, status: u32, headers: &[(String, String)], body: &[u8]) {
+        self.env.respond(status, headers, body);
+    }
+
+    fn dispatch(&self, callout: &Callout) -> Result<u32, String> {
+        self.env.dispatch(callout)
+    }
+
+    fn http_answer(&self, num_headers: usize, body_size: usize) -> Answer {
+        self.env.http_answer(num_headers, body_size)
+    }
+
+    fn grpc_answer(&self, status: u32, size: usize) -> Answer {
+        self.env.grpc_answer(status, size)
+    }
+
+    fn resume(&self, direction: Direction) {
+        self.env.resume(direction);
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> bool {
+        self.env.set_effective_context(context_id)
+    }
+
+    fn set_tick_period(&self, period: Duration) {
+        self.env.set_tick_period(period);
+    }
+
+    fn define_metric(&self, name: &str) -> Option<u32> {
+        self.env.define_metric(name)
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) {
+        self.env.increment_metric(id, by);
+    }
+
+    fn define_gauge(&self, name: &str) -> Option<u32> {
+        self.env.define_gauge(name)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.env.record_metric(id, value);
+    }
+}
