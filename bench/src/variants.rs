@@ -306,11 +306,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
             "native_ratelimit",
             None,
             "baseline",
-            vec![
-                json!({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-        "stat_prefix": "bench_rl", "token_bucket": bucket, "filter_enabled": always, "filter_enforced": always}}),
-            ],
+            vec![local_ratelimit(&bucket, &always)],
         ),
     );
     let limits = json!([{"name": "bench", "requests": 1_000_000_000u64, "window": "1s", "algorithm": "token_bucket"}]);
@@ -359,11 +355,7 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         "native_header_mutation",
         None,
         "baseline",
-        vec![
-            json!({"name": "envoy.filters.http.header_mutation", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-        "mutations": {"request_mutations": mutations}}}),
-        ],
+        vec![header_mutation(&mutations)],
     );
     native_headers.requests = header_requests();
     variants_push(&mut wasm_variant, native_headers);
@@ -594,8 +586,141 @@ pub fn all(modules: &Modules) -> (Vec<Variant>, Vec<String>) {
         chain.requests = chain_requests();
         wasm_variant(chain, if bundle { "wasmgate" } else { "key_auth" });
     }
+    // The same three as the stages of one chain plugin (root id `chain`): one request view.
+    let mut chain = variant(
+        "chain_plugin",
+        Some("chain_separate"),
+        "floor",
+        vec![chain_plugin(modules, &demo_chain_stages())],
+    );
+    chain.requests = chain_requests();
+    wasm_variant(chain, "wasmgate");
+
+    // The issue's chain: JWT (a cached token) -> rate limit -> three header edits. Natively:
+    // jwt_authn with its cache, local_ratelimit and header_mutation; ours keys the rate limit on
+    // the verified subject.
+    let key = Arc::new(JwtKey::rs256());
+    let native_stages = vec![
+        jwt_native_forwarding_sub(&key),
+        local_ratelimit(&bucket, &always),
+        header_mutation(&mutations),
+    ];
+    let mut native = variant("native_jwt_chain", None, "baseline", native_stages);
+    native.requests = jwt_chain_requests(&key);
+    variants_push(&mut wasm_variant, native);
+    let stages = jwt_chain_stages(&key);
+    for (name, plugins, module) in [
+        (
+            "jwt_chain_separate",
+            separate_plugins(modules, &stages),
+            "jwt_auth",
+        ),
+        (
+            "jwt_chain_bundle",
+            bundle_plugins(modules, &stages),
+            "wasmgate",
+        ),
+        (
+            "jwt_chain_plugin",
+            vec![chain_plugin(modules, &stages)],
+            "wasmgate",
+        ),
+    ] {
+        let mut chain = variant(name, Some("native_jwt_chain"), "baseline", plugins);
+        chain.requests = jwt_chain_requests(&key);
+        wasm_variant(chain, module);
+    }
 
     (variants, skipped)
+}
+
+/// A chain's stages: filter and configuration.
+type Stages = Vec<(&'static str, Value)>;
+
+/// The stages of the jwt chain: jwt-auth forwarding the subject, rate-limit keyed on it (a
+/// limit never reached), transform's three header edits.
+fn jwt_chain_stages(key: &JwtKey) -> Stages {
+    let added: serde_json::Map<String, Value> = ADDED
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let limits = json!([{"name": "bench", "requests": 1_000_000_000u64, "window": "1s", "algorithm": "token_bucket"}]);
+    vec![
+        (
+            "jwt-auth",
+            json!({"providers": {"bench": {"issuer": ISSUER, "audiences": ["bench"],
+                "local_jwks": {"inline_string": key.jwks},
+                "claim_to_headers": [{"header_name": "x-jwt-sub", "claim_name": "sub"}]}},
+                "requires": {"provider_name": "bench"}}),
+        ),
+        (
+            "rate-limit",
+            json!({"rules": [{"match": {}, "key": [{"header": "x-jwt-sub"}], "limits": limits}],
+                   "response_headers": "none"}),
+        ),
+        (
+            "transform",
+            json!({"request": {"headers": {"remove": REMOVED, "add": added}}}),
+        ),
+    ]
+}
+
+/// Requests through the jwt chain: one repeated token and the headers transform removes.
+fn jwt_chain_requests(key: &JwtKey) -> Box<dyn Fn(usize, usize) -> Vec<Vec<u8>>> {
+    let mut headers: Vec<(String, String)> =
+        vec![("authorization".into(), format!("Bearer {}", key.token(0)))];
+    headers.extend(
+        REMOVED
+            .iter()
+            .map(|h| (h.to_string(), "drop-me".to_string())),
+    );
+    simple("GET", headers, vec![])
+}
+
+/// Native jwt_authn with its cache, forwarding the subject as the jwt chain's does.
+fn jwt_native_forwarding_sub(key: &JwtKey) -> Value {
+    let mut filter = jwt_native(key, true);
+    filter["typed_config"]["providers"]["bench"]["claim_to_headers"] =
+        json!([{"header_name": "x-jwt-sub", "claim_name": "sub"}]);
+    filter
+}
+
+fn local_ratelimit(bucket: &Value, always: &Value) -> Value {
+    json!({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "bench_rl", "token_bucket": bucket, "filter_enabled": always, "filter_enforced": always}})
+}
+
+fn header_mutation(mutations: &[Value]) -> Value {
+    json!({"name": "envoy.filters.http.header_mutation", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": mutations}}})
+}
+
+/// Each stage as a plugin of its own module (a VM each).
+fn separate_plugins(modules: &Modules, stages: &Stages) -> Vec<Value> {
+    stages
+        .iter()
+        .map(|(filter, config)| chain_filter(modules, false, filter, config.clone()))
+        .collect()
+}
+
+/// Each stage as a plugin of the bundle, all in one VM.
+fn bundle_plugins(modules: &Modules, stages: &Stages) -> Vec<Value> {
+    stages
+        .iter()
+        .map(|(filter, config)| chain_filter(modules, true, filter, config.clone()))
+        .collect()
+}
+
+/// The stages as one chain plugin of the bundle.
+fn chain_plugin(modules: &Modules, stages: &Stages) -> Value {
+    let stages: Vec<Value> = stages
+        .iter()
+        .map(|(filter, config)| json!({"filter": filter, "config": config}))
+        .collect();
+    let module = modules.get("wasmgate").unwrap_or_default();
+    wasm_in_vm("chain", "wasmgate", module, json!({"stages": stages}))
 }
 
 /// The key the chain variants' client presents.
@@ -616,30 +741,33 @@ fn chain_filter(modules: &Modules, bundle: bool, filter: &str, config: Value) ->
 /// The demo chain: key-auth (one client), rate-limit on the client key-auth forwards (a limit
 /// never reached), transform's header edits of `transform_headers`.
 pub fn demo_chain(modules: &Modules, bundle: bool) -> Vec<Value> {
+    if bundle {
+        bundle_plugins(modules, &demo_chain_stages())
+    } else {
+        separate_plugins(modules, &demo_chain_stages())
+    }
+}
+
+/// The demo chain's stages.
+fn demo_chain_stages() -> Stages {
     let added: serde_json::Map<String, Value> = ADDED
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     let limits = json!([{"name": "bench", "requests": 1_000_000_000u64, "window": "1s", "algorithm": "token_bucket"}]);
     vec![
-        chain_filter(
-            modules,
-            bundle,
+        (
             "key-auth",
             json!({"clients": [{"id": "bench-client", "keys": [{"sha256": sha256_hex(CHAIN_KEY)}]}],
                    "key_sources": [{"header": "x-api-key"}],
                    "forward": {"client_header": "x-client-id", "hide_credentials": true}}),
         ),
-        chain_filter(
-            modules,
-            bundle,
+        (
             "rate-limit",
             json!({"rules": [{"match": {}, "key": [{"header": "x-client-id"}], "limits": limits}],
                    "response_headers": "none"}),
         ),
-        chain_filter(
-            modules,
-            bundle,
+        (
             "transform",
             json!({"request": {"headers": {"remove": REMOVED, "add": added}}}),
         ),

@@ -34,6 +34,9 @@ impl MapView {
     fn load(&mut self, env: &dyn Env, map: HeaderMap) -> &Headers {
         if self.current.is_none() {
             let mut headers = env.headers(map);
+            if !self.pending.is_empty() {
+                self.written = Some(headers.clone());
+            }
             for edit in self.pending.drain(..) {
                 apply(&mut headers, &edit);
             }
