@@ -1,6 +1,10 @@
 //! The filters and their own configuration parsers (no second parser lives in the CLI).
 
 use wasmgate_core::config::ConfigError;
+use wasmgate_host::chain::{self, Chain};
+use wasmgate_host::context::Entry;
+use wasmgate_host::fake::FakeEnv;
+use wasmgate_host::Setup;
 
 /// A wasmgate filter as the CLI knows it.
 pub struct Filter {
@@ -11,7 +15,7 @@ pub struct Filter {
 }
 
 /// Every filter, with the function its `on_configure` uses to parse and compile a configuration.
-pub const FILTERS: [Filter; 7] = [
+pub const FILTERS: [Filter; 8] = [
     Filter {
         name: "credential-inject",
         parse: |json| credential_inject::config::parse(json).map(drop),
@@ -47,7 +51,58 @@ pub const FILTERS: [Filter; 7] = [
         parse: |json| transform::config::parse(json).map(drop),
         schema: || serde_json::to_value(transform::config::schema()).unwrap_or_default(),
     },
+    Filter {
+        name: chain::NAME,
+        parse: check_chain,
+        schema: chain_schema,
+    },
 ];
+
+/// The filters of the bundle module, the stages a chain may name (as bundle/src/lib.rs lists
+/// them).
+static BUNDLE: &[Entry] = &[
+    Entry::of::<credential_inject::filter::CredentialInject>(),
+    Entry::of::<hmac_auth::filter::HmacAuth>(),
+    Entry::of::<jwt_auth::filter::JwtAuth>(),
+    Entry::of::<key_auth::filter::KeyAuth>(),
+    Entry::of::<rate_limit::filter::RateLimit>(),
+    Entry::of::<retry::filter::Retry>(),
+    Entry::of::<transform::filter::Transform>(),
+    Entry::of::<Chain>(),
+];
+
+/// A chain configuration as the bundle configures it: every stage through its filter's own
+/// `configure`, over a fake host.
+fn check_chain(json: &[u8]) -> Result<(), ConfigError> {
+    let env = FakeEnv::default();
+    let setup = Setup::new(&env, chain::NAME, chain::NAME.into(), json);
+    chain::configure(&setup, json, BUNDLE).map(drop)
+}
+
+/// The JSON Schema of a chain: its stages (each stage's `config` is its filter's own, see
+/// `wasmgate schema <filter>`).
+fn chain_schema() -> serde_json::Value {
+    let stages: Vec<&str> = BUNDLE
+        .iter()
+        .map(Entry::root_id)
+        .filter(|id| !matches!(*id, "retry" | "chain"))
+        .collect();
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["stages"],
+        "properties": {"stages": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["filter"],
+            "properties": {
+                "filter": {"enum": stages},
+                "name": {"type": "string", "description": "the plugin name of the stage's metrics and shared data (default: the chain's)"},
+                "config": {"type": "object", "description": "the filter's own configuration: wasmgate schema <filter>"}
+            }
+        }}}
+    })
+}
 
 impl Filter {
     /// Parses and compiles `json` as the filter does when Envoy configures it (an empty

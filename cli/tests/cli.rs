@@ -155,6 +155,7 @@ fn shipped_configs_conform_to_the_schemas() {
         "rate-limit",
         "retry",
         "transform",
+        "chain",
     ] {
         let schema: Value = serde_json::from_str(&ok(&["schema", filter])).unwrap();
         assert_eq!(schema["title"], format!("wasmgate {filter} configuration"));
@@ -167,23 +168,32 @@ fn shipped_configs_conform_to_the_schemas() {
         for line in out.lines() {
             let found: Value = serde_json::from_str(line).unwrap();
             let filter = found["filter"].as_str().unwrap();
-            let errors: Vec<String> = validators[filter]
-                .iter_errors(&found["config"])
-                .map(|e| format!("{} at {}", e, e.instance_path))
-                .collect();
-            assert!(
-                errors.is_empty(),
-                "{} {}: {errors:?}",
-                file.display(),
-                found["location"]
+            // A chain's stages are checked against their own filters' schemas too.
+            let stages = found["config"]["stages"].as_array().cloned().unwrap_or_default();
+            let configs = std::iter::once((filter, found["config"].clone())).chain(
+                stages
+                    .iter()
+                    .map(|s| (s["filter"].as_str().unwrap(), s["config"].clone())),
             );
-            checked.insert(filter.to_string());
+            for (filter, config) in configs {
+                let errors: Vec<String> = validators[filter]
+                    .iter_errors(&config)
+                    .map(|e| format!("{} at {}", e, e.instance_path))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{} {} ({filter}): {errors:?}",
+                    file.display(),
+                    found["location"]
+                );
+                checked.insert(filter.to_string());
+            }
         }
     }
     assert_eq!(
         checked.len(),
-        7,
-        "every filter has a shipped config: {checked:?}"
+        8,
+        "every filter and the chain have a shipped config: {checked:?}"
     );
     // And the schema refuses what the filter refuses structurally.
     let bad =

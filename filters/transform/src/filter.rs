@@ -114,6 +114,13 @@ struct Changes {
     drain: bool,
 }
 
+/// Most request header edits written one by one; more are written as one whole map. In
+/// `make bench-instructions` (transform_headers: three removes, three adds) a single write cost
+/// about 3,300 instructions, and the request 74,300 over the floor against 93,300 as one
+/// whole-map write with the copies it needs (which grow with the number of headers): eight
+/// stays below the break-even.
+pub const MAX_SINGLE_EDITS: usize = 8;
+
 /// Longest body value copied into a header; a longer one is skipped.
 pub const MAX_HEADER_VALUE: usize = 1024;
 
@@ -412,6 +419,37 @@ impl Transform {
         Outcome::Continue
     }
 
+    /// Queues the request's header edits on `cx.request` as at most [`MAX_SINGLE_EDITS`] single
+    /// edits, when the policy edits only regular request headers (no body, query, path, method
+    /// or authority): a few single writes cost less than writing the whole map (`make bench`).
+    /// Skipped operations are counted here. `None` (nothing queued): write the whole map
+    /// instead; `Some(changed)` otherwise.
+    fn single_edits(
+        &mut self,
+        cx: &mut Cx<'_>,
+        policy: &Policy,
+        headers: &[(String, String)],
+    ) -> Option<bool> {
+        let request = &policy.request;
+        if request.body.is_some() || !request.ops.headers_only() {
+            return None;
+        }
+        let edits = &mut cx.request.edits;
+        let start = edits.len();
+        let outcome = request.ops.headers.header_edits(headers, &self.vars, edits);
+        if edits.len() - start > MAX_SINGLE_EDITS {
+            edits.truncate(start);
+            return None;
+        }
+        cx.add(
+            self.plugin.metrics.operations_skipped,
+            i64::from(outcome.skipped),
+        );
+        // No operation may touch `content-length` (config::RESERVED_HEADERS).
+        self.request.held = has_content_length(headers);
+        Some(outcome.changed)
+    }
+
     fn changes(&mut self, direction: Direction) -> &mut Changes {
         match direction {
             Direction::Request => &mut self.request,
@@ -472,6 +510,14 @@ impl Filter for Transform {
         // Templates that read nothing of the request leave it uncopied.
         let read: &[(String, String)] = if facts.request { &headers } else { &[] };
         self.vars = RequestVars::new(read, source.as_deref(), info.route);
+        if let Some(changed) = self.single_edits(cx, &policy, &headers) {
+            self.policy = Some(policy);
+            if changed {
+                self.request.changed = true;
+                cx.count(plugin.metrics.transformed(Direction::Request));
+            }
+            return Outcome::Continue;
+        }
         let (new_headers, outcome) = policy.request.ops.apply(&headers, &self.vars);
         cx.add(
             plugin.metrics.operations_skipped,

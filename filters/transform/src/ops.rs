@@ -7,6 +7,7 @@
 use crate::query::{self, Pair};
 use crate::template::{HostFacts, RequestVars, Template};
 use regex_lite::Regex;
+use wasmgate_core::edits::Edit;
 
 /// The operations on one list of named values (headers, or query parameters).
 #[derive(Debug, Clone, Default)]
@@ -153,6 +154,132 @@ impl Ops {
         )
     }
 
+    /// The header operations as single edits of the request's headers as read (`headers`,
+    /// names compared case-insensitively), appended to `edits` for the frame to write one by
+    /// one instead of the whole map; changed exactly when edits were appended. The edits leave
+    /// the map as [`Ops::apply_headers`] would: a value an operation writes goes to the end of
+    /// the map (`set` of a present name is a remove, then an add), values a rename moves keep
+    /// their order, and the same operations are skipped.
+    pub fn header_edits(
+        &self,
+        headers: &[(String, String)],
+        vars: &RequestVars,
+        edits: &mut Vec<Edit>,
+    ) -> Outcome {
+        let start = edits.len();
+        edits.reserve(
+            self.remove.len()
+                + self.rename.len() * 2
+                + self.set.len() * 2
+                + self.add.len()
+                + self.append.len(),
+        );
+        let mut outcome = Outcome::default();
+        if self.rename.is_empty() && self.set.is_empty() {
+            // Only remove, add and append: presence is checked on the headers as read.
+            let has = |name: &str| {
+                headers
+                    .iter()
+                    .any(|(key, _)| key.eq_ignore_ascii_case(name))
+            };
+            for (i, name) in self.remove.iter().enumerate() {
+                if has(name) && !self.remove[..i].contains(name) {
+                    edits.push(Edit::Remove(name.clone()));
+                }
+            }
+            let present = |name: &String| has(name) && !self.remove.contains(name);
+            self.add_edits(present, vars, edits, &mut outcome);
+            outcome.changed = edits.len() > start;
+            return outcome;
+        }
+        fn has(list: &[(&str, &str)], name: &str) -> bool {
+            list.iter().any(|(key, _)| key.eq_ignore_ascii_case(name))
+        }
+        // The headers as read, after remove and rename (borrowed, nothing copied) ...
+        let mut list: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        // ... and the names `set` writes (`add` checks them; no later operation checks the
+        // names `add` and `append` write).
+        let mut written: Vec<&str> = Vec::new();
+        for name in &self.remove {
+            let before = list.len();
+            list.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+            if list.len() != before {
+                edits.push(Edit::Remove(name.clone()));
+            }
+        }
+        for (old, new) in &self.rename {
+            if !has(&list, old) {
+                continue;
+            }
+            if has(&list, new) {
+                edits.push(Edit::Remove(new.clone()));
+            }
+            edits.push(Edit::Remove(old.clone()));
+            let moved: Vec<&str> = list
+                .iter()
+                .filter(|(key, _)| key.eq_ignore_ascii_case(old))
+                .map(|(_, value)| *value)
+                .collect();
+            list.retain(|(key, _)| {
+                !key.eq_ignore_ascii_case(old) && !key.eq_ignore_ascii_case(new)
+            });
+            for value in moved {
+                edits.push(Edit::Add(new.clone(), value.to_string()));
+                list.push((new, value));
+            }
+        }
+        for (name, template) in &self.set {
+            let Some(value) = render_header(template, vars, &mut outcome) else {
+                continue;
+            };
+            let mut current = list
+                .iter()
+                .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v);
+            match (current.next(), current.next()) {
+                (Some(only), None) if only == value => continue,
+                (None, _) => {}
+                _ => {
+                    list.retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+                    edits.push(Edit::Remove(name.clone()));
+                }
+            }
+            edits.push(Edit::Add(name.clone(), value));
+            written.push(name);
+        }
+        let present = |name: &String| has(&list, name) || written.contains(&name.as_str());
+        self.add_edits(present, vars, edits, &mut outcome);
+        outcome.changed = edits.len() > start;
+        outcome
+    }
+
+    /// The edits of `add` (for the names not `present` after the earlier operations) and
+    /// `append`, in that order.
+    fn add_edits(
+        &self,
+        present: impl Fn(&String) -> bool,
+        vars: &RequestVars,
+        edits: &mut Vec<Edit>,
+        outcome: &mut Outcome,
+    ) {
+        for (name, template) in &self.add {
+            if present(name) {
+                continue;
+            }
+            if let Some(value) = render_header(template, vars, outcome) {
+                edits.push(Edit::Add(name.clone(), value));
+            }
+        }
+        for (name, template) in &self.append {
+            if let Some(value) = render_header(template, vars, outcome) {
+                edits.push(Edit::Add(name.clone(), value));
+            }
+        }
+    }
+
     /// Applies the operations to a raw query string; returns the new query string.
     pub fn apply_query(&self, raw: &str, vars: &RequestVars) -> (String, Outcome) {
         let mut pairs = query::parse(raw);
@@ -170,6 +297,18 @@ impl Ops {
             return (raw.to_string(), outcome);
         }
         (query::serialize(pairs.iter().map(|(_, p)| p)), outcome)
+    }
+}
+
+/// A template rendered to a header value, or `None` (counted as skipped in `outcome`) when it
+/// resolves to nothing or to a value holding control characters.
+fn render_header(template: &Template, vars: &RequestVars, outcome: &mut Outcome) -> Option<String> {
+    match template.render(vars) {
+        Some(value) if valid_header_value(&value) => Some(value),
+        _ => {
+            outcome.skipped += 1;
+            None
+        }
     }
 }
 
@@ -294,6 +433,14 @@ impl RequestHeaderOps {
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty()
             && self.query.is_empty()
+            && self.path.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
+    }
+
+    /// True when only regular headers are edited (no query, path, method or authority).
+    pub fn headers_only(&self) -> bool {
+        self.query.is_empty()
             && self.path.is_none()
             && self.method.is_none()
             && self.authority.is_none()
@@ -572,6 +719,176 @@ mod tests {
         assert!(parse_substitution("\\2", 2).is_err());
         assert!(parse_substitution("\\x", 2).is_err());
         assert!(parse_substitution("end\\", 2).is_err());
+    }
+
+    /// `edits` applied as the host applies single edits: a remove drops every value of the name
+    /// (any case; never a name that is absent), an add appends one value at the end.
+    fn with_edits(headers: &[(String, String)], edits: &[Edit]) -> Vec<(String, String)> {
+        let mut out = headers.to_vec();
+        for edit in edits {
+            match edit {
+                Edit::Remove(name) => {
+                    let before = out.len();
+                    out.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                    assert!(out.len() < before, "{name} is removed only when present");
+                }
+                Edit::Add(name, value) => out.push((name.clone(), value.clone())),
+                Edit::Set(..) => panic!("single edits never set: {edit:?}"),
+            }
+        }
+        out.into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect()
+    }
+
+    #[test]
+    fn single_edits_leave_the_headers_as_the_whole_map_write() {
+        let every = Ops {
+            remove: vec!["x-internal".into(), "x-absent".into()],
+            rename: vec![
+                ("x-old".into(), "x-new".into()),
+                ("x-none".into(), "x-n".into()),
+            ],
+            set: vec![
+                ("x-same".into(), t("1")),
+                ("x-twice".into(), t("1")),
+                ("x-user".into(), t("{{header.x-jwt-sub}}")),
+                ("x-missing".into(), t("{{header.x-missing}}")),
+            ],
+            add: vec![
+                ("x-source".into(), t("gateway")),
+                ("x-user".into(), t("added")),
+                ("x-present".into(), t("no")),
+                ("x-gone".into(), t("{{query.none}}")),
+            ],
+            append: vec![
+                ("x-trace".into(), t("wasmgate")),
+                ("x-user".into(), t("more")),
+            ],
+        };
+        let configs = [
+            every,
+            Ops {
+                remove: vec![
+                    "x-remove-1".into(),
+                    "x-remove-2".into(),
+                    "x-remove-3".into(),
+                ],
+                add: vec![
+                    ("x-add-1".into(), t("one")),
+                    ("x-add-2".into(), t("two")),
+                    ("x-add-3".into(), t("three")),
+                ],
+                ..Ops::default()
+            },
+            Ops {
+                rename: vec![("x-a".into(), "x-b".into()), ("x-c".into(), "x-b".into())],
+                ..Ops::default()
+            },
+            Ops {
+                remove: vec!["x-a".into(), "x-same".into(), "x-a".into()],
+                add: vec![
+                    ("x-a".into(), t("new")),
+                    ("x-b".into(), t("{{header.x-missing}}")),
+                    ("x-c".into(), t("{{header.x-jwt-sub}}")),
+                    ("x-new".into(), t("added")),
+                ],
+                append: vec![("x-a".into(), t("again")), ("x-z".into(), t("z"))],
+                ..Ops::default()
+            },
+            Ops::default(),
+        ];
+        let requests = [
+            list(&[
+                (":path", "/"),
+                ("x-internal", "secret"),
+                ("X-Old", "1"),
+                ("x-trace", "client"),
+                ("x-old", "2"),
+                ("x-new", "0"),
+                ("x-same", "1"),
+                ("x-twice", "1"),
+                ("X-Twice", "1"),
+                ("x-user", "mallory"),
+                ("x-present", "yes"),
+                ("x-remove-2", "drop-me"),
+                ("x-a", "a"),
+                ("x-b", "b"),
+                ("x-c", "c"),
+            ]),
+            list(&[
+                (":path", "/"),
+                ("x-remove-1", "drop-me"),
+                ("x-remove-3", "drop-me"),
+                ("x-add-2", "client"),
+            ]),
+            list(&[(":path", "/"), ("x-same", "2"), ("x-new", "bad \u{fffd}")]),
+            Vec::new(),
+        ];
+        for ops in &configs {
+            for headers in &requests {
+                let mut edits = Vec::new();
+                let outcome = ops.header_edits(headers, &vars(), &mut edits);
+                let mut whole: Vec<(String, String)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                    .collect();
+                let expected = ops.apply_headers(&mut whole, &vars());
+                assert_eq!(outcome, expected, "{ops:?} on {headers:?}");
+                assert_eq!(outcome.changed, !edits.is_empty());
+                assert_eq!(with_edits(headers, &edits), whole, "{ops:?} on {headers:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn single_edits_of_the_bench_request() {
+        let ops = Ops {
+            remove: vec!["x-remove-1".into(), "x-remove-2".into()],
+            set: vec![("x-user".into(), t("alice"))],
+            add: vec![("x-add-1".into(), t("one")), ("x-add-2".into(), t("two"))],
+            ..Ops::default()
+        };
+        let headers = list(&[
+            (":path", "/"),
+            ("x-remove-1", "drop-me"),
+            ("x-user", "mallory"),
+            ("x-add-2", "client"),
+        ]);
+        let mut edits = vec![Edit::Set(":path".into(), "/".into())];
+        let outcome = ops.header_edits(&headers, &vars(), &mut edits);
+        assert_eq!(
+            edits,
+            vec![
+                Edit::Set(":path".into(), "/".into()),
+                Edit::Remove("x-remove-1".into()),
+                Edit::Remove("x-user".into()),
+                Edit::Add("x-user".into(), "alice".into()),
+                Edit::Add("x-add-1".into(), "one".into()),
+            ]
+        );
+        assert_eq!(
+            outcome,
+            Outcome {
+                changed: true,
+                skipped: 0
+            }
+        );
+        let mut unchanged = list(&[(":path", "/"), ("x-user", "alice"), ("x-add-1", "1")]);
+        unchanged.push(("x-add-2".into(), "2".into()));
+        let mut edits = Vec::new();
+        let outcome = ops.header_edits(&unchanged, &vars(), &mut edits);
+        assert!(edits.is_empty() && !outcome.changed);
+        let plain = RequestHeaderOps {
+            headers: ops.clone(),
+            ..RequestHeaderOps::default()
+        };
+        assert!(plain.headers_only());
+        let with_method = RequestHeaderOps {
+            method: Some("POST".into()),
+            ..plain
+        };
+        assert!(!with_method.headers_only());
     }
 
     #[test]

@@ -134,6 +134,10 @@ impl Template {
     /// The rendered value, or `None` when a placeholder resolves to nothing (absent or empty)
     /// or the whole value is empty: the operation using it is then skipped.
     pub fn render(&self, vars: &RequestVars) -> Option<String> {
+        if let [Part::Literal(text)] = self.parts.as_slice() {
+            // A fixed value (the common case): one copy, nothing to look up.
+            return Some(text.clone());
+        }
         let mut out = String::new();
         for part in &self.parts {
             let value = match part {

@@ -128,6 +128,118 @@ fn request_header_edits_are_one_whole_map_write() {
 }
 
 #[test]
+fn a_few_header_edits_are_single_writes() {
+    let env = FakeEnv::default();
+    let worker = configure(
+        &env,
+        r#"{"request": {"headers": {"remove": ["x-remove-1", "x-remove-2"],
+            "add": {"x-add-1": "one", "x-add-2": "two"}, "append": {"x-trace": "gw"}}}}"#,
+    );
+    request(
+        &env,
+        "GET",
+        "/bench",
+        &[
+            ("x-remove-1", "drop-me"),
+            ("x-add-2", "client"),
+            ("x-trace", "client"),
+        ],
+    );
+    assert_eq!(
+        stream(&worker, 1).request_headers(&env, true),
+        Action::Continue
+    );
+    let calls = env.take_calls();
+    let map = HeaderMap::Request;
+    let writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| !matches!(c, Call::Metric(..)))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            &Call::WriteHeader(map, "x-remove-1".into(), None),
+            &Call::AddHeader(map, "x-add-1".into(), "one".into()),
+            &Call::AddHeader(map, "x-trace".into(), "gw".into()),
+        ],
+        "absent names are not removed, present ones not added"
+    );
+    assert_eq!(
+        env.headers(map)
+            .iter()
+            .filter(|(n, _)| !n.starts_with(':'))
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>(),
+        [
+            "x-add-2=client",
+            "x-trace=client",
+            "x-add-1=one",
+            "x-trace=gw"
+        ]
+    );
+    assert!(calls.contains(&Call::Metric(
+        "plugin=.=plugin;.;direction=.=request;.;wasmgate_transform_transformed_total".into(),
+        1
+    )));
+
+    // Nothing to change: nothing written, nothing counted.
+    request(&env, "GET", "/bench", &[("x-add-1", "a"), ("x-add-2", "b")]);
+    let unchanged = configure(
+        &env,
+        r#"{"request": {"headers": {"remove": ["x-remove-1"], "add": {"x-add-1": "one"}}}}"#,
+    );
+    stream(&unchanged, 2).request_headers(&env, true);
+    assert_eq!(env.take_calls(), []);
+}
+
+#[test]
+fn many_header_edits_or_a_rewritten_path_are_one_whole_map_write() {
+    let env = FakeEnv::default();
+    let names: Vec<String> = (0..=MAX_SINGLE_EDITS).map(|i| format!("x-r{i}")).collect();
+    let config = format!(r#"{{"request": {{"headers": {{"remove": {names:?}}}}}}}"#);
+    let worker = configure(&env, &config);
+    let mut extra: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    extra.push(("x-kept", "1"));
+    request(&env, "GET", "/bench", &extra);
+    stream(&worker, 1).request_headers(&env, true);
+    let calls = env.take_calls();
+    let writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| !matches!(c, Call::Metric(..)))
+        .collect();
+    let [Call::WriteMap(HeaderMap::Request, written)] = writes[..] else {
+        panic!("one whole-map write: {calls:?}");
+    };
+    let regular: Vec<&str> = written
+        .iter()
+        .filter(|(n, _)| !n.starts_with(':'))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(regular, ["x-kept"]);
+
+    // A path the frame rewrote to its normal form is written before the single edits.
+    let worker = configure(
+        &env,
+        r#"{"paths": {"unnormalized": "rewrite"},
+            "request": {"headers": {"remove": ["x-r0"]}}}"#,
+    );
+    request(&env, "GET", "/a//b", &[("x-r0", "1")]);
+    stream(&worker, 2).request_headers(&env, true);
+    let calls = env.take_calls();
+    let writes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| !matches!(c, Call::Metric(..)))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            &Call::WriteHeader(HeaderMap::Request, ":path".into(), Some("/a/b".into())),
+            &Call::WriteHeader(HeaderMap::Request, "x-r0".into(), None),
+        ]
+    );
+}
+
+#[test]
 fn a_template_cannot_inject_a_header_line() {
     let env = FakeEnv::default();
     let worker = configure(&env, HEADERS);
