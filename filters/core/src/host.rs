@@ -114,10 +114,8 @@ pub fn request_info_reading<H: Host + ?Sized>(
             .filter_map(|name| host.request_header(name).map(|value| (name.clone(), value)))
             .collect(),
     };
-    let pseudo = |name: &str| crate::request::header_or_empty(&headers, name);
-    let (authority, path, method) = (pseudo(":authority"), pseudo(":path"), pseudo(":method"));
     let route = if with_route { route_name(host) } else { None };
-    RequestInfo::new(route, &authority, &path, &method, headers)
+    RequestInfo::from_headers(route, headers)
 }
 
 /// The route name: current Envoy exposes it as `xds.route_name`; `route_name` is the older

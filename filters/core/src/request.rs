@@ -46,6 +46,26 @@ impl RequestInfo {
         }
     }
 
+    /// Builds the view from a request's headers, reading the pseudo-headers from them (absent
+    /// ones read as empty) without copying them first.
+    pub fn from_headers(route: Option<String>, headers: Vec<(String, String)>) -> Self {
+        let pseudo = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let mut info = Self::new(
+            route,
+            pseudo(":authority"),
+            pseudo(":path"),
+            pseudo(":method"),
+            Vec::new(),
+        );
+        info.headers = headers;
+        info
+    }
+
     /// The first value of a header (name compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

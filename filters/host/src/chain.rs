@@ -26,7 +26,7 @@ use stage::{StagePlugin, StageStream};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use view::{Overlay, Views};
 use wasmgate_core::outcome::{Answer, Body, BodyMode, BodyNeed, Outcome};
 use wasmgate_core::{ConfigError, LocalReply};
@@ -203,6 +203,8 @@ pub struct Chain {
     request: Pass,
     response: Pass,
     views: RefCell<Views>,
+    /// The time of the running hook, read once for every stage.
+    now: Cell<Option<SystemTime>>,
 }
 
 impl Chain {
@@ -247,6 +249,7 @@ impl Chain {
         let overlay = Overlay {
             env: cx.env,
             views: &self.views,
+            now: &self.now,
         };
         let mut stage_cx = Cx::new(&overlay);
         stage_cx.trailers = trailers;
@@ -448,8 +451,10 @@ impl Chain {
         self.advance(cx, direction, outcome)
     }
 
-    /// The frame wrote the edits of the last hook: the views match the host again.
+    /// The frame wrote the edits of the last hook: the views match the host again, and the
+    /// clock moved on.
     fn settle(&self) {
+        self.now.set(None);
         let mut views = self.views.borrow_mut();
         views.request.settle();
         views.response.settle();
@@ -474,6 +479,7 @@ impl Filter for Chain {
             request: Pass::default(),
             response: Pass::default(),
             views: RefCell::new(Views::default()),
+            now: Cell::new(None),
         }
     }
 
@@ -487,6 +493,7 @@ impl Filter for Chain {
     }
 
     fn on_request_headers(&mut self, cx: &mut Cx<'_>, end_of_stream: bool) -> Outcome {
+        self.now.set(None);
         self.start(cx, Direction::Request, end_of_stream)
     }
 

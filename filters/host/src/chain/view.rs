@@ -4,7 +4,7 @@
 //! frame, after the chain's hook.
 
 use crate::env::{Direction, Env};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, SystemTime};
 use wasmgate_core::clock::Clock;
 use wasmgate_core::edits::{Edit, Headers};
@@ -116,13 +116,15 @@ impl Views {
     }
 }
 
-/// The host as a stage sees it: header maps through the chain's [`Views`], everything else
-/// straight from the host.
+/// The host as a stage sees it: header maps through the chain's [`Views`] and the clock read
+/// once per hook, everything else straight from the host.
 pub struct Overlay<'a> {
     /// The host.
     pub env: &'a dyn Env,
     /// The chain stream's views.
     pub views: &'a RefCell<Views>,
+    /// The time of this hook, once a stage read it (each read is a host call).
+    pub now: &'a Cell<Option<SystemTime>>,
 }
 
 impl Overlay<'_> {
@@ -147,7 +149,12 @@ impl SharedStore for Overlay<'_> {
 
 impl Clock for Overlay<'_> {
     fn now(&self) -> SystemTime {
-        self.env.now()
+        if let Some(now) = self.now.get() {
+            return now;
+        }
+        let now = self.env.now();
+        self.now.set(Some(now));
+        now
     }
 }
 
