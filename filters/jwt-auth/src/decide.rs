@@ -77,17 +77,35 @@ pub struct Evaluation {
 }
 
 #[derive(Debug, Clone)]
-struct Verified {
-    location: Location,
+struct Verified<'a> {
+    location: &'a Location,
     /// The claims and the payload as sent, shared with the token cache (cloning it is free).
     token: crate::cache::Verified,
 }
 
 #[derive(Debug, Clone)]
-enum ProviderResult {
+enum ProviderResult<'a> {
     Missing,
-    Ok(Vec<Verified>),
+    Ok(Vec<Verified<'a>>),
     Failed(Failure),
+}
+
+/// What the requirement tree needs of a provider's result (its tokens stay in `results`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Missing,
+    Ok,
+    Failed(Failure),
+}
+
+impl ProviderResult<'_> {
+    fn status(&self) -> Status {
+        match self {
+            Self::Missing => Status::Missing,
+            Self::Ok(_) => Status::Ok,
+            Self::Failed(f) => Status::Failed(*f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +122,7 @@ struct Ctx<'a> {
     introspected: &'a dyn Fn(usize, &str) -> Lookup,
     cache: &'a mut TokenCache,
     verifier: &'a dyn SignatureVerifier,
-    results: Vec<Option<ProviderResult>>,
+    results: Vec<Option<ProviderResult<'a>>>,
     pending: Vec<usize>,
     kid_miss: Vec<usize>,
     cache_hits: u32,
@@ -191,19 +209,20 @@ pub fn evaluate_with(
     }
 }
 
-impl Ctx<'_> {
-    fn provider(&mut self, index: usize) -> ProviderResult {
+impl<'a> Ctx<'a> {
+    fn provider(&mut self, index: usize) -> Status {
         if let Some(Some(result)) = self.results.get(index) {
-            return result.clone();
+            return result.status();
         }
         let result = self.compute_provider(index);
+        let status = result.status();
         if let Some(slot) = self.results.get_mut(index) {
-            *slot = Some(result.clone());
+            *slot = Some(result);
         }
-        result
+        status
     }
 
-    fn compute_provider(&mut self, index: usize) -> ProviderResult {
+    fn compute_provider(&mut self, index: usize) -> ProviderResult<'a> {
         let Some(provider) = self.config.providers.get(index) else {
             return ProviderResult::Missing;
         };
@@ -218,7 +237,7 @@ impl Ctx<'_> {
         }
         let mut verified = Vec::with_capacity(found.len());
         for Found { location, token } in found {
-            match self.verify_token(index, &token) {
+            match self.verify_token(index, token) {
                 Ok(token) => verified.push(Verified { location, token }),
                 Err(failure) => return ProviderResult::Failed(failure),
             }
@@ -257,13 +276,11 @@ impl Ctx<'_> {
         }
         let keys = (self.keys)(index);
         // A token that passed every check before: no parsing, no signature (see `cache`).
-        let cache_key = match &keys {
-            Keys::Ready { generation, .. } => Some(TokenCache::key(index, *generation, token)),
-            _ => None,
-        };
-        if let Some(hit) = cache_key.and_then(|k| self.cache.get(&k, self.request.now)) {
-            self.cache_hits += 1;
-            return Ok(hit);
+        if let Keys::Ready { generation, .. } = &keys {
+            if let Some(hit) = self.cache.get(index, *generation, token, self.request.now) {
+                self.cache_hits += 1;
+                return Ok(hit);
+            }
         }
         let jws = jws::parse(token)?;
         let claims = Claims::parse(&jws.payload)?;
@@ -293,9 +310,12 @@ impl Ctx<'_> {
             .map(|exp| exp.saturating_add(provider.clock_skew))
             .unwrap_or(self.request.now.saturating_add(TokenCache::NO_EXP_TTL));
         let verified = Rc::new((claims, jws.payload_b64.to_string()));
-        let cache_key = TokenCache::key(index, generation, token);
-        self.cache
-            .insert(cache_key, until, self.request.now, Rc::clone(&verified));
+        self.cache.insert(
+            (index, generation, token),
+            until,
+            self.request.now,
+            Rc::clone(&verified),
+        );
         Ok(verified)
     }
 
@@ -332,9 +352,9 @@ impl Ctx<'_> {
     fn requirement(&mut self, requirement: &Requirement) -> Outcome {
         match requirement {
             Requirement::Provider(index) => match self.provider(*index) {
-                ProviderResult::Missing => Outcome::Missing,
-                ProviderResult::Ok(_) => Outcome::Ok(vec![*index]),
-                ProviderResult::Failed(f) => Outcome::Fail(f),
+                Status::Missing => Outcome::Missing,
+                Status::Ok => Outcome::Ok(vec![*index]),
+                Status::Failed(f) => Outcome::Fail(f),
             },
             Requirement::Any(children) => {
                 let outcomes: Vec<Outcome> = children.iter().map(|c| self.requirement(c)).collect();
@@ -376,12 +396,12 @@ impl Ctx<'_> {
                 Outcome::Ok(oks)
             }
             Requirement::AllowMissing | Requirement::AllowMissingOrFailed => {
-                let results: Vec<(usize, ProviderResult)> = (0..self.config.providers.len())
+                let results: Vec<(usize, Status)> = (0..self.config.providers.len())
                     .map(|i| (i, self.provider(i)))
                     .collect();
                 let oks: Vec<usize> = results
                     .iter()
-                    .filter(|(_, r)| matches!(r, ProviderResult::Ok(_)))
+                    .filter(|(_, r)| *r == Status::Ok)
                     .map(|(i, _)| *i)
                     .collect();
                 if !oks.is_empty() || *requirement == Requirement::AllowMissingOrFailed {
@@ -390,7 +410,7 @@ impl Ctx<'_> {
                 let failures: Vec<Failure> = results
                     .iter()
                     .filter_map(|(_, r)| match r {
-                        ProviderResult::Failed(f) => Some(*f),
+                        Status::Failed(f) => Some(*f),
                         _ => None,
                     })
                     .collect();
@@ -406,13 +426,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn allow(&mut self, policy: &Policy, providers: &[usize]) -> Decision {
-        let verified: Vec<(usize, Verified)> = providers
+    fn allow(&self, policy: &Policy, providers: &[usize]) -> Decision {
+        let verified: Vec<(usize, &Verified<'_>)> = providers
             .iter()
             .filter_map(|i| match self.results.get(*i) {
-                Some(Some(ProviderResult::Ok(tokens))) => {
-                    Some(tokens.iter().map(|t| (*i, t.clone())).collect::<Vec<_>>())
-                }
+                Some(Some(ProviderResult::Ok(tokens))) => Some(tokens.iter().map(|t| (*i, t))),
                 _ => None,
             })
             .flatten()
@@ -439,7 +457,8 @@ impl Ctx<'_> {
             }
         }
         let mut m = Mutations::default();
-        let mut path = self.request.path.to_string();
+        // The path changes only when a query-parameter token is removed.
+        let mut path: Option<String> = None;
         let mut cookie: Option<Option<String>> = None;
         for (k, (index, token)) in verified.iter().enumerate() {
             let provider = &self.config.providers[*index];
@@ -451,7 +470,10 @@ impl Ctx<'_> {
                             m.remove_headers.push(name.clone());
                         }
                     }
-                    Location::Param(param) => path = extract::remove_param(&path, param),
+                    Location::Param(param) => {
+                        let current = path.as_deref().unwrap_or(self.request.path);
+                        path = Some(extract::remove_param(current, param));
+                    }
                     Location::Cookie(name) => {
                         let current = match &cookie {
                             Some(c) => c.clone(),
@@ -497,9 +519,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        if path != self.request.path {
-            m.path = Some(path);
-        }
+        m.path = path.filter(|p| p != self.request.path);
         m.cookie = cookie;
         Decision::Allow(m)
     }

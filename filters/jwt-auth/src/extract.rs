@@ -3,13 +3,13 @@
 use crate::config::Location;
 use wasmgate_core::request::{query_of, raw_pairs};
 
-/// A token found at a location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
+/// A token found at a location, borrowed from the configuration and the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a> {
     /// Where it was.
-    pub location: Location,
+    pub location: &'a Location,
     /// The token text.
-    pub token: String,
+    pub token: &'a str,
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
@@ -24,7 +24,11 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
 }
 
 /// The tokens at `locations`, in order; empty values are ignored.
-pub fn find(locations: &[Location], headers: &[(String, String)], path: &str) -> Vec<Found> {
+pub fn find<'a>(
+    locations: &'a [Location],
+    headers: &'a [(String, String)],
+    path: &'a str,
+) -> Vec<Found<'a>> {
     let mut found = Vec::new();
     for location in locations {
         match location {
@@ -36,10 +40,7 @@ pub fn find(locations: &[Location], headers: &[(String, String)], path: &str) ->
                     if let Some(rest) = strip_prefix_ignore_case(value, prefix) {
                         let token = rest.trim();
                         if !token.is_empty() {
-                            found.push(Found {
-                                location: location.clone(),
-                                token: token.to_string(),
-                            });
+                            found.push(Found { location, token });
                         }
                     }
                 }
@@ -47,10 +48,7 @@ pub fn find(locations: &[Location], headers: &[(String, String)], path: &str) ->
             Location::Param(param) => {
                 for (k, v) in raw_pairs(query_of(path)) {
                     if k == param && !v.is_empty() {
-                        found.push(Found {
-                            location: location.clone(),
-                            token: v.to_string(),
-                        });
+                        found.push(Found { location, token: v });
                     }
                 }
             }
@@ -63,8 +61,8 @@ pub fn find(locations: &[Location], headers: &[(String, String)], path: &str) ->
                         if let Some((k, v)) = pair.trim().split_once('=') {
                             if k == cookie && !v.is_empty() {
                                 found.push(Found {
-                                    location: location.clone(),
-                                    token: v.trim_matches('"').to_string(),
+                                    location,
+                                    token: v.trim_matches('"'),
                                 });
                             }
                         }
@@ -144,7 +142,7 @@ mod tests {
             ("x-jwt", "ddd"),
         ]);
         let found = find(&locations, &headers, "/p?x=1&access_token=bbb#f");
-        let tokens: Vec<&str> = found.iter().map(|f| f.token.as_str()).collect();
+        let tokens: Vec<&str> = found.iter().map(|f| f.token).collect();
         assert_eq!(tokens, vec!["aaa", "bbb", "ccc", "ddd"]);
         assert!(find(&locations, &h(&[("authorization", "Basic x")]), "/").is_empty());
         assert!(find(

@@ -205,16 +205,16 @@ impl JwtAuth {
             Selected::Disabled => return Outcome::Continue,
             Selected::Default(policy) | Selected::Rule { policy, .. } => policy,
         };
-        let path = info.raw_path().to_string();
         let now = cx.host().now_ms();
-        let mut headers = info.headers;
-        headers.retain(|(n, _)| !outputs.contains(n));
+        if !outputs.is_empty() {
+            info.headers.retain(|(n, _)| !outputs.contains(n));
+        }
         let request = RequestView {
-            headers: &headers,
-            path: &path,
+            headers: &info.headers,
+            path: info.raw_path(),
             now: now / 1000,
         };
-        let evaluation = self.evaluate(cx, policy, request);
+        let evaluation = self.evaluate(cx, policy, request, now);
         let metrics = &plugin.metrics;
         cx.add(metrics.cache_hits, i64::from(evaluation.cache_hits));
         match evaluation.decision {
@@ -251,18 +251,19 @@ impl JwtAuth {
         }
     }
 
-    /// Verifies the tokens, with the host's `verify_signature` while it proves usable.
+    /// Verifies the tokens, with the host's `verify_signature` while it proves usable;
+    /// `now_ms` is the time the request was read at (one clock read per request).
     fn evaluate(
         &self,
         cx: &Cx<'_>,
         policy: &crate::config::Policy,
         request: RequestView<'_>,
+        now_ms: u64,
     ) -> Evaluation {
         let host = cx.host();
         let plugin = &self.plugin;
         let config = &plugin.config;
         let keys = |i: usize| plugin.remote.keys(host, config, i);
-        let now_ms = host.now_ms();
         let answered = &self.answered;
         let introspected = |i: usize, token: &str| {
             if let Some((_, _, inactive)) = answered.iter().find(|(p, t, _)| *p == i && t == token)
