@@ -80,7 +80,7 @@ def embedded_configs():
 def config_seeds():
     targets = {"jwt-auth": "config_jwt_auth", "hmac-auth": "config_hmac_auth",
                "rate-limit": "config_rate_limit", "transform": "config_transform",
-               "retry": "config_retry"}
+               "retry": "config_retry", "chain": "config_chain"}
     for who, name, text in embedded_configs():
         for filt, target in targets.items():
             if filt in who or (filt.replace("-", "") in who.replace("-", "")):
@@ -235,6 +235,9 @@ def core_seeds():
 def filter_seeds():
     body = b'{"user_name": "bob", "password": "x", "internal": 1}'
     json_h = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    for name, seed in [("headers", request("GET", "/v1/users?q=1", [("x-internal", "s"), ("x-jwt-sub", "alice")])),
+                       ("body", request("POST", "/v1/users", json_h, body))]:
+        put("chain_request", name, seed)
     put("transform_request", "headers", request("GET", "/v1/users?q=1&debug=1&v=0", [("x-internal", "s"), ("x-old", "o"), ("x-jwt-sub", "alice"), ("x-version", "3")]))
     put("transform_request", "body", request("POST", "/v1/users", json_h, body)
         + b"\n--\n\n\n--\n" + message([(":status", "200"), ("content-type", "application/json"), ("server", "x")], body))

@@ -169,7 +169,10 @@ fn shipped_configs_conform_to_the_schemas() {
             let found: Value = serde_json::from_str(line).unwrap();
             let filter = found["filter"].as_str().unwrap();
             // A chain's stages are checked against their own filters' schemas too.
-            let stages = found["config"]["stages"].as_array().cloned().unwrap_or_default();
+            let stages = found["config"]["stages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let configs = std::iter::once((filter, found["config"].clone())).chain(
                 stages
                     .iter()

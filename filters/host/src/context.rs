@@ -1,8 +1,11 @@
 //! The proxy-wasm root and HTTP contexts of every filter: thin adapters from the SDK's callbacks
 //! to the frame, with the real host.
 
+#[cfg(feature = "bundle")]
 use crate::chain::stage::StagePlugin;
-use crate::filter::{Filter, Setup};
+use crate::filter::Filter;
+#[cfg(feature = "bundle")]
+use crate::filter::Setup;
 use crate::frame::{Bound, StreamOps, Worker};
 use crate::logging;
 use crate::proxy::ProxyHost;
@@ -11,6 +14,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::Cell;
 use std::rc::Rc;
 use wasmgate_core::host::Host;
+#[cfg(feature = "bundle")]
 use wasmgate_core::ConfigError;
 
 thread_local! {
@@ -57,6 +61,7 @@ fn mark<F: Filter>() {
 /// filter's name (`rate-limit`), and its root context.
 pub struct Entry {
     name: &'static str,
+    #[cfg(feature = "bundle")]
     stage: StageConfigure,
     /// Only in the Wasm build: natively (the bundle's unit tests) the root contexts' host calls
     /// are not linked.
@@ -69,6 +74,7 @@ impl Entry {
     pub const fn of<F: Filter>() -> Self {
         Self {
             name: F::NAME,
+            #[cfg(feature = "bundle")]
             stage: crate::chain::stage::configure::<F>,
             #[cfg(target_arch = "wasm32")]
             root: new_root::<F>,
@@ -81,6 +87,7 @@ impl Entry {
     }
 
     /// Configures this filter as a stage of a chain ([`crate::chain`]).
+    #[cfg(feature = "bundle")]
     pub fn configure_stage(
         &self,
         setup: &Setup<'_>,
@@ -91,6 +98,7 @@ impl Entry {
 }
 
 /// How an [`Entry`] configures its filter as a chain stage.
+#[cfg(feature = "bundle")]
 type StageConfigure = fn(&Setup<'_>, &[u8]) -> Result<Box<dyn StagePlugin>, ConfigError>;
 
 /// The filters of the bundle module (empty in a single-filter module): the stages a chain may

@@ -3,6 +3,7 @@
 //! [`export!`]; the generic contexts here own configuration, buffering, callouts, waits, replies,
 //! header writes and the log level. Filter crates reach proxy-wasm only through this crate.
 
+#[cfg(feature = "bundle")]
 pub mod chain;
 pub mod context;
 pub mod env;

@@ -7,6 +7,7 @@
 //! target; `tests/replay.rs` runs every committed corpus and crash input through the same
 //! functions on the stable toolchain (`make test`). [`TARGETS`] lists them all.
 
+pub mod chains;
 pub mod credentials;
 pub mod documents;
 pub mod drive;
@@ -14,6 +15,7 @@ pub mod input;
 pub mod legacy;
 pub mod targets;
 
+pub use chains::*;
 pub use credentials::*;
 pub use documents::*;
 pub use legacy::*;
@@ -41,6 +43,7 @@ pub const TARGETS: &[Target] = &[
     ("form_edit", legacy::form_edit),
     ("xml_convert", legacy::xml_convert),
     ("transform_request", targets::transform_request),
+    ("chain_request", chains::chain_request),
     ("rate_limit_key", targets::rate_limit_key),
     ("rate_limit_request", targets::rate_limit_request),
     ("rate_limit_answer", targets::rate_limit_answer),
@@ -65,6 +68,7 @@ pub const TARGETS: &[Target] = &[
     ("config_rate_limit", targets::config_rate_limit),
     ("config_transform", targets::config_transform),
     ("config_retry", targets::config_retry),
+    ("config_chain", chains::config_chain),
     ("config_key_auth", credentials::config_key_auth),
     (
         "config_credential_inject",

@@ -69,4 +69,8 @@ fn the_rich_configurations_are_accepted() {
     for (name, accepted) in wasmgate_fuzz::drive::rich_configs_accepted() {
         assert!(accepted, "fuzz/targets/configs/{name}.json is refused");
     }
+    assert!(
+        wasmgate_fuzz::chains::rich_chain_accepted(),
+        "the chain of the rich configurations is refused"
+    );
 }
