@@ -1,7 +1,7 @@
 //! The filters and their own configuration parsers (no second parser lives in the CLI).
 
 use wasmgate_core::config::ConfigError;
-use wasmgate_host::chain;
+use wasmgate_host::chain::{self, Chain};
 use wasmgate_host::context::Entry;
 use wasmgate_host::fake::FakeEnv;
 use wasmgate_host::Setup;
@@ -58,18 +58,31 @@ pub const FILTERS: [Filter; 8] = [
     },
 ];
 
+/// The filters of the bundle module, the stages a chain may name (as bundle/src/lib.rs lists
+/// them).
+static BUNDLE: &[Entry] = &[
+    Entry::of::<credential_inject::filter::CredentialInject>(),
+    Entry::of::<hmac_auth::filter::HmacAuth>(),
+    Entry::of::<jwt_auth::filter::JwtAuth>(),
+    Entry::of::<key_auth::filter::KeyAuth>(),
+    Entry::of::<rate_limit::filter::RateLimit>(),
+    Entry::of::<retry::filter::Retry>(),
+    Entry::of::<transform::filter::Transform>(),
+    Entry::of::<Chain>(),
+];
+
 /// A chain configuration as the bundle configures it: every stage through its filter's own
 /// `configure`, over a fake host.
 fn check_chain(json: &[u8]) -> Result<(), ConfigError> {
     let env = FakeEnv::default();
     let setup = Setup::new(&env, chain::NAME, chain::NAME.into(), json);
-    chain::configure(&setup, json, wasmgate_bundle::FILTERS).map(drop)
+    chain::configure(&setup, json, BUNDLE).map(drop)
 }
 
 /// The JSON Schema of a chain: its stages (each stage's `config` is its filter's own, see
 /// `wasmgate schema <filter>`).
 fn chain_schema() -> serde_json::Value {
-    let stages: Vec<&str> = wasmgate_bundle::FILTERS
+    let stages: Vec<&str> = BUNDLE
         .iter()
         .map(Entry::root_id)
         .filter(|id| !matches!(*id, "retry" | "chain"))
