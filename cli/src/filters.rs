@@ -155,3 +155,19 @@ pub fn names() -> String {
 pub fn by_name(name: &str) -> Result<&'static Filter, String> {
     find(name).ok_or_else(|| format!("unknown filter {name:?} (one of: {})", names()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BUNDLE, FILTERS};
+
+    /// The stages a chain may name are the filters the CLI knows (and bundle/src/lib.rs lists:
+    /// the bundle is a cdylib only, since an rlib made its module 300 KB larger).
+    #[test]
+    fn the_bundle_list_names_every_filter() {
+        let mut bundle: Vec<&str> = BUNDLE.iter().map(|e| e.root_id()).collect();
+        let mut known: Vec<&str> = FILTERS.iter().map(|f| f.name).collect();
+        bundle.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(bundle, known);
+    }
+}
