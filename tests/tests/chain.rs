@@ -1,13 +1,16 @@
 //! A chain in a real Envoy (docs/CONVENTIONS.md "Chains"): one plugin of wasmgate.wasm running
 //! jwt-auth, then rate-limit keyed on the verified subject, then transform (headers and a JSON
 //! body edit), on one request view. The first request waits for the remote JWKS while its body
-//! arrives; nothing reaches the upstream before every stage passed it. A stage's invalid
-//! configuration is refused at load with its JSON path.
+//! arrives; nothing reaches the upstream before every stage passed it. hmac-auth then transform:
+//! a webhook verified on the body as sent, then edited. A stage's invalid configuration is
+//! refused at load with its JSON path.
 
 // Test-only code: failing loudly is the point.
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+use hmac::{Hmac, Mac};
 use jwt_auth::crypto::sign::sign;
+use sha2::Sha256;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmgate_e2e::{repo_root, Envoy, EnvoyOptions, Response, Scripted, Upstream};
@@ -168,4 +171,53 @@ fn an_invalid_stage_is_refused_at_load_with_its_json_path() {
         ),
         "{message}"
     );
+}
+
+/// GitHub's signature of `body` with `secret`.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[test]
+fn a_webhook_is_verified_on_the_body_as_sent_then_edited() {
+    const SECRET: &str = "chain-webhook-secret";
+    let upstream = Upstream::start();
+    // Both stages ask for the body with the headers going on: their body hooks run in order on
+    // the held body, and the upstream gets it only once both passed it.
+    let config = json!({"stages": [
+        {"filter": "hmac-auth", "config": {"scheme": "github", "secrets": [{"id": "gh", "value": SECRET}]}},
+        {"filter": "transform", "config": {
+            "request": {"headers": {"set": {"x-gateway": "wasmgate"}},
+                        "body": {"json": {"remove": ["/internal"]}}},
+            "response": {"headers": {"remove": ["x-upstream-debug"]}}
+        }},
+    ]});
+    let envoy = start(&config, &upstream);
+    let body = br#"{"event": "push", "internal": "drop-me"}"#;
+    let send = |signature: &str| {
+        upstream.script([Scripted::status(200).header("x-upstream-debug", "1")]);
+        envoy.client().send(
+            "POST",
+            "/hooks",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-delivery", "delivery-1"),
+                ("x-hub-signature-256", signature),
+            ],
+            body,
+        )
+    };
+    let r = send(&github_signature(SECRET, body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream-debug"), None, "transform's response edit");
+    let seen = upstream.received();
+    let request = seen.last().unwrap();
+    assert_eq!(request["headers"]["x-gateway"], "wasmgate");
+    assert_eq!(request["body"], r#"{"event": "push"}"#, "edited after verification");
+
+    let forged = send(&github_signature("another-secret", body));
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    assert_eq!(upstream.received().len(), 1, "the forged one never reached the upstream");
 }
