@@ -10,8 +10,8 @@
 
 use hmac::{Hmac, Mac};
 use jwt_auth::crypto::sign::sign;
-use sha2::Sha256;
 use serde_json::{json, Value};
+use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmgate_e2e::{repo_root, Envoy, EnvoyOptions, Response, Scripted, Upstream};
 
@@ -211,13 +211,24 @@ fn a_webhook_is_verified_on_the_body_as_sent_then_edited() {
     };
     let r = send(&github_signature(SECRET, body));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-upstream-debug"), None, "transform's response edit");
+    assert_eq!(
+        r.header("x-upstream-debug"),
+        None,
+        "transform's response edit"
+    );
     let seen = upstream.received();
     let request = seen.last().unwrap();
     assert_eq!(request["headers"]["x-gateway"], "wasmgate");
-    assert_eq!(request["body"], r#"{"event": "push"}"#, "edited after verification");
+    assert_eq!(
+        request["body"], r#"{"event": "push"}"#,
+        "edited after verification"
+    );
 
     let forged = send(&github_signature("another-secret", body));
     assert_eq!(forged.status, 401, "{}", forged.text());
-    assert_eq!(upstream.received().len(), 1, "the forged one never reached the upstream");
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "the forged one never reached the upstream"
+    );
 }
