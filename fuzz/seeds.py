@@ -261,7 +261,6 @@ def filter_seeds():
     for i, v in enumerate(["1", "120", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999999", "-1", "Sun, 06 Nov 1994 08:49:37 GMT"]):
         put("retry_after", f"v{i}", v.encode() + b"\n" + message([(":status", "503"), ("x-envoy-attempt-count", "2")], b"upstream connect error or disconnect/reset before headers"))
     w = lambda n: n.to_bytes(8, "little")
-    put("state_jwks", "empty", w(NOW * 1000))
     put("state_budget", "window", w(NOW) + f"{NOW - 1}:10:2;{NOW}:5:1".encode())
     put("state_budget", "max", w(2**64 - 1) + f"{2**64 - 1}:{2**64 - 1}:{2**64 - 1}".encode())
     for i, s in enumerate(["closed:3", "open:99999999999999", "half:1:0:5", f"half:{2**32 - 1}:{2**32 - 1}:{2**64 - 1}", "closed:18446744073709551615"]):

@@ -736,9 +736,11 @@ fn compile_provider(name: &str, raw: RawProvider) -> Result<Provider, ConfigErro
                 ));
             }
             // The limits are part of the key: a document accepted under other limits is
-            // fetched (and checked) again.
+            // fetched (and checked) again. `f1` names the value's format
+            // (`wasmgate_core::fetched::SharedFetch`), so a module version storing another
+            // format never reads this one.
             let shared_key = format!(
-                "jwks/{}",
+                "jwks/f1/{}",
                 short_hash(&format!(
                     "{name}\n{}\n{}\n{key_limits:?}",
                     remote.http_uri.uri, remote.http_uri.cluster

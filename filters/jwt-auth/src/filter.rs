@@ -9,10 +9,11 @@ use crate::failure::Failure;
 use crate::foreign::HostVerifier;
 use crate::introspect::Lookup;
 use crate::keys::{self, RemoteKeys, IDLE_SYNC_MS};
-use crate::remote::{self, SharedJwks};
+use crate::remote::{self, KID_REFETCH_INTERVAL_MS};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
+use wasmgate_core::fetched::SharedFetch;
 use wasmgate_core::host::{request_info, Host};
 use wasmgate_core::{Answer, ConfigError, HeaderEdits, LocalReply, Outcome, Selected};
 use wasmgate_host::{select, Counter, Cx, Filter, Gauge, RootCx, Setup, Uses};
@@ -334,11 +335,11 @@ fn wait_deadline(
     }
     for remote in evaluation.kid_miss.iter().filter_map(|i| remote_of(*i)) {
         let waiting = wasmgate_core::shared::update(host, &remote.shared_key, |bytes| {
-            let mut shared = SharedJwks::decode(bytes);
+            let mut shared = SharedFetch::decode(bytes);
             if shared.in_flight(now) || shared.refetch_requested {
                 return (None, true);
             }
-            if shared.request_refetch(now) {
+            if shared.request_refetch(now, KID_REFETCH_INTERVAL_MS) {
                 (Some(shared.encode()), true)
             } else {
                 (None, false)

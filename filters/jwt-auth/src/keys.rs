@@ -4,10 +4,10 @@
 use crate::config::{Config, KeySource, RemoteJwks};
 use crate::decide::Keys;
 use crate::jwks::Jwks;
-use crate::remote::SharedJwks;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
+use wasmgate_core::fetched::SharedFetch;
 use wasmgate_core::host::Host;
 use wasmgate_core::Callout;
 
@@ -61,7 +61,7 @@ pub fn ensure_shared(host: &dyn Host, key: &str) -> bool {
     match host.get_shared(key) {
         Ok((Some(_), Some(_))) => true,
         _ => {
-            let _ = host.set_shared(key, &SharedJwks::default().encode(), None);
+            let _ = host.set_shared(key, &SharedFetch::default().encode(), None);
             false
         }
     }
@@ -120,7 +120,7 @@ impl RemoteKeys {
             .ok()
             .and_then(|(b, _)| b)
             .unwrap_or_default();
-        let shared = SharedJwks::decode(&bytes);
+        let shared = SharedFetch::decode(&bytes);
         let mut views = self.views.borrow_mut();
         if views.len() <= index {
             views.resize_with(index + 1, RemoteView::default);
@@ -129,7 +129,7 @@ impl RemoteKeys {
             return RemoteView::default();
         };
         if shared.generation != view.generation || view.jwks.is_none() {
-            if let Some(text) = &shared.jwks {
+            if let Some(text) = &shared.document {
                 match Jwks::parse_limited(text, &remote.limits) {
                     Ok(jwks) => {
                         view.jwks = Some(Rc::new(jwks));
@@ -175,11 +175,12 @@ impl RemoteKeys {
             .is_some_and(|generation| generation != known.generation);
         let now = host.now_ms();
         let stale = |v: &RemoteView| {
-            SharedJwks {
-                fetched_at: v.fetched_at,
-                ..SharedJwks::default()
-            }
-            .too_stale(now, millis(remote.cache_duration), remote.max_stale_ms)
+            SharedFetch::too_stale(
+                v.fetched_at,
+                now,
+                millis(remote.cache_duration),
+                remote.max_stale_ms,
+            )
         };
         // Keys too old by this worker's view: another worker may have refreshed them since.
         let view = if known.jwks.is_none() || changed || stale(&known) {
@@ -259,7 +260,7 @@ impl RemoteKeys {
             let fetches = if remote.discovery.is_some() { 2 } else { 1 };
             let timeout_ms = millis(remote.timeout).saturating_mul(fetches);
             let won = wasmgate_core::shared::update(host, &remote.shared_key, |bytes| {
-                let mut shared = SharedJwks::decode(bytes);
+                let mut shared = SharedFetch::decode(bytes);
                 if shared.due(now, cache_ms) {
                     shared.claim(now, timeout_ms);
                     (Some(shared.encode()), true)
@@ -287,10 +288,10 @@ impl RemoteKeys {
         self.fetching.borrow_mut().retain(|i| *i != index);
         let now = host.now_ms();
         let generation = wasmgate_core::shared::update(host, &remote.shared_key, |bytes| {
-            let mut shared = SharedJwks::decode(bytes);
+            let mut shared = SharedFetch::decode(bytes);
             match result {
                 Ok(text) => shared.succeeded(now, text.clone()),
-                Err(_) => shared.failed_with(now, remote.retry_base_ms, remote.retry_max_ms),
+                Err(_) => shared.failed(now, remote.retry_base_ms, remote.retry_max_ms),
             }
             (Some(shared.encode()), shared.generation)
         });

@@ -56,7 +56,6 @@ pub const TARGETS: &[Target] = &[
     ),
     ("token_answer", credentials::token_answer),
     ("hmac_jwks", documents::hmac_jwks),
-    ("state_jwks", targets::state_jwks),
     ("state_budget", targets::state_budget),
     ("state_breaker", targets::state_breaker),
     ("state_replay", targets::state_replay),

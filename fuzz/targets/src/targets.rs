@@ -521,27 +521,6 @@ fn clocks(first: u64) -> [u64; 4] {
     [first, 0, u64::MAX, 1_735_689_600]
 }
 
-/// jwt-auth's shared JWKS state as another module version may have written it: 8 bytes of
-/// clock, then the value; every transition.
-pub fn state_jwks(data: &[u8]) {
-    use jwt_auth::remote::SharedJwks;
-    let (w, value) = words(data, 1);
-    for now in clocks(w[0]) {
-        let mut state = SharedJwks::decode(value);
-        let _ = (
-            state.in_flight(now),
-            state.due(now, 600_000),
-            state.due(now, u64::MAX),
-        );
-        state.claim(now, u64::MAX);
-        state.failed(now);
-        let _ = state.request_refetch(now);
-        state.succeeded(now, "{}".into());
-        let again = SharedJwks::decode(&state.encode());
-        let _ = again.due(now, 0);
-    }
-}
-
 /// retry's budget window as stored: 8 bytes of clock (seconds), then the value; every update.
 pub fn state_budget(data: &[u8]) {
     use retry::budget::{self, Window};
