@@ -8,7 +8,7 @@ use super::*;
 use crate::fake::{Call, FakeEnv};
 use crate::frame::{Bound, StreamOps, Worker};
 use proxy_wasm::types::Action;
-use wasmgate_core::host::HeaderMap;
+use wasmgate_core::host::{HeaderMap, Host};
 use wasmgate_core::outcome::Callout;
 
 thread_local! {
@@ -41,6 +41,9 @@ struct Script {
     /// Holds the headers for the body (else lets them go on before it).
     #[serde(default)]
     hold: bool,
+    /// Reads the whole request map and rewrites it, adding `x-<tag>-rewritten`.
+    #[serde(default)]
+    rewrite: bool,
     /// Replaces the body with this text.
     #[serde(default)]
     replace: Option<String>,
@@ -95,6 +98,12 @@ impl Filter for Probe {
         }
         if s.set {
             cx.request.set(format!("x-{}", s.tag), s.tag.clone());
+        }
+        if s.rewrite {
+            let read = cx.host().request_headers();
+            let mut new = read.clone();
+            new.push((format!("x-{}-rewritten", s.tag), "yes".into()));
+            cx.request.replace_all(read, new);
         }
         if let Some(status) = s.reply {
             return Outcome::Reply(LocalReply::new(status, "refused", "no"));
@@ -307,6 +316,61 @@ fn stages_share_one_view_and_their_edits_are_written_once() {
             Call::WriteHeader(HeaderMap::Request, "x-b".into(), Some("b".into())),
         ],
         "written once, after the chain's hook"
+    );
+}
+
+#[test]
+fn a_whole_map_rewrite_after_single_edits_writes_only_what_it_changed() {
+    let env = FakeEnv::with_request("GET", "example.com", "/p");
+    let w = worker(
+        &env,
+        serde_json::json!({"stages": [
+            probe(serde_json::json!({"tag": "a", "set": true})),
+            {"filter": "probe", "name": "b", "config": {"tag": "b", "rewrite": true}},
+            {"filter": "probe", "name": "c", "config": {"tag": "c", "set": true}},
+        ]}),
+    );
+    env.reads.set(0);
+    assert_eq!(stream(&w, 1).request_headers(&env, true), Action::Continue);
+    assert_eq!(
+        env.reads.get(),
+        1,
+        "the map read once, by the rewriting stage"
+    );
+    assert_eq!(
+        env.take_calls(),
+        vec![
+            Call::WriteHeader(HeaderMap::Request, "x-a".into(), Some("a".into())),
+            Call::WriteHeader(
+                HeaderMap::Request,
+                "x-b-rewritten".into(),
+                Some("yes".into())
+            ),
+            Call::WriteHeader(HeaderMap::Request, "x-c".into(), Some("c".into())),
+        ]
+    );
+    assert_eq!(
+        Host::header(&env, HeaderMap::Request, "x-a").as_deref(),
+        Some("a")
+    );
+
+    let env = FakeEnv::with_request("GET", "example.com", "/p");
+    let w = worker(
+        &env,
+        serde_json::json!({"stages": [
+            probe(serde_json::json!({"tag": "a", "rewrite": true})),
+            {"filter": "probe", "name": "b", "config": {"tag": "b", "read": "x-a-rewritten", "set": true}},
+        ]}),
+    );
+    env.reads.set(0);
+    assert_eq!(stream(&w, 1).request_headers(&env, true), Action::Continue);
+    assert_eq!(seen().last().unwrap(), "b read x-a-rewritten=Some(\"yes\")");
+    assert_eq!(env.reads.get(), 1);
+    let calls = env.take_calls();
+    assert!(
+        matches!(&calls[..], [Call::WriteMap(HeaderMap::Request, map), Call::WriteHeader(_, name, _)]
+            if map.iter().any(|(n, _)| n == "x-a-rewritten") && name == "x-b"),
+        "{calls:?}"
     );
 }
 

@@ -7,7 +7,7 @@ use crate::env::{Direction, Env};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, SystemTime};
 use wasmgate_core::clock::Clock;
-use wasmgate_core::edits::{Edit, Headers};
+use wasmgate_core::edits::{diff, Edit, Headers};
 use wasmgate_core::host::{HeaderMap, Host};
 use wasmgate_core::outcome::{Answer, Callout};
 use wasmgate_core::shared::{SetError, SharedStore};
@@ -16,33 +16,28 @@ use wasmgate_core::HeaderEdits;
 /// One header map as the chain's stages see it.
 #[derive(Debug, Default)]
 pub struct MapView {
-    /// The map with every edit of the stages so far, once read.
+    /// The map as last read or rebuilt, before the edits in `pending`.
     current: Option<Headers>,
-    /// The map as the host holds it (for a whole-map rewrite), kept only once `current` differs.
-    written: Option<Headers>,
-    /// Single edits since the host last wrote, not yet applied because the map was not read.
+    /// Edits not applied to `current` yet (applied when a stage reads the map), or, while the
+    /// map is unread, the edits the host does not hold yet. The edits of the last stage to run
+    /// are never applied when nothing reads the map after it.
     pending: Vec<Edit>,
 }
 
 impl MapView {
-    /// The frame wrote every edit of the last hook: the host holds `current` now.
+    /// The frame wrote every edit of the last hook: an unread map is the host's again.
     pub fn settle(&mut self) {
-        self.written = None;
-        self.pending.clear();
+        if self.current.is_none() {
+            self.pending.clear();
+        }
     }
 
     fn load(&mut self, env: &dyn Env, map: HeaderMap) -> &Headers {
-        if self.current.is_none() {
-            let mut headers = env.headers(map);
-            if !self.pending.is_empty() {
-                self.written = Some(headers.clone());
-            }
-            for edit in self.pending.drain(..) {
-                apply(&mut headers, &edit);
-            }
-            self.current = Some(headers);
+        let current = self.current.get_or_insert_with(|| env.headers(map));
+        for edit in self.pending.drain(..) {
+            apply(current, &edit);
         }
-        self.current.get_or_insert_with(Vec::new)
+        current
     }
 
     fn touched(&self, name: &str) -> bool {
@@ -51,38 +46,43 @@ impl MapView {
         })
     }
 
-    /// Keeps the host's map before `current` first changes (a whole-map rewrite names it).
-    fn keep_written(&mut self) {
-        if self.written.is_none() {
-            self.written.clone_from(&self.current);
-        }
-    }
-
-    /// Takes one stage's edits of this map: into the view, and into `into`, what the frame
-    /// writes after the chain's hook.
+    /// Takes one stage's edits: into the view, and into `into`, what the frame writes after the
+    /// chain's hook.
     pub fn merge(&mut self, into: &mut HeaderEdits, edits: HeaderEdits) {
-        if let Some((_, new)) = edits.replace {
-            // The stage read the whole map through this view, so `new` holds every edit before
-            // it: one rewrite from what the host holds replaces them all.
-            self.keep_written();
-            let written = self.written.clone().unwrap_or_default();
-            *into = HeaderEdits::default();
-            into.replace_all(written, new.clone());
-            self.current = Some(new);
-        }
-        for edit in edits.edits {
-            match self.current.as_mut() {
-                Some(_) => {
-                    self.keep_written();
-                    if let Some(current) = self.current.as_mut() {
-                        apply(current, &edit);
-                    }
+        if let Some((read, new)) = edits.replace {
+            // The stage read the whole map through this view (`read`): what the host holds once
+            // the edits before it are written; `new` holds every one of them.
+            match into.replace.take() {
+                Some((written, _)) => {
+                    into.edits.clear();
+                    into.replace_all(written, new.clone());
                 }
-                None => self.pending.push(edit.clone()),
+                None if into.edits.is_empty() => into.replace_all(read, new.clone()),
+                // Earlier stages' single edits go first, then only the names this stage changed:
+                // no copy of the host's map is kept for a rewrite that rarely comes.
+                None => into.edits.extend(diff_edits(&read, &new)),
             }
-            into.edits.push(edit);
+            self.current = Some(new);
+            self.pending.clear();
+        }
+        self.pending.extend(edits.edits.iter().cloned());
+        into.edits.extend(edits.edits);
+    }
+}
+
+/// The single edits that turn `old` into `new`, name by name.
+fn diff_edits(old: &Headers, new: &Headers) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    for (name, values) in diff(old, new) {
+        match <[String; 1]>::try_from(values) {
+            Ok([one]) => edits.push(Edit::Set(name, one)),
+            Err(values) => {
+                edits.push(Edit::Remove(name.clone()));
+                edits.extend(values.into_iter().map(|v| Edit::Add(name.clone(), v)));
+            }
         }
     }
+    edits
 }
 
 /// Applies one edit to a header list.
