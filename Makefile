@@ -37,7 +37,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASMGATE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: setup toolchain envoy binaryen oci-tools valgrind node prometheus build oci push test unit e2e test-matrix run bench bench-instructions bench-smoke lint fmt fuzz clean help
+.PHONY: setup toolchain envoy binaryen oci-tools valgrind node prometheus build oci push test unit e2e test-matrix run bench bench-instructions bench-smoke profile lint fmt fuzz clean help
 
 ## setup: the Rust toolchain with the wasm32-wasip1 target and the pinned Envoy
 setup: toolchain envoy
@@ -170,17 +170,34 @@ bench-instructions: build envoy valgrind
 	cargo build --release -p wasmgate-bench
 	target/release/wasmgate-bench --instructions $(if $(ONLY),--only $(ONLY))
 
+SCENARIO ?= jwt_chain
+PROFILE_SCENARIOS = jwt_chain jwt_auth rate_limit transform
+PROFILE_DIR = target/profile
+
+## profile: where the Rust code's own instructions go, by function (what bench-instructions
+## cannot say: Envoy is stripped and V8 compiles the module): 1,000 requests of SCENARIO
+## (jwt_chain, jwt_auth, rate_limit or transform) natively through the frame and its fake host
+## under callgrind (bench/examples/profile.rs); the whole report: target/profile/callgrind.out
+profile: toolchain valgrind
+	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 \
+	  cargo build --release --example profile -p wasmgate-bench --target-dir $(PROFILE_DIR)
+	valgrind --tool=callgrind --toggle-collect='*profile::requests*' \
+	  --callgrind-out-file=$(PROFILE_DIR)/callgrind.out $(PROFILE_DIR)/release/examples/profile $(SCENARIO)
+	callgrind_annotate --inclusive=yes $(PROFILE_DIR)/callgrind.out | sed -n '24,84p' \
+	  | sed 's|$(CURDIR)/||g; s|/rustc/[0-9a-f]*/library/||g; s| \[[^]]*\]$$||' | cut -c1-180
+
 # valgrind (callgrind and callgrind_control), from Debian's package.
 valgrind:
 	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind; }
 
-## bench-smoke: one short round of the benchmark and an instruction count of the floor rows, so
-## neither can rot (part of make test)
+## bench-smoke: one short round of the benchmark, an instruction count of the floor rows and every
+## profile scenario run once without valgrind, so none of them can rot (part of make test)
 bench-smoke: build envoy valgrind
 	cargo build --release -p wasmgate-bench
 	target/release/wasmgate-bench --smoke
 	target/release/wasmgate-bench --instructions --only floor
+	for s in $(PROFILE_SCENARIOS); do cargo run -q --example profile -p wasmgate-bench -- $$s || exit 1; done
 
 ## lint: formatting and clippy (host and wasm32-wasip1) with warnings as errors
 ## (and fails if wasmgate-core depends on proxy-wasm)
