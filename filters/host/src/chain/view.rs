@@ -1,7 +1,7 @@
 //! The request view of a chain: the header maps as the stages before have left them. Each map is
 //! read from the host at most once per hook (and not at all while the stages read only single
-//! headers nobody edited); the stages' edits are applied to the view and written once, by the
-//! frame, after the chain's hook.
+//! headers nobody edited); the stages' edits are applied to the view when a later stage reads
+//! it, and written once, by the frame, after the chain's hook.
 
 use crate::env::{Direction, Env};
 use std::cell::{Cell, RefCell};
@@ -59,7 +59,7 @@ impl MapView {
                 }
                 None if into.edits.is_empty() => into.replace_all(read, new.clone()),
                 // Earlier stages' single edits go first, then only the names this stage changed:
-                // no copy of the host's map is kept for a rewrite that rarely comes.
+                // so no copy of the host's map needs keeping for such a rewrite.
                 None => into.edits.extend(diff_edits(&read, &new)),
             }
             self.current = Some(new);
