@@ -126,6 +126,19 @@ fn a_verified_subject_is_limited_and_its_body_edited_once_the_keys_arrive() {
         "the subject jwt-auth verified is limited"
     );
     assert_eq!(post(&envoy, Some(&token(&keys["rsa"], "bob"))).status, 200);
+    // A client naming another subject in the header jwt-auth sets: jwt-auth removes it, and
+    // rate-limit, reading through the chain's view, still keys on the verified alice.
+    let spoofed = envoy.client().send(
+        "POST",
+        "/orders",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {alice}")),
+            ("x-jwt-sub", "carol"),
+        ],
+        br#"{"order": 1}"#,
+    );
+    assert_eq!(spoofed.status, 429, "{}", spoofed.text());
 
     let forged = token(&keys["rsa_rotated"], "alice");
     for (authorization, what) in [(None, "no token"), (Some(forged.as_str()), "another key")] {
